@@ -1,0 +1,43 @@
+# serve-kosmos-2: set-up, tests, local serving and a demo. See README.md.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := src:.
+
+.PHONY: venv test test-fast serve demo tiny-checkpoint clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+## venv: create .venv (if missing) and install the pinned dependencies
+venv: $(STAMP)
+
+## test: the whole suite, end-to-end tests included
+test: venv
+	$(PY) -m pytest
+
+## test-fast: everything but the end-to-end tests that start servers and CLIs
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
+
+## serve: the app with its UI on http://127.0.0.1:8000 (real weights on first deploy)
+serve: venv
+	$(PY) -m uvicorn main:model.app --app-dir src --host 127.0.0.1 --port 8000 --ws websockets
+
+## tiny-checkpoint: build the tiny trained Kosmos-2 if needed; prints its folder last
+tiny-checkpoint: venv
+	@$(PY) -m tests.tiny_model.build
+
+## demo: offline, the tiny model through CLI predict on generated images, results drawn
+demo: venv
+	@set -e; checkpoint=$$($(PY) -m tests.tiny_model.build | tail -n 1); \
+	$(PY) -m tests.tiny_model.demo demo_output/images; \
+	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
+		--device cpu --output demo_output/predictions --draw; \
+	echo "annotations and drawn images: demo_output/predictions/images"
+
+clean:
+	rm -rf app_data demo_output predictions .pytest_cache

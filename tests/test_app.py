@@ -1,0 +1,144 @@
+"""The Supervisely adapter through the SDK's FastAPI app (TestClient), on the tiny model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import supervisely as sly
+
+from kosmos2_app import Kosmos2
+from tests.app_harness import (
+    app_environment,
+    client_for,
+    deploy_on_cpu,
+    infer_image,
+    png_bytes,
+    rectangles,
+)
+from tests.helpers import SCENE_CASES, scene, tlbr_iou
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_checkpoint):
+    """A GUI-template app, deployed through /deploy_from_api as the model table's Serve does."""
+    with app_environment(tmp_path_factory.mktemp("app"), tiny_checkpoint):
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        assert client.get("/is_ready").status_code == 503
+        early = infer_image(client, scene(*SCENE_CASES[0])[0])
+        assert early.status_code == 503 and "not deployed" in early.json()["message"]
+        response = deploy_on_cpu(client)
+        assert response.status_code == 200, response.text
+        yield model, client
+
+
+def test_ready_and_deploy_info_after_deploy(served):
+    _, client = served
+    assert client.get("/is_ready").status_code == 200
+    response = client.post("/get_deploy_info", json={})
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["device"] == "cpu" and info["model_name"] == "Kosmos-2"
+    assert info["task_type"] == "prompt-based object detection" and info["model_precision"] == "FP32"
+
+
+def test_session_info_claims_only_what_works(served):
+    _, client = served
+    info = client.post("/get_session_info", json={}).json()
+    assert info["batch_inference_support"] is True
+    assert info["videos_support"] is False and info["tracking_on_videos_support"] is False
+    assert info["async_video_inference_support"] is False and info["device"] == "cpu"
+
+
+@pytest.mark.parametrize("seed,width,height,colour,shape", SCENE_CASES)
+def test_inference_image_gives_a_rectangle_over_the_shape(served, seed, width, height, colour, shape):
+    _, client = served
+    image, drawn = scene(seed, width, height, colour, shape)
+    response = infer_image(client, image)
+    assert response.status_code == 200, response.text
+    annotation = response.json()["annotation"]
+    assert annotation["size"] == {"height": height, "width": width}
+    [rect] = rectangles(annotation)
+    assert rect["class"] == drawn.phrase and rect["geometry"] == "rectangle"
+    assert tlbr_iou(rect["tlbr"], drawn) >= 0.5
+    assert len(rect["confidence"]) == 1 and 0 < rect["confidence"][0] <= 1
+
+
+def test_max_new_tokens_is_honoured_on_the_batch_path(served):
+    _, client = served
+    image = scene(*SCENE_CASES[0])[0]
+    files = [("files", (f"img{i}.png", png_bytes(image), "image/png")) for i in range(2)]
+    for tokens, expected in ((3, 0), (40, 1)):
+        response = client.post("/inference_batch", files=files,
+                               data={"settings": f'{{"settings": {{"max_new_tokens": {tokens}}}}}'})
+        assert response.status_code == 200, response.text
+        assert [len(r["annotation"]["objects"]) for r in response.json()] == [expected, expected]
+
+
+def test_confidence_threshold_and_classes_whitelist(served):
+    _, client = served
+    image, drawn = scene(*SCENE_CASES[1])
+    assert rectangles(infer_image(client, image, confidence_threshold=1.0).json()["annotation"]) == []
+    assert rectangles(infer_image(client, image, classes=["a green circle"]).json()["annotation"]) == []
+    kept = rectangles(infer_image(client, image, classes=[drawn.phrase]).json()["annotation"])
+    assert [r["class"] for r in kept] == [drawn.phrase]
+
+
+@pytest.mark.parametrize("settings,field", [({"max_new_tokens": 0}, "max_new_tokens"),
+                                            ({"confidence_threshold": 2}, "confidence_threshold"),
+                                            ({"prompt": ""}, "prompt")])
+def test_bad_settings_get_400_naming_the_field_and_the_server_keeps_serving(served, settings, field):
+    _, client = served
+    image = scene(*SCENE_CASES[0])[0]
+    response = infer_image(client, image, **settings)
+    assert response.status_code == 400 and field in response.json()["message"]
+    assert infer_image(client, image).status_code == 200
+
+
+def test_load_model_again_reuses_the_weights_and_answers_the_same(served):
+    model, client = served
+    image = scene(*SCENE_CASES[2])[0]
+    before = infer_image(client, image).json()["annotation"]
+    engine = model._engine
+    model.load_model(**model._deploy_params)  # what the SDK's idle freeze and unfreeze do
+    assert model._engine is engine
+    assert infer_image(client, image).json()["annotation"] == before
+
+
+def test_classes_are_created_on_the_fly_thread_safely(served):
+    model, _ = served
+    names = [f"thing {i % 37}" for i in range(400)]
+    errors = []
+
+    def create(chunk):
+        try:
+            for name in chunk:
+                model._create_label(sly.nn.PredictionBBox(name, [1, 2, 3, 4], 0.5))
+        except Exception as error:  # noqa: BLE001 - collected for the assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=create, args=(names[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    created = {c.name for c in model.model_meta.obj_classes if c.name.startswith("thing ")}
+    assert created == set(names)
+
+
+def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint):
+    with app_environment(tmp_path, tiny_checkpoint):
+        model = Kosmos2(use_gui=False, sliding_window_mode="none")
+        assert model.gui is None
+        row = model.pretrained_models[0]
+        model._load_model_headless(model_files=dict(row["meta"]["model_files"]), model_info=row,
+                                   model_source="Pretrained models", device="cpu", runtime="PyTorch")
+        image, drawn = scene(*SCENE_CASES[4])
+        annotation = model.inference(image)
+        [label] = annotation.labels
+        assert label.obj_class.name == drawn.phrase
+        assert tlbr_iou((label.geometry.top, label.geometry.left, label.geometry.bottom,
+                         label.geometry.right), drawn) >= 0.5

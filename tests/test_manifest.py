@@ -1,0 +1,44 @@
+"""The app manifest, the model table, the pins and the Dockerfile agree with each other."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pins() -> dict[str, str]:
+    lines = [l.strip() for l in (REPO / "requirements.txt").read_text().splitlines()]
+    lines = [l for l in lines if l and not l.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", l) for l in lines), "every line pinned with =="
+    return {l.split("==")[0].lower(): l.split("==")[1] for l in lines}
+
+
+def test_requirements_pin_the_stack():
+    pinned = pins()
+    assert pinned["torch"] == "2.13.0"
+    assert pinned["supervisely"] == "6.74.51"
+    assert pinned["transformers"] == "5.23.0"
+
+
+def test_manifest_is_a_serving_app_on_port_8000():
+    config = json.loads((REPO / "config.json").read_text())
+    assert "uvicorn main:model.app" in config["entrypoint"] and "--app-dir ./src" in config["entrypoint"]
+    assert config["port"] == 8000 and config["session_tags"] == ["deployed_nn"]
+    assert config["gpu"] in ("preferred", "required") and config["docker_image"].startswith("supervisely/")
+
+
+def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert f"LABEL python_sdk_version={pins()['supervisely']}" in dockerfile
+    assert "requirements.txt" in dockerfile and "download_weights.py" in dockerfile
+    assert "KOSMOS2_CHECKPOINT=/weights/" in dockerfile
+
+
+def test_model_table_rows_have_checkpoints_and_paper_figures():
+    [row] = json.loads((REPO / "src" / "models.json").read_text())
+    assert row["meta"]["model_name"] == "Kosmos-2"
+    assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
+    assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65
