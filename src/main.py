@@ -5,13 +5,8 @@
     python src/main.py predict IMAGES --device cpu  # SDK CLI: annotations written to ./predictions
 """
 
-import supervisely as sly
-from dotenv import load_dotenv
+from kosmos2_app import Kosmos2, load_local_env
 
-from kosmos2_app import Kosmos2
-
-if sly.is_development():
-    load_dotenv("local.env")
-
+load_local_env()
 model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
 model.serve()
