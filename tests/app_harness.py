@@ -30,7 +30,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 @contextlib.contextmanager
 def app_environment(tmp_path: Path, checkpoint: str):
     """The environment of a local run (local.env), with data dirs under ``tmp_path``, the tiny
-    checkpoint, a clean ``sys.argv`` (the SDK parses it) and fresh SDK singletons."""
+    checkpoint, a clean ``sys.argv`` (the SDK parses it) and fresh SDK singletons. Yields the
+    ``MonkeyPatch`` that undoes all of it, for further changes inside the block."""
     from supervisely.app.singleton import Singleton
 
     env = read_env_file(REPO / "local.env")
@@ -45,7 +46,7 @@ def app_environment(tmp_path: Path, checkpoint: str):
         Singleton._instances.clear()
         Singleton._nested_instances.clear()
         try:
-            yield env
+            yield patch
         finally:
             Singleton._instances.clear()
             Singleton._nested_instances.clear()

@@ -142,3 +142,17 @@ def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint
         assert label.obj_class.name == drawn.phrase
         assert tlbr_iou((label.geometry.top, label.geometry.left, label.geometry.bottom,
                          label.geometry.right), drawn) >= 0.5
+
+
+def test_missing_weights_fail_deploy_with_what_to_set_and_a_later_deploy_works(tmp_path, tiny_checkpoint):
+    with app_environment(tmp_path, str(tmp_path / "no-weights-here")) as environment:
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        failed = deploy_on_cpu(client)
+        assert failed.status_code == 503 and "KOSMOS2_CHECKPOINT" in failed.json()["message"]
+        assert client.get("/is_alive").status_code == 200
+        assert client.get("/is_ready").status_code == 503
+        environment.setenv("KOSMOS2_CHECKPOINT", tiny_checkpoint)
+        assert deploy_on_cpu(client).status_code == 200
+        assert client.get("/is_ready").status_code == 200

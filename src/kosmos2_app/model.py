@@ -20,6 +20,7 @@ from supervisely.nn.prediction_dto import PredictionBBox
 
 from kosmos2_engine import (
     CHECKPOINT_ENV,
+    CheckpointError,
     Kosmos2Engine,
     SettingsError,
     policy_from_settings,
@@ -68,7 +69,10 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             self._engine.to(device)
         else:
             self._engine = None  # free the old weights before loading new ones
-            self._engine = Kosmos2Engine.load(checkpoint, device=device)
+            try:
+                self._engine = Kosmos2Engine.load(checkpoint, device=device)
+            except CheckpointError as error:  # the message says what to set: give it to the caller
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
             self._engine_checkpoint = checkpoint
         self._engine.warm_up()
         self.model_precision = _precision_name(self._engine.dtype)
