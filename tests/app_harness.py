@@ -83,3 +83,9 @@ def rectangles(annotation_json: dict) -> list[dict]:
         found.append({"class": obj["classTitle"], "geometry": obj["geometryType"],
                       "tlbr": (top, left, bottom, right), "confidence": confidence})
     return found
+
+
+def label_tlbr(label) -> tuple[int, int, int, int]:
+    """Inclusive pixel [top, left, bottom, right] of a ``sly.Label`` with a Rectangle."""
+    box = label.geometry
+    return box.top, box.left, box.bottom, box.right

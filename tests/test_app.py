@@ -13,6 +13,7 @@ from tests.app_harness import (
     client_for,
     deploy_on_cpu,
     infer_image,
+    label_tlbr,
     png_bytes,
     rectangles,
 )
@@ -140,8 +141,7 @@ def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint
         annotation = model.inference(image)
         [label] = annotation.labels
         assert label.obj_class.name == drawn.phrase
-        assert tlbr_iou((label.geometry.top, label.geometry.left, label.geometry.bottom,
-                         label.geometry.right), drawn) >= 0.5
+        assert tlbr_iou(label_tlbr(label), drawn) >= 0.5
 
 
 def test_missing_weights_fail_deploy_with_what_to_set_and_a_later_deploy_works(tmp_path, tiny_checkpoint):

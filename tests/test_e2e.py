@@ -17,7 +17,7 @@ import supervisely as sly
 from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
-from tests.app_harness import REPO, read_env_file, rectangles
+from tests.app_harness import REPO, label_tlbr, read_env_file, rectangles
 from tests.helpers import SCENE_CASES, scene, tlbr_iou
 
 pytestmark = pytest.mark.slow
@@ -102,11 +102,6 @@ def session(url: str, **settings) -> sly.nn.inference.Session:
     # Session needs an Api object for its token; with session_url it is never contacted.
     api = sly.Api("http://127.0.0.1:9", "local-placeholder-token", ignore_task_id=True)
     return sly.nn.inference.Session(api, session_url=url, inference_settings=settings or None)
-
-
-def label_tlbr(label: sly.Label) -> tuple[int, int, int, int]:
-    box = label.geometry
-    return box.top, box.left, box.bottom, box.right
 
 
 def test_session_inference_image_path_boxes_the_shape(server, scene_files):
