@@ -37,7 +37,10 @@ demo: venv
 	$(PY) -m tests.tiny_model.demo demo_output/images; \
 	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
 		--device cpu --output demo_output/predictions --draw; \
-	echo "annotations and drawn images: demo_output/predictions/images"
+	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
+		--device cpu --output demo_output/grounding --draw \
+		--settings task=phrase_grounding "phrases=circle. square. triangle"; \
+	echo "captions: demo_output/predictions/images; phrase grounding: demo_output/grounding/images"
 
 clean:
 	rm -rf app_data demo_output predictions .pytest_cache

@@ -1,10 +1,13 @@
-"""Shared fixtures: the tiny trained checkpoint and an engine on it."""
+"""Shared fixtures: the tiny trained checkpoint, an engine on it, and the app deployed on it."""
 
 from __future__ import annotations
 
 import pytest
 
+from kosmos2_app import Kosmos2
 from kosmos2_engine import Kosmos2Engine
+from tests.app_harness import app_environment, client_for, deploy_on_cpu, infer_image
+from tests.helpers import SCENE_CASES, scene
 from tests.tiny_model.build import ensure_tiny_checkpoint
 
 
@@ -17,3 +20,18 @@ def tiny_checkpoint() -> str:
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint) -> Kosmos2Engine:
     return Kosmos2Engine.load(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_checkpoint):
+    """A GUI-template app, deployed through /deploy_from_api as the model table's Serve does."""
+    with app_environment(tmp_path_factory.mktemp("app"), tiny_checkpoint):
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        assert client.get("/is_ready").status_code == 503
+        early = infer_image(client, scene(*SCENE_CASES[0])[0])
+        assert early.status_code == 503 and "not deployed" in early.json()["message"]
+        response = deploy_on_cpu(client)
+        assert response.status_code == 200, response.text
+        yield model, client

@@ -20,21 +20,6 @@ from tests.app_harness import (
 from tests.helpers import SCENE_CASES, scene, tlbr_iou
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_checkpoint):
-    """A GUI-template app, deployed through /deploy_from_api as the model table's Serve does."""
-    with app_environment(tmp_path_factory.mktemp("app"), tiny_checkpoint):
-        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
-        model.serve()
-        client = client_for(model)
-        assert client.get("/is_ready").status_code == 503
-        early = infer_image(client, scene(*SCENE_CASES[0])[0])
-        assert early.status_code == 503 and "not deployed" in early.json()["message"]
-        response = deploy_on_cpu(client)
-        assert response.status_code == 200, response.text
-        yield model, client
-
-
 def test_ready_and_deploy_info_after_deploy(served):
     _, client = served
     assert client.get("/is_ready").status_code == 200
@@ -89,7 +74,7 @@ def test_confidence_threshold_and_classes_whitelist(served):
 
 @pytest.mark.parametrize("settings,field", [({"max_new_tokens": 0}, "max_new_tokens"),
                                             ({"confidence_threshold": 2}, "confidence_threshold"),
-                                            ({"prompt": ""}, "prompt")])
+                                            ({"task": "custom", "prompt": ""}, "prompt")])
 def test_bad_settings_get_400_naming_the_field_and_the_server_keeps_serving(served, settings, field):
     _, client = served
     image = scene(*SCENE_CASES[0])[0]

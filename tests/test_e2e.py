@@ -3,6 +3,7 @@ SDK's own clients; and the SDK CLI (``predict`` and ``deploy``) in subprocesses.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -18,7 +19,7 @@ from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
 from tests.app_harness import REPO, label_tlbr, read_env_file, rectangles
-from tests.helpers import SCENE_CASES, scene, tlbr_iou
+from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
 
 pytestmark = pytest.mark.slow
 
@@ -68,18 +69,28 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-@pytest.fixture(scope="module")
-def scene_files(tmp_path_factory):
-    """The scene cases as PNG files: [(path, drawn shape)]."""
-    folder = tmp_path_factory.mktemp("scenes") / "images"
+def write_pngs(folder: Path, cases, draw) -> list:
+    """Each case drawn by ``draw(*case)`` into ``folder`` as PNG: [(path, what was drawn)]."""
     folder.mkdir()
     files = []
-    for case in SCENE_CASES:
-        image, drawn = scene(*case)
-        path = folder / f"scene_{case[0]}.png"
+    for case in cases:
+        image, drawn = draw(*case)
+        path = folder / f"case_{case[0]}.png"
         Image.fromarray(image).save(path)
         files.append((path, drawn))
     return files
+
+
+@pytest.fixture(scope="module")
+def scene_files(tmp_path_factory):
+    """The one-shape cases as PNG files: [(path, drawn shape)]."""
+    return write_pngs(tmp_path_factory.mktemp("scenes") / "images", SCENE_CASES, scene)
+
+
+@pytest.fixture(scope="module")
+def two_shape_files(tmp_path_factory):
+    """The two-shape cases as PNG files in one folder: [(path, (left shape, right shape))]."""
+    return write_pngs(tmp_path_factory.mktemp("pairs") / "pairs", TWO_SHAPE_CASES, two_shapes)
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +184,67 @@ def test_cli_deploy_serves_the_model(tiny_checkpoint, scene_files, tmp_path):
         assert label.obj_class.name == drawn.phrase and tlbr_iou(label_tlbr(label), drawn) >= 0.5
     finally:
         stop(process)
+
+
+def tag_values(tags) -> dict:
+    return {tag.name: tag.value for tag in tags}
+
+
+def test_session_runs_every_task(server, two_shape_files):
+    path, (left, right) = two_shape_files[1]
+    phrase = f"the {right.colour} {right.shape}"
+    [label] = session(server, task="phrase_grounding", phrases=[phrase]).inference_image_path(str(path)).labels
+    assert label.obj_class.name == phrase and tlbr_iou(label_tlbr(label), right) >= 0.5
+    [label] = session(server, task="referring_expression", expression="the shape on the left"
+                      ).inference_image_path(str(path)).labels
+    assert label.obj_class.name == "the shape on the left" and tlbr_iou(label_tlbr(label), left) >= 0.5
+    regions = [list(left.pixel_ltrb), list(right.pixel_ltrb)]
+    ann = session(server, task="region_description", regions=regions).inference_image_path(str(path))
+    assert [tag_values(label.tags)["description"] for label in ann.labels] == [f"{left.phrase}.", f"{right.phrase}."]
+    ann = session(server, task="detailed_caption").inference_image_path(str(path))
+    assert tag_values(ann.img_tags)["caption"] == (f"There is {left.phrase} on the left and "
+                                                    f"{right.phrase} on the right.")
+    ann = session(server, task="custom", prompt="An image of").inference_image_path(str(path))
+    assert tag_values(ann.img_tags)["caption"] == f"An image of {left.phrase} and {right.phrase} ."
+
+
+def test_model_api_predict_takes_task_keywords(server, two_shape_files):
+    model = ModelAPI(url=server)
+    path, (left, right) = two_shape_files[1]
+    [prediction] = model.predict(input=str(path), task="phrase_grounding", phrases=f"{left.shape}. {right.shape}")
+    assert list(prediction.classes) == [left.shape, right.shape]
+    assert tlbr_iou(tuple(int(v) for v in prediction.boxes[1]), right) >= 0.5
+    [prediction] = model.predict(input=str(path), task="vqa", question=f"What colour is the {left.shape}?")
+    assert tag_values(prediction.annotation.img_tags)["answer"] == f"The {left.shape} is {left.colour}."
+
+
+def test_vqa_route_over_http(server, two_shape_files):
+    path, (left, _) = two_shape_files[2]
+    body = {"state": {"image_base64": base64.b64encode(path.read_bytes()).decode(),
+                      "question": f"What colour is the {left.shape}?"}}
+    response = requests.post(f"{server}/visual_question_answering", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"] == f"The {left.shape} is {left.colour}."
+
+
+def test_a_bad_task_setting_is_a_400_through_the_session_and_the_server_keeps_serving(server, two_shape_files):
+    path, _ = two_shape_files[0]
+    with pytest.raises(requests.HTTPError) as error:
+        session(server, task="vqa", question="what is </s>?").inference_image_path(str(path))
+    assert error.value.response.status_code == 400 and "'question'" in error.value.response.text
+    assert session(server).inference_image_path(str(path)).labels
+
+
+def test_cli_predict_runs_a_task_from_settings(server, two_shape_files, tiny_checkpoint, tmp_path):
+    folder = two_shape_files[0][0].parent
+    path, (asked, _) = two_shape_files[1]
+    result = subprocess.run(
+        [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output",
+         str(tmp_path / "out"), "--settings", "task=vqa", f"question=What colour is the {asked.shape}?"],
+        cwd=REPO, env=app_env(tmp_path, tiny_checkpoint), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for other, _ in two_shape_files:  # one annotation per image, each with an answer
+        written = json.loads((tmp_path / "out" / folder.name / f"{other.name}.json").read_text())
+        assert [tag["name"] for tag in written["tags"]] == ["answer"]
+    written = json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text())
+    assert written["tags"][0]["value"] == f"The {asked.shape} is {asked.colour}."

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kosmos2_engine import CheckpointError, GenerationPolicy, Kosmos2Engine
+from kosmos2_engine import CAPTION_PROMPT, CheckpointError, GenerationPolicy, Kosmos2Engine
 from kosmos2_engine.prompts import encode_prompt
 from tests.helpers import SCENE_CASES, iou, scene
 
@@ -51,7 +51,7 @@ def test_reused_image_embeddings_match_plain_transformers_generate(engine):
     images = [scene(*case)[0] for case in SCENE_CASES[:3]]
     processor, model = engine.processor, engine.model
     for image in images:
-        inputs = processor(images=image, text=CAPTION.prompt, return_tensors="pt")
+        inputs = processor(images=image, text=CAPTION_PROMPT, return_tensors="pt")
         reference = model.generate(**inputs, max_new_tokens=CAPTION.max_new_tokens, do_sample=False)
         expected = reference[0, inputs["input_ids"].shape[1]:].tolist()
         [ours] = engine.caption([image], CAPTION)

@@ -1,8 +1,9 @@
 """Kosmos-2 as a Supervisely serving app: a thin adapter over :mod:`kosmos2_engine`.
 
 The SDK owns the HTTP server, the GUI, the CLI and the annotation format; this class loads the
-engine, turns settings into a :class:`~kosmos2_engine.GenerationPolicy`, and grounded phrases
-into rectangles with a ``confidence`` tag.
+engine, turns settings into a :class:`~kosmos2_engine.GenerationPolicy`, grounded phrases into
+rectangles with a ``confidence`` tag, and text into ``caption`` / ``answer`` image tags and
+``description`` label tags (also copied into each result's ``data``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ from kosmos2_engine import (
     policy_from_settings,
 )
 
-from .predictions import class_colour, grounded_to_bboxes
+from .predictions import (
+    TEXT_TAGS,
+    DescribedRegion,
+    ImageText,
+    class_colour,
+    result_to_predictions,
+)
+from .routes import register_task_routes
 
 SRC_DIR = Path(__file__).resolve().parent.parent
 
 
 class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
-    """Grounded captioning with Kosmos-2; every grounded phrase becomes a rectangle class."""
+    """Every Kosmos-2 task (see ``inference_settings.yaml``): grounded phrases become rectangles
+    of the class named by the phrase, text becomes ``caption`` / ``answer`` / ``description`` tags."""
 
     FRAMEWORK_NAME = "Kosmos-2"
     MODELS = str(SRC_DIR / "models.json")
@@ -44,6 +53,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._engine: Kosmos2Engine | None = None
         self._engine_checkpoint: str | None = None
         self._meta_lock = threading.Lock()
+        self._task_routes_registered = False
         super().__init__(*args, **kwargs)
 
     def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
@@ -81,34 +91,83 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             if self._model_meta is None:
                 self._model_meta = sly.ProjectMeta()
             self._get_confidence_tag_meta()
+            for name in TEXT_TAGS:
+                if self._model_meta.get_tag_meta(name) is None:
+                    meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
+                    self._model_meta = self._model_meta.add_tag_meta(meta)
 
-    def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]
-                      ) -> list[list[PredictionBBox]]:
-        """Grounded captions of RGB uint8 images (H, W, 3); boxes in pixels of each image."""
+    def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
+        """Run the requested task on RGB uint8 images (H, W, 3). Returns per image the boxes
+        (pixel tlbr of that image), the text and the described regions, as DTOs."""
+        engine = self._require_engine()
+        try:
+            policy = policy_from_settings(settings, self.custom_inference_settings_dict)
+            if policy.task == "region_description" and not policy.regions:
+                raise SettingsError("regions", "task 'region_description' needs regions: pixel "
+                                    "[left, top, right, bottom] boxes; to describe an image's "
+                                    "existing labels, call /describe_regions with its image_id")
+            results = engine.run(images_np, policy)
+        except SettingsError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+        return [result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
+                for result, image in zip(results, images_np)]
+
+    def _require_engine(self) -> Kosmos2Engine:
         if self._engine is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 detail="The model is not deployed yet: press Serve or call /deploy_from_api.")
-        try:
-            policy = policy_from_settings(settings, self.custom_inference_settings_dict)
-            generations = self._engine.caption(images_np, policy)
-        except SettingsError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-        return [
-            grounded_to_bboxes(generation.grounded, image.shape[1], image.shape[0])
-            for generation, image in zip(generations, images_np)
-        ]
+        return self._engine
+
+    def _predictions_to_annotation(self, image_path, predictions, classes_whitelist=None):
+        """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`.
+        Overridden because the SDK has no public hook for image-level tags."""
+        texts = [p for p in predictions if isinstance(p, ImageText)]
+        boxes = [p for p in predictions if not isinstance(p, ImageText)]
+        ann = super()._predictions_to_annotation(image_path, boxes, classes_whitelist)
+        with self._meta_lock:
+            tags = [sly.Tag(self._model_meta.get_tag_meta(t.tag), t.value) for t in texts]
+        return ann.add_tags(tags)
+
+    def _inference_batched_wrapper(self, source, settings):
+        """The SDK's batched inference, with each result's ``data`` holding the task and its
+        text (``caption`` / ``answer`` / ``descriptions``), so that clients read it directly.
+        Overridden because the SDK fills ``data`` only in sliding-window mode."""
+        anns, data = super()._inference_batched_wrapper(source, settings)
+        for ann, item in zip(anns, data):
+            item.update(_text_data(ann, str(settings.get("task") or "caption").strip().lower()))
+        return anns, data
 
     def _create_label(self, dto: PredictionBBox) -> sly.Label:
         """Diff to ``ObjectDetection._create_label``: a phrase's class is created on first use
-        (under a lock, since requests run in parallel threads) instead of raising ``KeyError``.
+        (under a lock, since requests run in parallel threads) instead of raising ``KeyError``,
+        and a :class:`DescribedRegion` gets a ``description`` tag instead of a confidence.
         Overridden because the SDK has no public hook for open-vocabulary label creation."""
         with self._meta_lock:
             obj_class = self._model_meta.get_obj_class(dto.class_name)
             if obj_class is None:
                 obj_class = sly.ObjClass(dto.class_name, sly.Rectangle, class_colour(dto.class_name))
                 self._model_meta = self._model_meta.add_obj_class(obj_class)
-            confidence = self._model_meta.get_tag_meta(self._confidence)
-        return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [sly.Tag(confidence, dto.score)])
+            if isinstance(dto, DescribedRegion):
+                tag = sly.Tag(self._model_meta.get_tag_meta("description"), dto.description)
+            else:
+                tag = sly.Tag(self._model_meta.get_tag_meta(self._confidence), dto.score)
+        return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [tag])
+
+    def serve(self):
+        """The SDK's ``serve``, then the task routes (see :mod:`.routes`)."""
+        super().serve()
+        self._register_task_routes()
+
+    def _run_server(self):
+        """The task routes, then the SDK's blocking server. Overridden because in CLI ``deploy``
+        mode the SDK starts uvicorn inside ``serve()``, before routes added after it exist."""
+        self._register_task_routes()
+        super()._run_server()
+
+    def _register_task_routes(self) -> None:
+        if not self._task_routes_registered:
+            register_task_routes(self, self._app.get_server())
+            self._task_routes_registered = True
 
     def get_info(self) -> dict[str, Any]:
         """The SDK's info, claiming only what works: images, batches, async image jobs; no video,
@@ -125,6 +184,18 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
+
+
+def _text_data(ann: sly.Annotation, task: str) -> dict[str, Any]:
+    """``{"task", "caption" | "answer", "descriptions"}`` read from the annotation's tags."""
+    data: dict[str, Any] = {"task": task}
+    for tag in ann.img_tags:
+        if tag.name in TEXT_TAGS:
+            data[tag.name] = tag.value
+    descriptions = [tag.value for label in ann.labels for tag in label.tags if tag.name == "description"]
+    if descriptions:
+        data["descriptions"] = descriptions
+    return data
 
 
 def _precision_name(dtype) -> str:

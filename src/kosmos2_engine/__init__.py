@@ -3,9 +3,10 @@
 Typical use::
 
     engine = Kosmos2Engine.load("microsoft/kosmos-2-patch14-224", device="cuda:0")
-    [generation] = engine.caption([image_rgb_uint8], GenerationPolicy())
-    for phrase in generation.grounded.phrases:
-        print(phrase.phrase, [box.xyxy for box in phrase.boxes])  # normalised xyxy
+    policy = policy_from_settings({"task": "phrase_grounding", "phrases": "dog. red car"})
+    [result] = engine.run([image_rgb_uint8], policy)
+    for box in result.boxes:
+        print(box.name, box.xyxy, box.score)  # normalised xyxy, confidence in [0, 1]
 """
 
 from .checkpoint import CHECKPOINT_ENV, CheckpointError, default_dtype
@@ -20,23 +21,37 @@ from .grounding import (
     parse_grounded_pieces,
     patch_indices_to_box,
 )
-from .policy import DEFAULT_PROMPT, GenerationPolicy, SettingsError, policy_from_settings
+from .policy import (
+    MAX_ITEMS,
+    TASKS,
+    GenerationPolicy,
+    SettingsError,
+    find_markup,
+)
+from .settings import policy_from_settings
+from .tasks import NamedBox, TaskResult
+from .templates import CAPTION_PROMPT
 
 __all__ = [
+    "CAPTION_PROMPT",
     "CHECKPOINT_ENV",
     "CheckpointError",
-    "DEFAULT_PROMPT",
     "Generation",
     "GenerationPolicy",
     "GroundedBox",
     "GroundedPhrase",
     "GroundedText",
     "Kosmos2Engine",
+    "MAX_ITEMS",
+    "NamedBox",
     "SettingsError",
+    "TASKS",
+    "TaskResult",
     "box_to_patch_indices",
     "box_to_pixel_tlbr",
     "default_dtype",
     "drop_unconfident_boxes",
+    "find_markup",
     "parse_grounded_pieces",
     "patch_indices_to_box",
     "policy_from_settings",

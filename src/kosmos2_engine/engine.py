@@ -19,8 +19,10 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from .checkpoint import default_dtype, load_checkpoint
 from .grounding import GroundedText, drop_unconfident_boxes, parse_grounded_pieces
-from .policy import GenerationPolicy, SettingsError
+from .policy import BOX_TASKS, TEXT_TASKS, GenerationPolicy, SettingsError
 from .prompts import encode_prompt, left_pad
+from .ranking import rank_boxes
+from .tasks import ANSWER_TASKS, PromptJob, TaskResult, assemble, plan_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +31,16 @@ ImageInput = Union[np.ndarray, Image.Image]
 
 @dataclass(frozen=True)
 class Generation:
-    """One decoded prompt: the grounded text and the generated token ids (up to and including
-    end-of-text, if it was reached)."""
+    """One decoded prompt.
+
+    Attributes:
+        grounded: the prompt's text and the continuation, parsed.
+        answer: the continuation alone, parsed (what the model wrote).
+        token_ids: the generated ids, up to and including end-of-text if it was reached.
+    """
 
     grounded: GroundedText
+    answer: GroundedText
     token_ids: tuple[int, ...]
 
 
@@ -119,33 +127,72 @@ class Kosmos2Engine:
                  policy: GenerationPolicy, image_rows: Sequence[int] | None = None) -> list[Generation]:
         """Decode ``prompts[i]`` against image ``image_rows[i]`` of ``image_embeds``.
 
-        ``image_rows`` defaults to ``0..len(prompts)-1``. Prompts are decoded in batches of at
-        most ``max_batch_size``, greedily, for at most ``policy.max_new_tokens`` tokens; a batch
-        stops when every row has ended. Boxes below ``policy.confidence_threshold`` are dropped.
+        ``image_rows`` defaults to ``0..len(prompts)-1``. Prompts are decoded greedily, for at
+        most ``policy.max_new_tokens`` tokens, in batches of at most ``max_batch_size`` prompts
+        of **equal token length**; a batch stops when every row has ended. Boxes below
+        ``policy.confidence_threshold`` are dropped. Results keep the order of ``prompts``.
+
+        Why equal lengths: transformers' Kosmos-2 numbers a generated token's position by the
+        cache length, pads included, so a left-padded row's new tokens get positions shifted by
+        its padding and its output changes (seen on the tiny model). Bucketing avoids padding.
         """
         rows = list(range(len(prompts))) if image_rows is None else list(image_rows)
         if len(rows) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(rows)} image rows")
         encoded = [self._encode_prompt(prompt, policy) for prompt in prompts]
-        results: list[Generation] = []
-        for start in range(0, len(encoded), self.max_batch_size):
-            stop = start + self.max_batch_size
-            results += self._generate_batch(image_embeds, encoded[start:stop], rows[start:stop], policy)
+        results: list[Generation | None] = [None] * len(encoded)
+        for bucket in _equal_length_batches(encoded, self.max_batch_size):
+            generations = self._generate_batch(image_embeds, [encoded[i] for i in bucket],
+                                               [rows[i] for i in bucket], policy)
+            for index, generation in zip(bucket, generations):
+                results[index] = generation
         return results
 
+    def run(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[TaskResult]:
+        """Run ``policy``'s task on every image: one vision pass per image, then every prompt
+        of the task (one per phrase, per region …) decoded in batches against it.
+
+        Regions and prompt lengths are checked before any model work.
+        """
+        jobs = plan_jobs(policy, [_size(image) for image in images])
+        for job in jobs:
+            self._encode_prompt(job.prompt, policy)
+        views = []
+        for start in range(0, len(images), self.max_batch_size):
+            stop = start + self.max_batch_size
+            chunk_jobs = [job for job in jobs if start <= job.image < stop]
+            embeds = self.encode_images(images[start:stop])
+            views += self._decode_views(embeds, chunk_jobs, start, policy)
+        return assemble(policy, jobs, views, len(images))
+
     def caption(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
-        """Run ``policy.prompt`` on every image: one vision pass per image, batched decoding."""
+        """The :class:`Generation` of a one-prompt-per-image task (caption, detailed caption,
+        vqa, custom) for every image: one vision pass per image, batched decoding."""
+        if policy.task not in TEXT_TASKS:
+            raise ValueError(f"caption() runs one-prompt tasks {TEXT_TASKS}, not '{policy.task}'")
+        jobs = plan_jobs(policy, [_size(image) for image in images])
         results: list[Generation] = []
         for start in range(0, len(images), self.max_batch_size):
-            chunk = images[start:start + self.max_batch_size]
-            embeds = self.encode_images(chunk)
-            results += self.generate(embeds, [policy.prompt] * len(chunk), policy)
+            embeds = self.encode_images(images[start:start + self.max_batch_size])
+            chunk = jobs[start:start + self.max_batch_size]
+            results += self.generate(embeds, [job.prompt for job in chunk], policy)
         return results
 
     def warm_up(self) -> None:
         """Run one short caption so that the first request pays no start-up cost."""
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
         self.caption([blank], GenerationPolicy(max_new_tokens=2))
+
+    def _decode_views(self, embeds, jobs: Sequence[PromptJob], first_image: int,
+                      policy: GenerationPolicy) -> list[GroundedText]:
+        """Grounded text of each job (see :func:`.tasks.assemble` for which view)."""
+        rows = [job.image - first_image for job in jobs]
+        if policy.task == "referring_expression" and policy.top_k > 1:
+            with self._lock:
+                return [rank_boxes(self.model, self.tokenizer, embeds[row:row + 1], job.prompt,
+                                   job.name, policy) for job, row in zip(jobs, rows)]
+        generations = self.generate(embeds, [job.prompt for job in jobs], policy, rows)
+        return [g.answer if policy.task in ANSWER_TASKS else g.grounded for g in generations]
 
     def _encode_prompt(self, prompt: str, policy: GenerationPolicy):
         encoded = encode_prompt(self.tokenizer, prompt)
@@ -175,21 +222,50 @@ class Kosmos2Engine:
         return [self._to_generation(p, ids, pr, policy) for p, ids, pr in zip(encoded, new_ids, probs)]
 
     def _generation_config(self, policy: GenerationPolicy) -> GenerationConfig:
+        """Greedy. Grounding tasks also stop at ``</object>``: the box is the answer, and the
+        model would otherwise go on into a caption."""
         tok = self.tokenizer
+        stops = [tok.eos_token_id]
+        if policy.task in BOX_TASKS:
+            stops.append(tok.convert_tokens_to_ids("</object>"))
         return GenerationConfig(
             max_new_tokens=policy.max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
-            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.bos_token_id,
+            pad_token_id=tok.pad_token_id, eos_token_id=stops, bos_token_id=tok.bos_token_id,
         )
 
     def _to_generation(self, prompt, new_ids, probs, policy) -> Generation:
-        eos = self.tokenizer.eos_token_id
-        if eos in new_ids:
-            new_ids = new_ids[: new_ids.index(eos) + 1]
-        prompt_text_ids = list(prompt.ids[prompt.text_start:])
-        pieces = self.tokenizer.convert_ids_to_tokens(prompt_text_ids + new_ids)
-        grounded = parse_grounded_pieces(pieces, [1.0] * len(prompt_text_ids) + probs[: len(new_ids)])
-        return Generation(drop_unconfident_boxes(grounded, policy.confidence_threshold), tuple(new_ids))
+        new_ids = _until_stop(new_ids, self._generation_config(policy).eos_token_id)
+        prompt_ids = list(prompt.ids[prompt.text_start:])
+        prompt_pieces = self.tokenizer.convert_ids_to_tokens(prompt_ids)
+        new_pieces = self.tokenizer.convert_ids_to_tokens(new_ids)
+        new_probs = probs[: len(new_ids)]
+        grounded = parse_grounded_pieces(prompt_pieces + new_pieces, [1.0] * len(prompt_ids) + new_probs)
+        answer = parse_grounded_pieces(new_pieces, new_probs)
+        threshold = policy.confidence_threshold
+        return Generation(drop_unconfident_boxes(grounded, threshold),
+                          drop_unconfident_boxes(answer, threshold), tuple(new_ids))
+
+
+def _equal_length_batches(encoded, max_batch_size: int) -> list[list[int]]:
+    """Indices of ``encoded`` grouped by token length, each group cut into batches."""
+    by_length: dict[int, list[int]] = {}
+    for index, prompt in enumerate(encoded):
+        by_length.setdefault(len(prompt.ids), []).append(index)
+    return [group[start:start + max_batch_size] for group in by_length.values()
+            for start in range(0, len(group), max_batch_size)]
+
+
+def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
+    """``ids`` up to and including the first stop token (the rest is padding)."""
+    for i, token in enumerate(ids):
+        if token in stops:
+            return ids[: i + 1]
+    return ids
+
+
+def _size(image: ImageInput) -> tuple[int, int]:
+    """(width, height) of an (H, W, C) array or a PIL image."""
+    return (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
 
 
 def _to_rgb(image: ImageInput) -> Image.Image:

@@ -1,21 +1,32 @@
-"""The generation policy: every per-request setting, parsed and validated in one place.
+"""The generation policy: what one request asks of the model, validated in one place.
 
-A request's settings (a mapping from the SDK, the CLI or a test) become one frozen
-:class:`GenerationPolicy`. Nothing else reads raw settings. Invalid values raise
-:class:`SettingsError`, which names the field and what is allowed; the serving adapter
-turns it into an HTTP 400.
+A :class:`GenerationPolicy` is frozen and checks itself on construction; invalid values raise
+:class:`SettingsError`, which names the field and what is allowed (the serving adapter turns
+it into an HTTP 400). :mod:`.settings` builds a policy from raw request settings.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Optional
 
-DEFAULT_PROMPT = "<grounding> An image of"
-GROUNDING_TAG = "<grounding>"
+TASKS = ("caption", "detailed_caption", "phrase_grounding", "referring_expression",
+         "region_description", "vqa", "custom")
+TEXT_TASKS = ("caption", "detailed_caption", "vqa", "custom")  # write image-level text
+BOX_TASKS = ("phrase_grounding", "referring_expression")  # decode one box run per prompt
 MAX_NEW_TOKENS_LIMIT = 512
 MAX_PROMPT_CHARS = 2000
+MAX_TEXT_CHARS = 300  # one phrase, expression or question
+MAX_ITEMS = 32  # phrases or regions in one request
+MAX_TOP_K = 10
+
+PixelBox = tuple[float, float, float, float]
+_MARKUP = re.compile(
+    r"</?(?:s|pad|unk|mask|doc|image|chunk|line|phrase|object|grounding)>"
+    r"|</delimiter_of_multi_objects/>|<patch_index_\d+>"
+)
 
 
 class SettingsError(ValueError):
@@ -28,82 +39,112 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class GenerationPolicy:
-    """How one request is decoded and filtered. Greedy decoding, one beam, always.
+    """One request: the task, its inputs, and how to decode. Greedy decoding, always.
 
     Attributes:
-        prompt: the text after the image tokens; always starts with ``<grounding>`` so the
-            model links phrases to boxes.
+        task: one of :data:`TASKS`.
+        phrases: ``phrase_grounding``: 1..32 phrases or class names, each grounded on its own.
+        expression: ``referring_expression``: the expression to box.
+        question: ``vqa``: the question to answer.
+        regions: ``region_description``: pixel ``[left, top, right, bottom]`` boxes, inclusive;
+            empty means "the image's existing labels" (the caller supplies them).
+        prompt: ``custom``: raw text after the image; ``<grounding>`` is added when missing.
+        top_k: ``referring_expression``: how many candidate boxes to return, 1..10.
         max_new_tokens: decode at most this many tokens per prompt, 1..512.
         confidence_threshold: boxes whose confidence is below this are dropped, 0..1.
     """
 
-    prompt: str = DEFAULT_PROMPT
+    task: str = "caption"
+    phrases: tuple[str, ...] = ()
+    expression: Optional[str] = None
+    question: Optional[str] = None
+    regions: tuple[PixelBox, ...] = ()
+    prompt: Optional[str] = None
+    top_k: int = 1
     max_new_tokens: int = 64
     confidence_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_prompt(self.prompt)
+        if self.task not in TASKS:
+            raise SettingsError("task", f"must be one of {', '.join(TASKS)}; got {self.task!r}")
+        _check_int_range("top_k", self.top_k, 1, MAX_TOP_K)
         _check_int_range("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
         _check_unit_interval("confidence_threshold", self.confidence_threshold)
+        _TASK_CHECKS[self.task](self)
 
 
-def policy_from_settings(
-    settings: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
-) -> GenerationPolicy:
-    """Merge request ``settings`` over ``defaults`` and validate them into a policy.
-
-    Keys this model does not use (the SDK adds several, such as ``classes`` or
-    ``sliding_window_mode``) are ignored here. ``conf``, which ``ModelAPI.predict(conf=...)``
-    sends, is an alias of ``confidence_threshold`` and wins over it. A value of ``None``
-    means "use the default".
-    """
-    merged = {k: v for k, v in (defaults or {}).items() if v is not None}
-    merged.update({k: v for k, v in (settings or {}).items() if v is not None})
-    if "conf" in merged:
-        merged["confidence_threshold"] = merged["conf"]
-    base = GenerationPolicy()
-    return GenerationPolicy(
-        prompt=with_grounding_tag(_as_str("prompt", merged.get("prompt", base.prompt))),
-        max_new_tokens=_as_int("max_new_tokens", merged.get("max_new_tokens", base.max_new_tokens)),
-        confidence_threshold=_as_float(
-            "confidence_threshold", merged.get("confidence_threshold", base.confidence_threshold)
-        ),
-    )
+def find_markup(text: str) -> Optional[str]:
+    """The first Kosmos-2 tag or special token in ``text`` (``<phrase>``, ``</s>``,
+    ``<patch_index_0001>`` …), or None. User text holding one could corrupt the grounding
+    format, so it is refused."""
+    match = _MARKUP.search(text)
+    return match.group(0) if match else None
 
 
-def with_grounding_tag(prompt: str) -> str:
-    """Prefix ``<grounding>`` unless the prompt already starts with it."""
-    stripped = prompt.lstrip()
-    return stripped if stripped.startswith(GROUNDING_TAG) else f"{GROUNDING_TAG} {stripped}"
-
-
-def _as_str(field: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise SettingsError(field, f"expected a string, got {type(value).__name__}")
-    if not value.strip():
+def check_user_text(field: str, text: str, limit: int = MAX_TEXT_CHARS) -> None:
+    """Raise :class:`SettingsError` unless ``text`` is non-empty, at most ``limit`` characters
+    and free of markup."""
+    if not text.strip():
         raise SettingsError(field, "must not be empty")
-    return value
+    if len(text) > limit:
+        raise SettingsError(field, f"at most {limit} characters, got {len(text)}")
+    tag = find_markup(text)
+    if tag is not None:
+        raise SettingsError(field, f"contains the Kosmos-2 markup {tag!r}; user text must be "
+                                   "plain words (the server adds every tag itself)")
 
 
-def _as_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(field, f"expected an integer, got {type(value).__name__} {value!r}")
-    if isinstance(value, float) and not value.is_integer():
-        raise SettingsError(field, f"expected an integer, got {value!r}")
-    return int(value)
+def _require(policy: GenerationPolicy, field: str) -> None:
+    if getattr(policy, field) in (None, ()):
+        raise SettingsError(field, f"is required by task '{policy.task}'")
 
 
-def _as_float(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(field, f"expected a number, got {type(value).__name__} {value!r}")
-    return float(value)
+def _check_phrase_grounding(policy: GenerationPolicy) -> None:
+    _require(policy, "phrases")
+    if len(policy.phrases) > MAX_ITEMS:
+        raise SettingsError("phrases", f"at most {MAX_ITEMS} phrases, got {len(policy.phrases)}")
+    for i, phrase in enumerate(policy.phrases):
+        check_user_text(f"phrases[{i}]", phrase)
 
 
-def _check_prompt(prompt: str) -> None:
-    if not prompt.strip():
+def _check_referring_expression(policy: GenerationPolicy) -> None:
+    _require(policy, "expression")
+    check_user_text("expression", policy.expression)
+
+
+def _check_vqa(policy: GenerationPolicy) -> None:
+    _require(policy, "question")
+    check_user_text("question", policy.question)
+
+
+def _check_custom(policy: GenerationPolicy) -> None:
+    _require(policy, "prompt")
+    if not policy.prompt.strip():
         raise SettingsError("prompt", "must not be empty")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise SettingsError("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
+    if len(policy.prompt) > MAX_PROMPT_CHARS:
+        raise SettingsError("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(policy.prompt)}")
+
+
+def _check_region_description(policy: GenerationPolicy) -> None:
+    if len(policy.regions) > MAX_ITEMS:
+        raise SettingsError("regions", f"at most {MAX_ITEMS} regions, got {len(policy.regions)}")
+    for i, (left, top, right, bottom) in enumerate(policy.regions):
+        if not all(math.isfinite(v) and v >= 0 for v in (left, top, right, bottom)):
+            raise SettingsError(f"regions[{i}]", "coordinates must be finite and >= 0")
+        if left > right or top > bottom:
+            raise SettingsError(f"regions[{i}]", "must be [left, top, right, bottom] with "
+                                                 f"left <= right and top <= bottom, got {[left, top, right, bottom]}")
+
+
+_TASK_CHECKS = {
+    "caption": lambda policy: None,
+    "detailed_caption": lambda policy: None,
+    "phrase_grounding": _check_phrase_grounding,
+    "referring_expression": _check_referring_expression,
+    "region_description": _check_region_description,
+    "vqa": _check_vqa,
+    "custom": _check_custom,
+}
 
 
 def _check_int_range(field: str, value: int, low: int, high: int) -> None:

@@ -28,7 +28,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WORDS = (
     "a an the of image in is it this that what which where colour color shape object "
-    "question answer describe picture and on with left right top bottom there"
+    "question answer describe detail picture and on with left right top bottom there"
 ).split()
 
 

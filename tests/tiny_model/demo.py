@@ -6,16 +6,22 @@ import random
 import sys
 from pathlib import Path
 
-from .scenes import draw_scene, random_size
+from .scenes import draw_scene, draw_two_shapes, random_size
 
 
 def write_scenes(folder: Path, count: int = 6, seed: int = 2024) -> list[Path]:
+    """``count`` scenes, one shape and two shapes in turn, named by what they show."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     paths = []
     for index in range(count):
-        image, drawn = draw_scene(rng, *random_size(rng))
-        path = folder / f"scene_{index}_{drawn.colour}_{drawn.shape}.png"
+        if index % 2:
+            image, shapes = draw_two_shapes(rng, *random_size(rng))
+        else:
+            image, shape = draw_scene(rng, *random_size(rng))
+            shapes = (shape,)
+        names = "_".join(f"{s.colour}_{s.shape}" for s in shapes)
+        path = folder / f"scene_{index}_{names}.png"
         image.save(path)
         paths.append(path)
     return paths

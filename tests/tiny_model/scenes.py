@@ -1,4 +1,4 @@
-"""Synthetic scenes for the tiny Kosmos-2: one coloured shape on a plain background.
+"""Synthetic scenes for the tiny Kosmos-2: one or two coloured shapes on a plain background.
 
 Every scene is drawn from a ``random.Random``, so a seed gives the same picture everywhere.
 Boxes are normalised xyxy of the drawn shape's bounding box; pixel boxes are inclusive
@@ -49,6 +49,34 @@ def draw_scene(rng: random.Random, width: int, height: int, colour: str | None =
     _draw_shape(ImageDraw.Draw(image), shape, ltrb, COLOURS[colour])
     xyxy = (left / width, top / height, (left + box_w) / width, (top + box_h) / height)
     return image, DrawnShape(colour, shape, xyxy, ltrb)
+
+
+def draw_two_shapes(rng: random.Random, width: int, height: int,
+                    specs: tuple[tuple[str, str], tuple[str, str]] | None = None
+                    ) -> tuple[Image.Image, tuple[DrawnShape, DrawnShape]]:
+    """Two shapes of different kinds, side by side, left one first.
+
+    The image is split at a random column between 40 % and 60 % of the width; each shape lies
+    in its own part and covers 50-95 % of that part's width and 30-80 % of the height.
+    ``specs`` gives ((colour, shape), (colour, shape)) left to right; random by default.
+    """
+    if specs is None:
+        kinds = rng.sample(SHAPES, 2)
+        specs = ((rng.choice(sorted(COLOURS)), kinds[0]), (rng.choice(sorted(COLOURS)), kinds[1]))
+    grey = rng.randint(215, 250)
+    image = Image.new("RGB", (width, height), (grey, grey, grey))
+    split = round(width * rng.uniform(0.4, 0.6))
+    drawn = []
+    for (colour, shape), (x0, x1) in zip(specs, ((0, split), (split, width))):
+        part = x1 - x0
+        box_w = max(2, round(part * rng.uniform(0.5, 0.95)))
+        box_h = max(2, round(height * rng.uniform(0.3, 0.8)))
+        left, top = x0 + rng.randint(0, part - box_w), rng.randint(0, height - box_h)
+        ltrb = (left, top, left + box_w - 1, top + box_h - 1)
+        _draw_shape(ImageDraw.Draw(image), shape, ltrb, COLOURS[colour])
+        xyxy = (left / width, top / height, (left + box_w) / width, (top + box_h) / height)
+        drawn.append(DrawnShape(colour, shape, xyxy, ltrb))
+    return image, (drawn[0], drawn[1])
 
 
 def random_size(rng: random.Random) -> tuple[int, int]:

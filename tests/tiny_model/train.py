@@ -1,8 +1,7 @@
-"""Deterministic training of the tiny Kosmos-2 on synthetic grounded captions.
+"""Deterministic training of the tiny Kosmos-2 on synthetic scenes, every task at once.
 
-Each example is a scene from :mod:`.scenes` and the target
-``<phrase> a red circle</phrase><object><patch_index_UL><patch_index_LR></object>.</s>``
-after the prompt ``<grounding> An image of``. The loss covers the target only.
+Each scene (one or two shapes) gives one example per task (see :mod:`.examples`): the
+prompt after the image tokens, then the target and end-of-text. The loss covers the target only.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from typing import Callable
 
 import torch
 
-from kosmos2_engine import DEFAULT_PROMPT, box_to_patch_indices
 from kosmos2_engine.prompts import encode_prompt
 
-from .scenes import DrawnShape, draw_scene, random_size
+from .examples import scene_examples
+from .scenes import draw_scene, draw_two_shapes, random_size
 
 IGNORE = -100
 
@@ -26,8 +25,9 @@ IGNORE = -100
 class Recipe:
     """Everything that decides the trained weights besides the code itself."""
 
-    scenes: int = 4000
-    steps: int = 3000
+    scenes: int = 20000
+    two_shape_share: float = 0.6
+    steps: int = 6000
     batch_size: int = 32
     lr: float = 1e-3
     model_seed: int = 0
@@ -41,10 +41,11 @@ RECIPE = Recipe()
 
 @dataclass(frozen=True)
 class TrainingSet:
-    """Tensors of N examples: pixel values (N, 3, S, S) float32; the rest (N, L) int64,
-    right-padded, labels -100 outside the target."""
+    """N examples over S scenes: pixel values (S, 3, side, side) float32; ``scene_index`` (N,)
+    int64; the rest (N, L) int64, right-padded, labels -100 outside the target."""
 
     pixel_values: torch.Tensor
+    scene_index: torch.Tensor
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     image_embeds_position_mask: torch.Tensor
@@ -54,42 +55,49 @@ class TrainingSet:
         return self.input_ids.shape[0]
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name)[index] for name in self.__dataclass_fields__}
+        """The examples at ``index``, cut to the longest of them."""
+        length = int(self.attention_mask[index].sum(dim=1).max())
+        names = ("input_ids", "attention_mask", "image_embeds_position_mask", "labels")
+        return {"pixel_values": self.pixel_values[self.scene_index[index]],
+                **{name: getattr(self, name)[index, :length] for name in names}}
 
 
-def grounded_caption_target(shape: DrawnShape) -> str:
-    """What the model should write after the caption prompt for this scene."""
-    upper_left, lower_right = box_to_patch_indices(shape.xyxy)
-    return (f"<phrase> {shape.phrase}</phrase><object><patch_index_{upper_left:04d}>"
-            f"<patch_index_{lower_right:04d}></object>.")
-
-
-def make_training_set(processor, seed: int, count: int) -> TrainingSet:
-    """``count`` scenes of random sizes, drawn from ``random.Random(seed)``."""
+def make_training_set(processor, seed: int, count: int, two_shape_share: float) -> TrainingSet:
+    """``count`` scenes of random sizes drawn from ``random.Random(seed)``, every task on each."""
     rng = random.Random(seed)
-    tokenizer = processor.tokenizer
-    prompt = encode_prompt(tokenizer, DEFAULT_PROMPT)
     images, rows = [], []
-    for _ in range(count):
-        image, shape = draw_scene(rng, *random_size(rng))
+    for scene in range(count):
+        size = random_size(rng)
+        if rng.random() < two_shape_share:
+            image, shapes = draw_two_shapes(rng, *size)
+        else:
+            image, shape = draw_scene(rng, *size)
+            shapes = (shape,)
         images.append(image)
-        target = tokenizer(grounded_caption_target(shape), add_special_tokens=False)["input_ids"]
-        rows.append(list(target) + [tokenizer.eos_token_id])
+        rows += [(scene, example) for example in scene_examples(rng, shapes)]
     pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-    return _pack(prompt, rows, pixels, tokenizer.pad_token_id)
+    return _pack(processor.tokenizer, rows, pixels)
 
 
-def _pack(prompt, targets, pixels, pad_id) -> TrainingSet:
-    length = len(prompt.ids) + max(len(t) for t in targets)
+def _pack(tokenizer, rows, pixels) -> TrainingSet:
+    encoded = []
+    for _, example in rows:
+        prompt = encode_prompt(tokenizer, example.prompt)
+        target = tokenizer(example.target, add_special_tokens=False)["input_ids"]
+        encoded.append((prompt, list(target) + [tokenizer.eos_token_id]))
+    length = max(len(prompt.ids) + len(target) for prompt, target in encoded)
     ids, attention, image_mask, labels = [], [], [], []
-    for target in targets:
-        pad = length - len(prompt.ids) - len(target)
-        ids.append(list(prompt.ids) + target + [pad_id] * pad)
-        attention.append([1] * (length - pad) + [0] * pad)
+    for prompt, target in encoded:
+        used = len(prompt.ids) + len(target)
+        pad = length - used
+        ids.append(list(prompt.ids) + target + [tokenizer.pad_token_id] * pad)
+        attention.append([1] * used + [0] * pad)
         image_mask.append(list(prompt.image_mask) + [0] * (len(target) + pad))
         labels.append([IGNORE] * len(prompt.ids) + target + [IGNORE] * pad)
     tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
-    return TrainingSet(pixels, tensor(ids), tensor(attention), tensor(image_mask), tensor(labels))
+    scenes = tensor([scene for scene, _ in rows])
+    return TrainingSet(pixels, scenes, tensor(ids), tensor(attention), tensor(image_mask),
+                       tensor(labels))
 
 
 def train(model, data: TrainingSet, steps: int, seed: int, batch_size: int = 32,

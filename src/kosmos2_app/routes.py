@@ -1,0 +1,107 @@
+"""Extra HTTP routes for one-call tasks, beside the SDK's inference routes.
+
+``POST /visual_question_answering``
+    state: ``question``, an image (``image_id`` or ``image_base64``), optional ``settings``.
+    Returns ``{"answer": str, "annotation": <Supervisely annotation JSON>}``.
+``POST /describe_regions``
+    state: an image (``image_id`` or ``image_base64``), optional ``regions`` (pixel
+    ``[left, top, right, bottom]`` boxes), optional ``settings``. Without ``regions`` the
+    existing labels of image ``image_id`` are described: each keeps its geometry and class and
+    gains a ``description`` tag. Returns ``{"descriptions": [str], "annotation": ...}``.
+
+Both run through the model's normal inference path, so validation and errors are the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import Any
+
+import numpy as np
+import supervisely as sly
+from fastapi import HTTPException, Request, status
+from PIL import Image
+
+from .predictions import DESCRIPTION_TAG
+
+
+def register_task_routes(model, server) -> None:
+    """Add the routes above to ``server`` (the SDK app's FastAPI server) for ``model``."""
+
+    @server.post("/visual_question_answering")
+    def visual_question_answering(request: Request) -> dict[str, Any]:
+        state = request.state.state
+        image = _image_from_state(model, request, state)
+        settings = {**_settings_of(state), "task": "vqa", "question": state.get("question")}
+        ann = model.inference(image, settings)
+        answer = next((tag.value for tag in ann.img_tags if tag.name == "answer"), "")
+        return {"answer": answer, "annotation": ann.to_json()}
+
+    @server.post("/describe_regions")
+    def describe_regions(request: Request) -> dict[str, Any]:
+        state = request.state.state
+        image = _image_from_state(model, request, state)
+        if state.get("regions") is not None:
+            return _describe(model, image, state, state["regions"])
+        if state.get("image_id") is None:
+            raise _bad_request("regions: give regions ([left, top, right, bottom] pixel boxes), "
+                               "or an image_id whose existing labels are to be described")
+        return _describe_existing_labels(model, request, image, state)
+
+
+def _describe(model, image: np.ndarray, state: dict, regions) -> dict[str, Any]:
+    settings = {**_settings_of(state), "task": "region_description", "regions": regions}
+    ann = model.inference(image, settings)
+    descriptions = [tag.value for label in ann.labels for tag in label.tags
+                    if tag.name == DESCRIPTION_TAG]
+    return {"descriptions": descriptions, "annotation": ann.to_json()}
+
+
+def _describe_existing_labels(model, request: Request, image: np.ndarray, state: dict) -> dict[str, Any]:
+    """Describe the bounding box of every label of ``state["image_id"]``; the labels keep
+    their geometry and class and gain a ``description`` tag."""
+    api = model.api_from_request(request)
+    image_id = state["image_id"]
+    dataset = api.dataset.get_info_by_id(api.image.get_info_by_id(image_id).dataset_id)
+    meta = sly.ProjectMeta.from_json(api.project.get_meta(dataset.project_id))
+    if meta.get_tag_meta(DESCRIPTION_TAG) is None:
+        meta = meta.add_tag_meta(sly.TagMeta(DESCRIPTION_TAG, sly.TagValueType.ANY_STRING))
+    ann = sly.Annotation.from_json(api.annotation.download_json(image_id), meta)
+    if not ann.labels:
+        return {"descriptions": [], "annotation": ann.to_json()}
+    boxes = [label.geometry.to_bbox() for label in ann.labels]
+    regions = [[box.left, box.top, box.right, box.bottom] for box in boxes]
+    descriptions = _describe(model, image, state, regions)["descriptions"]
+    tag_meta = meta.get_tag_meta(DESCRIPTION_TAG)
+    labels = [label.add_tag(sly.Tag(tag_meta, text)) for label, text in zip(ann.labels, descriptions)]
+    return {"descriptions": descriptions, "annotation": ann.clone(labels=labels).to_json()}
+
+
+def _image_from_state(model, request: Request, state: dict) -> np.ndarray:
+    """RGB uint8 (H, W, 3) image from ``image_id`` (through the Supervisely API) or
+    ``image_base64`` (PNG / JPEG bytes)."""
+    if state.get("image_base64") is not None:
+        try:
+            data = base64.b64decode(state["image_base64"], validate=True)
+            with Image.open(io.BytesIO(data)) as image:
+                return np.asarray(image.convert("RGB"))
+        except (binascii.Error, TypeError, ValueError, OSError, Image.DecompressionBombError) as error:
+            raise _bad_request(f"image_base64: not a base64-encoded PNG or JPEG ({error})") from error
+    if state.get("image_id") is not None:
+        if isinstance(state["image_id"], bool) or not isinstance(state["image_id"], int):
+            raise _bad_request(f"image_id: expected an integer, got {state['image_id']!r}")
+        return model.api_from_request(request).image.download_np(state["image_id"])
+    raise _bad_request("give the image as image_id (Supervisely) or image_base64 (PNG or JPEG bytes)")
+
+
+def _settings_of(state: dict) -> dict:
+    settings = state.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise _bad_request(f"settings: expected an object, got {type(settings).__name__}")
+    return settings
+
+
+def _bad_request(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=message)

@@ -1,0 +1,65 @@
+"""Top-k boxes of one grounding prompt, from location-token probabilities.
+
+Greedy decoding gives one box per phrase. To offer alternatives, the prompt is followed by
+``<object>``; the k most probable upper-left location tokens are taken from that step, and
+each is completed with its most probable lower-right token (one batched step of k rows).
+A box's score is ``sqrt(p(upper_left) * p(lower_right | upper_left))``, full-vocabulary
+softmax, as for greedy boxes. Boxes are sorted by that score, so the first need not be the
+greedy box (greedy fixes the upper-left cell first); the greedy box is among the k whenever
+greedy decoding opens ``<object>`` and its upper-left cell is among the k most probable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_indices_to_box
+from .policy import GenerationPolicy
+from .prompts import encode_prompt
+
+
+@torch.inference_mode()
+def rank_boxes(model, tokenizer, image_embeds: torch.Tensor, prompt: str, name: str,
+               policy: GenerationPolicy) -> GroundedText:
+    """``name`` grounded to its ``policy.top_k`` best boxes, best first, those under
+    ``policy.confidence_threshold`` dropped. ``image_embeds`` is (1, 64, D) for one image, on
+    the model's device. Two decoder passes; the caller holds the model's lock."""
+    first_location = tokenizer.convert_tokens_to_ids("<patch_index_0000>")
+    encoded = encode_prompt(tokenizer, prompt + "<object>")
+    upper_probs = _next_token_probs(model, image_embeds, [list(encoded.ids)], encoded.image_mask)[0]
+    upper_p, upper = upper_probs[first_location:first_location + GRID * GRID].topk(policy.top_k)
+    rows = [list(encoded.ids) + [first_location + int(cell)] for cell in upper]
+    lower_probs = _next_token_probs(model, image_embeds, rows, encoded.image_mask)
+    boxes = []
+    for ul, p_ul, probs in zip(upper.tolist(), upper_p.tolist(), lower_probs):
+        cells = probs[first_location:first_location + GRID * GRID] * _valid_lower_right(ul, probs.device)
+        lr = int(cells.argmax())
+        boxes.append(GroundedBox(patch_indices_to_box(ul, lr), math.sqrt(p_ul * float(cells[lr]))))
+    kept = tuple(sorted((b for b in boxes if b.score >= policy.confidence_threshold),
+                        key=lambda b: -b.score))
+    phrases = (GroundedPhrase(name, (0, len(name)), kept),) if kept else ()
+    return GroundedText(name, phrases)
+
+
+def _next_token_probs(model, image_embeds, rows: list[list[int]], image_mask) -> torch.Tensor:
+    """Softmax (float32) over the vocabulary for the token after each row, (R, V). Rows have
+    one length and start with the same prompt, whose image-placeholder mask is ``image_mask``."""
+    device = image_embeds.device
+    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    mask = list(image_mask) + [0] * (ids.shape[1] - len(image_mask))
+    output = model(
+        input_ids=ids, attention_mask=torch.ones_like(ids),
+        image_embeds=image_embeds.expand(len(rows), -1, -1).contiguous(),
+        image_embeds_position_mask=torch.tensor([mask] * len(rows), device=device),
+        use_cache=False,
+    )
+    return output.logits[:, -1].float().softmax(dim=-1)
+
+
+def _valid_lower_right(upper_left: int, device) -> torch.Tensor:
+    """1 on the cells at or right of and below ``upper_left``, else 0; (1024,)."""
+    row, col = divmod(upper_left, GRID)
+    cells = torch.arange(GRID * GRID, device=device)
+    return ((cells // GRID >= row) & (cells % GRID >= col)).float()
