@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import pytest
 import supervisely as sly
+from PIL import Image
 
 from kosmos2_app import Kosmos2
 from tests.app_harness import (
@@ -141,3 +143,33 @@ def test_missing_weights_fail_deploy_with_what_to_set_and_a_later_deploy_works(t
         environment.setenv("KOSMOS2_CHECKPOINT", tiny_checkpoint)
         assert deploy_on_cpu(client).status_code == 200
         assert client.get("/is_ready").status_code == 200
+
+
+def _png(mode: str, size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+UNREADABLE = {"empty": b"", "random bytes": bytes(range(256)) * 4, "text": b"hello, world\n",
+              "truncated PNG": _png("RGB")[:60]}
+
+
+@pytest.mark.parametrize("route", ["/inference_image", "/inference_batch"])
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_unreadable_images_get_400_and_the_next_request_succeeds(served, route, name):
+    _, client = served
+    files = [("files", ("upload.png", UNREADABLE[name], "image/png"))]
+    response = client.post(route, files=files, data={"settings": '{"settings": {}}'})
+    assert response.status_code == 400, response.text
+    assert "could not be read" in response.json()["message"]
+    assert infer_image(client, scene(*SCENE_CASES[0])[0]).status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
+def test_valid_png_modes_are_served(served, mode):
+    _, client = served
+    response = client.post("/inference_image", files=[("files", ("m.png", _png(mode), "image/png"))],
+                           data={"settings": '{"settings": {}}'})
+    assert response.status_code == 200, response.text
+    assert response.json()["annotation"]["size"] == {"height": 30, "width": 40}

@@ -34,7 +34,7 @@ from .predictions import (
     class_colour,
     result_to_predictions,
 )
-from .routes import register_task_routes
+from .routes import register_image_error_handlers, register_task_routes
 
 SRC_DIR = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [tag])
 
     def serve(self):
-        """The SDK's ``serve``, then the task routes (see :mod:`.routes`)."""
+        """The SDK's ``serve``, then the task routes and image-error handlers (see :mod:`.routes`)."""
         super().serve()
         self._register_task_routes()
 
@@ -167,6 +167,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
     def _register_task_routes(self) -> None:
         if not self._task_routes_registered:
             register_task_routes(self, self._app.get_server())
+            register_image_error_handlers(self._app.get_server())
             self._task_routes_registered = True
 
     def get_info(self) -> dict[str, Any]:

@@ -10,6 +10,9 @@
     gains a ``description`` tag. Returns ``{"descriptions": [str], "annotation": ...}``.
 
 Both run through the model's normal inference path, so validation and errors are the same.
+
+:func:`register_image_error_handlers` answers images the SDK cannot decode with a 400 instead of
+a 500, on every route.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import binascii
 import io
 from typing import Any
 
+import cv2
 import numpy as np
 import supervisely as sly
 from fastapi import HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from PIL import Image
+from supervisely.imaging.image import ImageExtensionError, ImageReadException, UnsupportedImageFormat
 
 from .predictions import DESCRIPTION_TAG
 
@@ -49,6 +55,32 @@ def register_task_routes(model, server) -> None:
             raise _bad_request("regions: give regions ([left, top, right, bottom] pixel boxes), "
                                "or an image_id whose existing labels are to be described")
         return _describe_existing_labels(model, request, image, state)
+
+
+BAD_IMAGE_MESSAGE = ("The image could not be read: the file is empty, truncated, or not in an image format "
+                     "this server reads (JPEG, PNG, BMP, TIFF, WebP, GIF).")
+
+
+def register_image_error_handlers(server) -> None:
+    """Map the SDK's image-decoding failures to HTTP 400 instead of 500, on every route.
+
+    The SDK decodes uploads itself: ``/inference_image`` with OpenCV (an empty or undecodable
+    file raises ``cv2.error``), the batch and cached paths with ``sly.image.read`` (which raises
+    ``ImageReadException``, or ``OSError("OpenCV can not open the file …")`` for a truncated
+    file). No code of this app calls OpenCV, so a ``cv2.error`` during a request comes from
+    reading its image. Any other ``OSError`` stays a 500.
+    """
+
+    def bad_image(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, OSError) and not str(error).startswith("OpenCV can not open the file"):
+            return JSONResponse(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+                                content={"detail": str(error), "message": str(error), "success": False})
+        return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST,
+                            content={"detail": BAD_IMAGE_MESSAGE, "message": BAD_IMAGE_MESSAGE,
+                                     "success": False})
+
+    for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
+        server.add_exception_handler(error_type, bad_image)
 
 
 def _describe(model, image: np.ndarray, state: dict, regions) -> dict[str, Any]:
