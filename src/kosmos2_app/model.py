@@ -28,9 +28,11 @@ from kosmos2_engine import (
 )
 
 from .predictions import (
+    DESCRIPTION_TAG,
     TEXT_TAGS,
     DescribedRegion,
     ImageText,
+    annotation_text,
     class_colour,
     result_to_predictions,
 )
@@ -53,7 +55,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._engine: Kosmos2Engine | None = None
         self._engine_checkpoint: str | None = None
         self._meta_lock = threading.Lock()
-        self._task_routes_registered = False
+        self._extra_routes_registered = False
         super().__init__(*args, **kwargs)
 
     def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
@@ -134,7 +136,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         Overridden because the SDK fills ``data`` only in sliding-window mode."""
         anns, data = super()._inference_batched_wrapper(source, settings)
         for ann, item in zip(anns, data):
-            item.update(_text_data(ann, str(settings.get("task") or "caption").strip().lower()))
+            item.update(task=str(settings.get("task") or "caption").strip().lower(), **annotation_text(ann))
         return anns, data
 
     def _create_label(self, dto: PredictionBBox) -> sly.Label:
@@ -148,7 +150,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
                 obj_class = sly.ObjClass(dto.class_name, sly.Rectangle, class_colour(dto.class_name))
                 self._model_meta = self._model_meta.add_obj_class(obj_class)
             if isinstance(dto, DescribedRegion):
-                tag = sly.Tag(self._model_meta.get_tag_meta("description"), dto.description)
+                tag = sly.Tag(self._model_meta.get_tag_meta(DESCRIPTION_TAG), dto.description)
             else:
                 tag = sly.Tag(self._model_meta.get_tag_meta(self._confidence), dto.score)
         return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [tag])
@@ -156,19 +158,19 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
     def serve(self):
         """The SDK's ``serve``, then the task routes and image-error handlers (see :mod:`.routes`)."""
         super().serve()
-        self._register_task_routes()
+        self._register_extra_routes()
 
     def _run_server(self):
-        """The task routes, then the SDK's blocking server. Overridden because in CLI ``deploy``
+        """The extra routes, then the SDK's blocking server. Overridden because in CLI ``deploy``
         mode the SDK starts uvicorn inside ``serve()``, before routes added after it exist."""
-        self._register_task_routes()
+        self._register_extra_routes()
         super()._run_server()
 
-    def _register_task_routes(self) -> None:
-        if not self._task_routes_registered:
+    def _register_extra_routes(self) -> None:
+        if not self._extra_routes_registered:
             register_task_routes(self, self._app.get_server())
             register_image_error_handlers(self._app.get_server())
-            self._task_routes_registered = True
+            self._extra_routes_registered = True
 
     def get_info(self) -> dict[str, Any]:
         """The SDK's info, claiming only what works: images, batches, async image jobs; no video,
@@ -185,18 +187,6 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
-
-
-def _text_data(ann: sly.Annotation, task: str) -> dict[str, Any]:
-    """``{"task", "caption" | "answer", "descriptions"}`` read from the annotation's tags."""
-    data: dict[str, Any] = {"task": task}
-    for tag in ann.img_tags:
-        if tag.name in TEXT_TAGS:
-            data[tag.name] = tag.value
-    descriptions = [tag.value for label in ann.labels for tag in label.tags if tag.name == "description"]
-    if descriptions:
-        data["descriptions"] = descriptions
-    return data
 
 
 def _precision_name(dtype) -> str:

@@ -59,6 +59,16 @@ def result_to_predictions(result: TaskResult, width: int, height: int,
     return predictions
 
 
+def annotation_text(ann) -> dict:
+    """The model's text in a ``sly.Annotation``: ``{"caption" | "answer": str}`` from the image
+    tags, and ``"descriptions"``, the region descriptions in label order (absent when none)."""
+    text = {tag.name: tag.value for tag in ann.img_tags if tag.name in (CAPTION_TAG, ANSWER_TAG)}
+    descriptions = [tag.value for label in ann.labels for tag in label.tags if tag.name == DESCRIPTION_TAG]
+    if descriptions:
+        text["descriptions"] = descriptions
+    return text
+
+
 def region_to_tlbr(region: Sequence[float], width: int, height: int) -> list[int]:
     """Pixel ``[left, top, right, bottom]`` (maybe fractional) to integer inclusive
     ``[top, left, bottom, right]`` inside the image."""

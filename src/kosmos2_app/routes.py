@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from supervisely.imaging.image import ImageExtensionError, ImageReadException, UnsupportedImageFormat
 
-from .predictions import DESCRIPTION_TAG
+from .predictions import DESCRIPTION_TAG, annotation_text
 
 
 def register_task_routes(model, server) -> None:
@@ -42,15 +42,15 @@ def register_task_routes(model, server) -> None:
         image = _image_from_state(model, request, state)
         settings = {**_settings_of(state), "task": "vqa", "question": state.get("question")}
         ann = model.inference(image, settings)
-        answer = next((tag.value for tag in ann.img_tags if tag.name == "answer"), "")
-        return {"answer": answer, "annotation": ann.to_json()}
+        return {"answer": annotation_text(ann).get("answer", ""), "annotation": ann.to_json()}
 
     @server.post("/describe_regions")
     def describe_regions(request: Request) -> dict[str, Any]:
         state = request.state.state
         image = _image_from_state(model, request, state)
         if state.get("regions") is not None:
-            return _describe(model, image, state, state["regions"])
+            ann = _describe(model, image, state, state["regions"])
+            return {"descriptions": annotation_text(ann).get("descriptions", []), "annotation": ann.to_json()}
         if state.get("image_id") is None:
             raise _bad_request("regions: give regions ([left, top, right, bottom] pixel boxes), "
                                "or an image_id whose existing labels are to be described")
@@ -83,12 +83,10 @@ def register_image_error_handlers(server) -> None:
         server.add_exception_handler(error_type, bad_image)
 
 
-def _describe(model, image: np.ndarray, state: dict, regions) -> dict[str, Any]:
+def _describe(model, image: np.ndarray, state: dict, regions) -> sly.Annotation:
+    """The annotation of ``regions``: a ``region`` rectangle with a ``description`` tag each."""
     settings = {**_settings_of(state), "task": "region_description", "regions": regions}
-    ann = model.inference(image, settings)
-    descriptions = [tag.value for label in ann.labels for tag in label.tags
-                    if tag.name == DESCRIPTION_TAG]
-    return {"descriptions": descriptions, "annotation": ann.to_json()}
+    return model.inference(image, settings)
 
 
 def _describe_existing_labels(model, request: Request, image: np.ndarray, state: dict) -> dict[str, Any]:
@@ -105,7 +103,7 @@ def _describe_existing_labels(model, request: Request, image: np.ndarray, state:
         return {"descriptions": [], "annotation": ann.to_json()}
     boxes = [label.geometry.to_bbox() for label in ann.labels]
     regions = [[box.left, box.top, box.right, box.bottom] for box in boxes]
-    descriptions = _describe(model, image, state, regions)["descriptions"]
+    descriptions = annotation_text(_describe(model, image, state, regions)).get("descriptions", [])
     tag_meta = meta.get_tag_meta(DESCRIPTION_TAG)
     labels = [label.add_tag(sly.Tag(tag_meta, text)) for label, text in zip(ann.labels, descriptions)]
     return {"descriptions": descriptions, "annotation": ann.clone(labels=labels).to_json()}

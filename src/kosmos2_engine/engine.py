@@ -140,6 +140,10 @@ class Kosmos2Engine:
         if len(rows) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(rows)} image rows")
         encoded = [self._encode_prompt(prompt, policy) for prompt in prompts]
+        return self._generate_encoded(image_embeds, encoded, rows, policy)
+
+    def _generate_encoded(self, image_embeds, encoded, rows, policy) -> list[Generation]:
+        """:meth:`generate` for prompts already encoded (and checked) by :meth:`_encode_prompt`."""
         results: list[Generation | None] = [None] * len(encoded)
         for bucket in _equal_length_batches(encoded, self.max_batch_size):
             generations = self._generate_batch(image_embeds, [encoded[i] for i in bucket],
@@ -155,14 +159,14 @@ class Kosmos2Engine:
         Regions and prompt lengths are checked before any model work.
         """
         jobs = plan_jobs(policy, [_size(image) for image in images])
-        for job in jobs:
-            self._encode_prompt(job.prompt, policy)
+        encoded = [self._encode_prompt(job.prompt, policy) for job in jobs]
         views = []
         for start in range(0, len(images), self.max_batch_size):
             stop = start + self.max_batch_size
-            chunk_jobs = [job for job in jobs if start <= job.image < stop]
+            chunk = [i for i, job in enumerate(jobs) if start <= job.image < stop]
             embeds = self.encode_images(images[start:stop])
-            views += self._decode_views(embeds, chunk_jobs, start, policy)
+            views += self._decode_views(embeds, [jobs[i] for i in chunk], [encoded[i] for i in chunk],
+                                        start, policy)
         return assemble(policy, jobs, views, len(images))
 
     def caption(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
@@ -183,15 +187,16 @@ class Kosmos2Engine:
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
         self.caption([blank], GenerationPolicy(max_new_tokens=2))
 
-    def _decode_views(self, embeds, jobs: Sequence[PromptJob], first_image: int,
+    def _decode_views(self, embeds, jobs: Sequence[PromptJob], encoded, first_image: int,
                       policy: GenerationPolicy) -> list[GroundedText]:
-        """Grounded text of each job (see :func:`.tasks.assemble` for which view)."""
+        """Grounded text of each job, ``encoded`` its prompt (see :func:`.tasks.assemble` for
+        which view)."""
         rows = [job.image - first_image for job in jobs]
         if policy.task == "referring_expression" and policy.top_k > 1:
             with self._lock:
                 return [rank_boxes(self.model, self.tokenizer, embeds[row:row + 1], job.prompt,
                                    job.name, policy) for job, row in zip(jobs, rows)]
-        generations = self.generate(embeds, [job.prompt for job in jobs], policy, rows)
+        generations = self._generate_encoded(embeds, encoded, rows, policy)
         return [g.answer if policy.task in ANSWER_TASKS else g.grounded for g in generations]
 
     def _encode_prompt(self, prompt: str, policy: GenerationPolicy):
@@ -208,18 +213,20 @@ class Kosmos2Engine:
     def _generate_batch(self, image_embeds, encoded, rows, policy) -> list[Generation]:
         batch = left_pad(encoded, self.tokenizer.pad_token_id)
         recorder = _ChosenTokenProbability()
+        config = self._generation_config(policy)
         with self._lock:
             sequences = self.model.generate(
                 input_ids=batch.input_ids.to(self.device),
                 attention_mask=batch.attention_mask.to(self.device),
                 image_embeds_position_mask=batch.image_embeds_position_mask.to(self.device),
                 image_embeds=image_embeds[torch.tensor(rows, device=image_embeds.device)],
-                generation_config=self._generation_config(policy),
+                generation_config=config,
                 logits_processor=LogitsProcessorList([recorder]),
             )
         new_ids = sequences[:, batch.input_ids.shape[1]:].cpu().tolist()
         probs = torch.stack(recorder.steps, dim=1).cpu().tolist()
-        return [self._to_generation(p, ids, pr, policy) for p, ids, pr in zip(encoded, new_ids, probs)]
+        return [self._to_generation(p, _until_stop(ids, config.eos_token_id), pr, policy)
+                for p, ids, pr in zip(encoded, new_ids, probs)]
 
     def _generation_config(self, policy: GenerationPolicy) -> GenerationConfig:
         """Greedy. Grounding tasks also stop at ``</object>``: the box is the answer, and the
@@ -234,7 +241,7 @@ class Kosmos2Engine:
         )
 
     def _to_generation(self, prompt, new_ids, probs, policy) -> Generation:
-        new_ids = _until_stop(new_ids, self._generation_config(policy).eos_token_id)
+        """``new_ids`` end at the first stop token (or at the length limit)."""
         prompt_ids = list(prompt.ids[prompt.text_start:])
         prompt_pieces = self.tokenizer.convert_ids_to_tokens(prompt_ids)
         new_pieces = self.tokenizer.convert_ids_to_tokens(new_ids)

@@ -51,11 +51,6 @@ def policy_from_settings(settings: Mapping[str, Any] | None,
     )
 
 
-def split_phrases(text: str) -> tuple[str, ...]:
-    """``"cat. dog, red car"`` -> ``("cat", "dog", "red car")``."""
-    return tuple(part for part in _PHRASE_SEPARATORS.split(text))
-
-
 def _as_task(value: Any) -> str:
     if not isinstance(value, str):
         raise SettingsError("task", f"expected a string, got {type(value).__name__}")
@@ -73,7 +68,7 @@ def _as_phrases(value: Any) -> tuple[str, ...]:
     """A list of strings, or one string split on "." and ","; stripped, empty parts dropped,
     duplicates dropped (first kept)."""
     if isinstance(value, str):
-        parts = split_phrases(value)
+        parts = tuple(_PHRASE_SEPARATORS.split(value))
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             if not isinstance(item, str):
