@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src:.
 
-.PHONY: venv test test-fast serve demo tiny-checkpoint clean
+.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ demo: venv
 		--device cpu --output demo_output/grounding --draw \
 		--settings task=phrase_grounding "phrases=circle. square. triangle"; \
 	echo "captions: demo_output/predictions/images; phrase grounding: demo_output/grounding/images"
+
+## bench: reference path vs our engine on the real architecture (random weights); small counts on CPU
+bench: venv
+	$(PY) -m bench.engine_bench $(if $(filter cuda%,$(DEVICE)),--device $(DEVICE),--device cpu --quick)
+
+## bench-server: 32 concurrent single-image HTTP clients vs one after another (tiny model, CPU)
+bench-server: venv
+	$(PY) -m bench.server_bench
 
 clean:
 	rm -rf app_data demo_output predictions .pytest_cache

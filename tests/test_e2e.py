@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,55 +16,11 @@ import supervisely as sly
 from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
-from tests.app_harness import REPO, label_tlbr, read_env_file, rectangles
+from tests.app_harness import REPO, label_tlbr, rectangles
+from tests.server_process import app_env, free_port, server_command, start, stop
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def app_env(tmp_path: Path, checkpoint: str) -> dict[str, str]:
-    """The process environment plus local.env, with data under ``tmp_path`` and the tiny model."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "AUTOSTART")}
-    env.update(read_env_file(REPO / "local.env"))
-    env.update(DEBUG_APP_DIR=str(tmp_path / "app_data"), SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
-               SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"), KOSMOS2_CHECKPOINT=checkpoint,
-               PYTHONPATH="src")
-    return env
-
-
-def wait_until_alive(url: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/is_alive", timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server did not start:\n{log.read_text()[-3000:]}")
-
-
-def start(command: list[str], env: dict, log: Path, url: str) -> subprocess.Popen:
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    wait_until_alive(url, process, log)
-    return process
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def write_pngs(folder: Path, cases, draw) -> list:
@@ -97,10 +51,9 @@ def two_shape_files(tmp_path_factory):
 def server(tmp_path_factory, tiny_checkpoint):
     """`uvicorn main:model.app --app-dir src` (what `make serve` runs), deployed with ModelAPI.load."""
     tmp = tmp_path_factory.mktemp("server")
-    url = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "uvicorn", "main:model.app", "--app-dir", "src", "--host",
-               "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--ws", "websockets"]
-    process = start(command, app_env(tmp, tiny_checkpoint), tmp / "server.log", url)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(server_command(port), app_env(tmp, tiny_checkpoint), tmp / "server.log", url)
     try:
         assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503
         ModelAPI(url=url).load("Kosmos-2", device="cpu")

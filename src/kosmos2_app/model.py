@@ -23,9 +23,12 @@ from kosmos2_engine import (
     CHECKPOINT_ENV,
     CheckpointError,
     Kosmos2Engine,
+    RequestBatcher,
     SettingsError,
     policy_from_settings,
 )
+
+from .options import ServingOptions
 
 from .predictions import (
     DESCRIPTION_TAG,
@@ -53,6 +56,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
     def __init__(self, *args, **kwargs):
         # Set before the SDK constructor: in CLI mode it deploys (calls load_model) inside it.
         self._engine: Kosmos2Engine | None = None
+        self._batcher: RequestBatcher | None = None
         self._engine_checkpoint: str | None = None
         self._meta_lock = threading.Lock()
         self._extra_routes_registered = False
@@ -77,16 +81,26 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         if runtime != RuntimeType.PYTORCH:
             raise ValueError(f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}'.")
         checkpoint = os.environ.get(CHECKPOINT_ENV) or model_files["checkpoint"]
+        options = ServingOptions.from_environment(device)
         if self._engine is not None and self._engine_checkpoint == checkpoint:
+            self._engine.compile_decoder = options.compile_decoder
             self._engine.to(device)
         else:
-            self._engine = None  # free the old weights before loading new ones
+            if self._batcher is not None:
+                self._batcher.close()
+            self._engine = self._batcher = None  # free the old weights before loading new ones
             try:
-                self._engine = Kosmos2Engine.load(checkpoint, device=device)
+                self._engine = Kosmos2Engine.load(checkpoint, device=device,
+                                                  max_batch_size=options.max_batch_size,
+                                                  compile_decoder=options.compile_decoder)
             except CheckpointError as error:  # the message says what to set: give it to the caller
                 raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
             self._engine_checkpoint = checkpoint
+        self._engine.max_batch_size = options.max_batch_size
         self._engine.warm_up()
+        if self._batcher is None:  # one per engine: its worker thread lives as long as the engine
+            self._batcher = RequestBatcher(self._engine)
+        self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.model_precision = _precision_name(self._engine.dtype)
         self.classes = []
         with self._meta_lock:
@@ -100,25 +114,28 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
 
     def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
         """Run the requested task on RGB uint8 images (H, W, 3). Returns per image the boxes
-        (pixel tlbr of that image), the text and the described regions, as DTOs."""
-        engine = self._require_engine()
+        (pixel tlbr of that image), the text and the described regions, as DTOs.
+
+        Concurrent requests share model passes through the :class:`RequestBatcher`."""
+        batcher = self._require_batcher()
         try:
             policy = policy_from_settings(settings, self.custom_inference_settings_dict)
             if policy.task == "region_description" and not policy.regions:
                 raise SettingsError("regions", "task 'region_description' needs regions: pixel "
                                     "[left, top, right, bottom] boxes; to describe an image's "
                                     "existing labels, call /describe_regions with its image_id")
-            results = engine.run(images_np, policy)
+            results = batcher.run(images_np, policy)
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         return [result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
                 for result, image in zip(results, images_np)]
 
-    def _require_engine(self) -> Kosmos2Engine:
-        if self._engine is None:
+    def _require_batcher(self) -> RequestBatcher:
+        batcher = self._batcher
+        if batcher is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 detail="The model is not deployed yet: press Serve or call /deploy_from_api.")
-        return self._engine
+        return batcher
 
     def _predictions_to_annotation(self, image_path, predictions, classes_whitelist=None):
         """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`.

@@ -9,8 +9,10 @@ Typical use::
         print(box.name, box.xyxy, box.score)  # normalised xyxy, confidence in [0, 1]
 """
 
+from .batcher import RequestBatcher
 from .checkpoint import CHECKPOINT_ENV, CheckpointError, default_dtype
-from .engine import Generation, Kosmos2Engine
+from .engine import Kosmos2Engine, PreparedRun
+from .generation import Generation
 from .grounding import (
     GroundedBox,
     GroundedPhrase,
@@ -44,6 +46,8 @@ __all__ = [
     "Kosmos2Engine",
     "MAX_ITEMS",
     "NamedBox",
+    "PreparedRun",
+    "RequestBatcher",
     "SettingsError",
     "TASKS",
     "TaskResult",

@@ -1,0 +1,91 @@
+"""Server benchmark: single-image requests to the real app over HTTP, as Supervisely's labeling
+tools send them, one after another and then all at once from concurrent clients (each with the
+SDK's own ``Session``). Concurrent requests share model passes through the app's batcher.
+
+    python -m bench.server_bench                         # tiny model, CPU, 32 clients
+    python -m bench.server_bench --checkpoint DIR --device cuda --tokens 64
+
+Needs supervisely (not on the GPU image). Prints and writes ``bench/results/server-*.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", default=None, help="model folder (default: the tiny model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens per caption")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    return parser.parse_args(argv)
+
+
+def session(url: str, tokens: int):
+    import supervisely as sly
+
+    api = sly.Api("http://127.0.0.1:9", "local-placeholder-token", ignore_task_id=True)
+    return sly.nn.inference.Session(api, session_url=url, inference_settings={"max_new_tokens": tokens})
+
+
+def measure(url: str, paths: list[Path], tokens: int) -> dict:
+    clients = [session(url, tokens) for _ in paths]
+    clients[0].inference_image_path(str(paths[0]))  # warm-up
+    start = time.perf_counter()
+    sequential = [clients[0].inference_image_path(str(path)) for path in paths]
+    sequential_s = time.perf_counter() - start
+    with ThreadPoolExecutor(len(paths)) as pool:
+        start = time.perf_counter()
+        concurrent = list(pool.map(lambda pair: pair[0].inference_image_path(str(pair[1])),
+                                   zip(clients, paths)))
+        concurrent_s = time.perf_counter() - start
+    same = [a.to_json() == b.to_json() for a, b in zip(sequential, concurrent)]
+    return {"clients": len(paths), "sequential_s": sequential_s, "concurrent_s": concurrent_s,
+            "speedup": sequential_s / concurrent_s, "identical_annotations": sum(same)}
+
+
+def main(argv=None) -> dict:
+    from supervisely.nn.model.model_api import ModelAPI
+
+    from tests.server_process import app_env, free_port, server_command, start, stop
+    from tests.tiny_model.build import ensure_tiny_checkpoint
+
+    args = parse_args(argv)
+    checkpoint = args.checkpoint or str(ensure_tiny_checkpoint())
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        paths = [Path(tmp) / f"image_{i}.png" for i in range(args.clients)]
+        for path in paths:
+            Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = start(server_command(port), app_env(Path(tmp), checkpoint), Path(tmp) / "server.log", url)
+        try:
+            ModelAPI(url=url).load("Kosmos-2", device=args.device)
+            result = measure(url, paths, args.tokens)
+        finally:
+            stop(process)
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
+              "checkpoint": "tiny" if args.checkpoint is None else args.checkpoint,
+              "max_new_tokens": args.tokens, **result}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"server-{report['date'][:10]}-{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

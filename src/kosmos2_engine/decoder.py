@@ -1,0 +1,239 @@
+"""Greedy decoding of Kosmos-2's text model with a static KV cache and explicit positions.
+
+Our own loop over the weights of ``Kosmos2TextForCausalLM`` (nothing is copied), in the style
+of gpt-fast's ``prefill`` / ``decode_one_token``:
+
+* **Positions are explicit.** A row with ``n`` real prompt tokens feeds its ``t``-th generated
+  token at sinusoidal position ``padding_idx + 1 + n + t``, whatever its left padding. (HF's
+  Kosmos-2 numbers it by the cache length, pads included, so a left-padded row decodes
+  differently from the same prompt alone; here it does not, and prompts of any lengths share
+  a batch.)
+* **The KV cache is static**: ``(B, heads, max_len, head_dim)`` per layer, allocated once per
+  (batch size, length) bucket and written in place; a boolean ``(B, max_len)`` mask says which
+  slots hold real keys. Every decode step has the same shapes, so it can run under
+  ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
+* **No host sync per step**: argmax and the chosen token's probability stay on the device;
+  whether every row has stopped is read once every ``STOP_CHECK_EVERY`` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .prompts import EncodedPrompt
+
+logger = logging.getLogger(__name__)
+
+STOP_CHECK_EVERY = 8
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+LENGTH_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Greedy continuations of a batch, on CPU.
+
+    Attributes:
+        tokens: (B, T) int64, T <= max_new_tokens; a row's tokens after its first stop token
+            are junk and must be cut by the caller.
+        probs: (B, T) float32, softmax probability of each chosen token over the full vocabulary.
+    """
+
+    tokens: torch.Tensor
+    probs: torch.Tensor
+
+
+class StaticCache:
+    """Per-layer key and value buffers ``(batch, heads, length, head_dim)`` plus the ``(batch,
+    length)`` bool mask of slots that hold a real (non-pad) key. Reused across calls."""
+
+    def __init__(self, layers: int, batch: int, heads: int, length: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (batch, heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.valid = torch.zeros((batch, length), dtype=torch.bool, device=device)
+        if device.type == "cuda":  # fixed addresses: CUDA graphs then update them in place
+            for tensor in (*self.keys, *self.values, self.valid):
+                torch._dynamo.mark_static_address(tensor)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.valid.shape)
+
+
+class StaticDecoder:
+    """Greedy decoder over a ``Kosmos2ForConditionalGeneration``'s text model.
+
+    Args:
+        model: the full model (its ``text_model`` is used), in eval mode, on its device.
+        compile_step: run the one-token step under ``torch.compile(mode="reduce-overhead",
+            fullgraph=True)``; batch sizes are then padded up to :data:`BATCH_BUCKETS` so that
+            a handful of graphs serve every batch.
+    """
+
+    def __init__(self, model, compile_step: bool = False):
+        self.text = model.text_model.model
+        self.lm_head = model.text_model.lm_head
+        config = model.config.text_config
+        self.heads = int(config.attention_heads)
+        self.head_dim = int(config.embed_dim) // self.heads
+        self.pad_id = int(config.pad_token_id)
+        self.compiled = compile_step
+        self._caches: dict[tuple[int, int], StaticCache] = {}
+        self._step = self._decode_step
+        if compile_step:
+            # One graph per (batch bucket, cache length): allow more than dynamo's default 8.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self._step = torch.compile(self._decode_step, mode="reduce-overhead",
+                                       fullgraph=True, dynamic=False)
+
+    def bucket(self, batch: int) -> int:
+        """Rows actually run for a batch of ``batch`` prompts (itself unless compiled)."""
+        if not self.compiled:
+            return batch
+        return next((size for size in BATCH_BUCKETS if size >= batch), batch)
+
+    @torch.inference_mode()
+    def decode(self, image_embeds: torch.Tensor, prompts: Sequence[EncodedPrompt],
+               max_new_tokens: int, stop_ids: Sequence[int]) -> DecodedBatch:
+        """Greedy continuations of ``prompts``, row ``i`` against ``image_embeds[i]``.
+
+        ``image_embeds`` is (B, 64, embed_dim) in the model's dtype on its device. Every row
+        runs until all rows have produced one of ``stop_ids`` (checked every
+        :data:`STOP_CHECK_EVERY` steps) or ``max_new_tokens`` tokens.
+        """
+        rows = len(prompts)
+        prompts = list(prompts) + [prompts[-1]] * (self.bucket(rows) - rows)
+        image_embeds = _pad_rows(image_embeds, len(prompts))
+        prompt_len = max(len(p.ids) for p in prompts)
+        cache = self._cache(len(prompts), _round_up(prompt_len + max_new_tokens, LENGTH_MULTIPLE))
+        token, prob, next_position = self._prefill(cache, image_embeds, prompts, prompt_len)
+        tokens, probs = self._decode_loop(cache, token, prob, next_position, prompt_len,
+                                          max_new_tokens, stop_ids)
+        return DecodedBatch(tokens[:rows].cpu(), probs[:rows].float().cpu())
+
+    def _decode_loop(self, cache, token, prob, position, prompt_len, max_new_tokens, stop_ids):
+        """Tokens and probabilities (B, T) on the device, T <= ``max_new_tokens``."""
+        stops = torch.tensor(list(stop_ids), device=token.device)
+        tokens, probs = [token], [prob]
+        finished = torch.isin(token, stops)
+        slot = torch.tensor([prompt_len], device=token.device)
+        for step in range(1, max_new_tokens):
+            if step % STOP_CHECK_EVERY == 0 and bool(finished.all()):
+                break
+            token, prob = self._step(cache.keys, cache.values, cache.valid, token, position, slot)
+            token, prob = token.clone(), prob.clone()  # graph outputs are overwritten on replay
+            tokens.append(token)
+            probs.append(prob)
+            finished |= torch.isin(token, stops)
+            position = position + 1
+            slot = slot + 1
+        return torch.stack(tokens, dim=1), torch.stack(probs, dim=1)
+
+    def _cache(self, batch: int, length: int) -> StaticCache:
+        key = (batch, length)
+        if key not in self._caches:
+            weight = self.lm_head.weight
+            self._caches[key] = StaticCache(len(self.text.layers), batch, self.heads, length,
+                                            self.head_dim, weight.dtype, weight.device)
+        return self._caches[key]
+
+    def release_caches(self) -> None:
+        """Free every KV cache (e.g. before moving the model to another device)."""
+        self._caches.clear()
+
+    def _prefill(self, cache: StaticCache, image_embeds, prompts, prompt_len):
+        """Run the left-padded prompts through the model, filling cache slots ``[0, prompt_len)``.
+
+        Returns the first generated token and its probability (B,), and the position (B,) that
+        token will be fed at.
+        """
+        device = image_embeds.device
+        ids, image_mask, real = _left_padded(prompts, prompt_len, self.pad_id, device)
+        embeds = self.text.embed_tokens(ids)
+        embeds[image_mask] = image_embeds.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+        positions = real.cumsum(dim=1) * real + self.pad_id  # pads sit at padding_idx (a zero row)
+        hidden = embeds * self.text.embed_scale + self._position_table()[positions]
+        cache.valid.zero_()
+        cache.valid[:, :prompt_len] = real
+        causal = torch.ones(prompt_len, cache.shape[1], dtype=torch.bool, device=device).tril()
+        mask = (causal[None] & cache.valid[:, None, :]) | torch.eye(
+            prompt_len, cache.shape[1], dtype=torch.bool, device=device)[None]
+        slots = torch.arange(prompt_len, device=device)
+        logits = self._layers(hidden, cache.keys, cache.values, slots, mask[:, None])[:, -1]
+        token, prob = _greedy(logits)
+        return token, prob, real.sum(dim=1) + self.pad_id + 1
+
+    def _decode_step(self, keys, values, valid, token, position, slot):
+        """One token per row: ``token``, ``position`` (B,) int64, ``slot`` (1,) int64 cache
+        index. Returns the next token and its probability (B,)."""
+        hidden = self.text.embed_tokens(token[:, None]) * self.text.embed_scale
+        hidden = hidden + self._position_table()[position][:, None]
+        valid.index_fill_(1, slot, True)
+        logits = self._layers(hidden, keys, values, slot, valid[:, None, None, :])[:, -1]
+        return _greedy(logits)
+
+    def _layers(self, hidden, keys, values, slots, mask):
+        """``hidden`` (B, S, E) through every block, writing K/V at cache ``slots`` (S,);
+        ``mask`` (B, 1, S, max_len) bool. Returns logits (B, S, vocab)."""
+        for index, block in enumerate(self.text.layers):
+            hidden = _block(block, hidden, keys[index], values[index], slots, mask,
+                            self.heads, self.head_dim)
+        return self.lm_head(self.text.layer_norm(hidden))
+
+    def _position_table(self) -> torch.Tensor:
+        return self.text.embed_positions.weights
+
+
+def _block(block, hidden, key_cache, value_cache, slots, mask, heads, head_dim):
+    """One ``Kosmos2TextBlock`` (pre-norm self-attention with an inner layer norm, then the
+    FFN) on ``hidden`` (B, S, E), its keys and values written into the caches at ``slots``."""
+    attention = block.self_attn
+    batch, length, width = hidden.shape
+    x = block.self_attn_layer_norm(hidden)
+
+    def split(projection):
+        return projection(x).view(batch, length, heads, head_dim).transpose(1, 2)
+
+    key_cache.index_copy_(2, slots, split(attention.k_proj))
+    value_cache.index_copy_(2, slots, split(attention.v_proj))
+    attended = F.scaled_dot_product_attention(split(attention.q_proj), key_cache, value_cache,
+                                              attn_mask=mask, scale=attention.scaling)
+    attended = attended.transpose(1, 2).reshape(batch, length, width)
+    hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
+    return hidden + block.ffn(block.final_layer_norm(hidden))
+
+
+def _greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax token (B,) int64 and its softmax probability (B,) float32, from logits (B, V)."""
+    probs = logits.float().softmax(dim=-1)
+    prob, token = probs.max(dim=-1)
+    return token, prob
+
+
+def _left_padded(prompts: Sequence[EncodedPrompt], length: int, pad_id: int, device):
+    """(B, length) ids, image-placeholder mask (bool) and real-token mask (bool), left-padded."""
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    image_mask = torch.zeros((len(prompts), length), dtype=torch.bool)
+    for row, prompt in enumerate(prompts):
+        start = length - len(prompt.ids)
+        ids[row, start:] = torch.tensor(prompt.ids)
+        image_mask[row, start:] = torch.tensor(prompt.image_mask, dtype=torch.bool)
+    real = torch.arange(length)[None] >= (length - torch.tensor([len(p.ids) for p in prompts]))[:, None]
+    return ids.to(device), image_mask.to(device), real.to(device)
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
+    """``tensor`` with its last row repeated up to ``rows`` rows."""
+    extra = rows - tensor.shape[0]
+    return tensor if extra == 0 else torch.cat([tensor, tensor[-1:].expand(extra, *tensor.shape[1:])])
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
