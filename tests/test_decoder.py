@@ -101,6 +101,23 @@ def test_padding_does_not_change_a_prompt_output(engine, images):
     assert padded.tokens[0, :steps].tolist() == alone.tokens[0].tolist()
 
 
+def test_prompts_sharing_an_image_share_its_prefix_and_decode_the_same(engine, images):
+    """Three prompts on image 0 and one on image 2, by ``image_rows`` (the image part runs
+    once per image), against one embedding row per prompt."""
+    embeds = engine.encode_images(images)
+    prompts = [encode_prompt(engine.tokenizer, prompt) for prompt, _ in task_prompts()[:4]]
+    rows = [0, 2, 0, 0]
+    stops = [engine.tokenizer.eos_token_id]
+    decoder = StaticDecoder(engine.model)
+    prefix_images = []
+    real_prefix = decoder._prefix_cache
+    decoder._prefix_cache = lambda embeds, *args: prefix_images.append(len(embeds)) or real_prefix(embeds, *args)
+    shared = decoder.decode(embeds, prompts, 20, stops, image_rows=rows)
+    repeated = StaticDecoder(engine.model).decode(embeds[torch.tensor(rows)], prompts, 20, stops)
+    assert prefix_images == [3]  # the embeddings given; the engine passes only the images used
+    assert torch.equal(shared.tokens, repeated.tokens)
+
+
 def test_decoding_stops_when_every_row_has_stopped(engine, images):
     embeds = engine.encode_images(images[:1])
     prompt = encode_prompt(engine.tokenizer, "<grounding><phrase> a shape</phrase>")
@@ -118,6 +135,15 @@ def test_batch_buckets_pad_rows_only_when_compiled(engine):
     assert [eager.bucket(n) for n in (1, 3, 9, 17)] == [1, 3, 9, 17]
     assert [compiled.bucket(n) for n in (1, 3, 9, 17, 64)] == [1, 4, 16, 32, 64]
     assert compiled.bucket(100) == 100 and BATCH_BUCKETS[-1] == 64
+
+
+def test_eager_decoder_keeps_one_cache(engine, images):
+    embeds = engine.encode_images(images)
+    prompt = encode_prompt(engine.tokenizer, "<grounding>An image of")
+    decoder = StaticDecoder(engine.model)
+    for rows, tokens in [(1, 4), (3, 4), (3, 100), (2, 4)]:
+        decoder.decode(embeds[:rows], [prompt] * rows, tokens, stop_ids=())
+        assert list(decoder._caches) == [(rows, 128 if tokens == 4 else 192)]
 
 
 def test_length_sorted_batches_group_similar_lengths():

@@ -12,6 +12,9 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
   (batch size, length) bucket and written in place; a boolean ``(B, max_len)`` mask says which
   slots hold real keys. Every decode step has the same shapes, so it can run under
   ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
+* **The image prefix runs once per image.** Every prompt starts with ``<s> <image>`` and the 64
+  image tokens; that part is run once per distinct image in the batch and its keys and values
+  are copied into the rows of that image's prompts (20 phrases on one image: one prefix).
 * **No host sync per step**: argmax and the chosen token's probability stay on the device;
   whether every row has stopped is read once every ``STOP_CHECK_EVERY`` steps.
 """
@@ -101,26 +104,30 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def decode(self, image_embeds: torch.Tensor, prompts: Sequence[EncodedPrompt],
-               max_new_tokens: int, stop_ids: Sequence[int]) -> DecodedBatch:
-        """Greedy continuations of ``prompts``, row ``i`` against ``image_embeds[i]``.
+               max_new_tokens: int, stop_ids: Sequence[int],
+               image_rows: Sequence[int] | None = None) -> DecodedBatch:
+        """Greedy continuations of ``prompts``, prompt ``i`` against ``image_embeds[image_rows[i]]``
+        (default: row ``i``).
 
-        ``image_embeds`` is (B, 64, embed_dim) in the model's dtype on its device. Every row
-        runs until all rows have produced one of ``stop_ids`` (checked every
+        ``image_embeds`` is (N, 64, embed_dim) in the model's dtype on its device. The image part
+        of the prompts is run once per image, not once per prompt (see :meth:`_prefill`). Every
+        row runs until all rows have produced one of ``stop_ids`` (checked every
         :data:`STOP_CHECK_EVERY` steps) or ``max_new_tokens`` tokens.
         """
         rows = len(prompts)
-        prompts = list(prompts) + [prompts[-1]] * (self.bucket(rows) - rows)
-        image_embeds = _pad_rows(image_embeds, len(prompts))
+        image_rows = list(range(rows)) if image_rows is None else list(image_rows)
+        padding = self.bucket(rows) - rows
+        prompts, image_rows = list(prompts) + [prompts[-1]] * padding, image_rows + [image_rows[-1]] * padding
         prompt_len = max(len(p.ids) for p in prompts)
         cache = self._cache(len(prompts), _round_up(prompt_len + max_new_tokens, LENGTH_MULTIPLE))
-        token, prob, next_position = self._prefill(cache, image_embeds, prompts, prompt_len)
+        token, prob, next_position = self._prefill(cache, image_embeds, image_rows, prompts, prompt_len)
         tokens, probs = self._decode_loop(cache, token, prob, next_position, prompt_len,
                                           max_new_tokens, stop_ids)
         return DecodedBatch(tokens[:rows].cpu(), probs[:rows].float().cpu())
 
     def _decode_loop(self, cache, token, prob, position, prompt_len, max_new_tokens, stop_ids):
         """Tokens and probabilities (B, T) on the device, T <= ``max_new_tokens``."""
-        stops = torch.tensor(list(stop_ids), device=token.device)
+        stops = torch.tensor(list(stop_ids), dtype=torch.long, device=token.device)
         tokens, probs = [token], [prob]
         finished = torch.isin(token, stops)
         slot = torch.tensor([prompt_len], device=token.device)
@@ -137,38 +144,73 @@ class StaticDecoder:
         return torch.stack(tokens, dim=1), torch.stack(probs, dim=1)
 
     def _cache(self, batch: int, length: int) -> StaticCache:
+        """The cache for this shape, most recently used kept last. Eager decoding keeps one
+        (any batch size can come, and a cache of the real model at batch 16 is about 1 GB);
+        compiled decoding keeps one per recorded graph, up to two per batch bucket."""
         key = (batch, length)
-        if key not in self._caches:
+        cache = self._caches.pop(key, None)
+        if cache is None:
+            limit = 2 * len(BATCH_BUCKETS) if self.compiled else 1
+            while len(self._caches) >= limit:
+                self._caches.pop(next(iter(self._caches)))
             weight = self.lm_head.weight
-            self._caches[key] = StaticCache(len(self.text.layers), batch, self.heads, length,
-                                            self.head_dim, weight.dtype, weight.device)
-        return self._caches[key]
+            cache = StaticCache(len(self.text.layers), batch, self.heads, length,
+                                self.head_dim, weight.dtype, weight.device)
+        self._caches[key] = cache
+        return cache
 
     def release_caches(self) -> None:
         """Free every KV cache (e.g. before moving the model to another device)."""
         self._caches.clear()
 
-    def _prefill(self, cache: StaticCache, image_embeds, prompts, prompt_len):
-        """Run the left-padded prompts through the model, filling cache slots ``[0, prompt_len)``.
+    def _prefill(self, cache: StaticCache, image_embeds, image_rows, prompts, prompt_len):
+        """Fill cache slots ``[0, prompt_len)`` with the prompts' keys and values.
 
-        Returns the first generated token and its probability (B,), and the position (B,) that
-        token will be fed at.
+        Every prompt starts with the same image part, ``<s> <image> [64 image tokens]``: it runs
+        once per image (:meth:`_prefix_cache`) and is copied into the rows of that image's
+        prompts, at slots ``[0, P)``. The rest of each prompt (from ``</image>`` on) follows at
+        ``[P, prompt_len)``, right-aligned, pads between: positions are explicit, so pads may sit
+        anywhere. Returns the first generated token and its probability (B,), and the position
+        (B,) that token will be fed at.
         """
         device = image_embeds.device
-        ids, image_mask, real = _left_padded(prompts, prompt_len, self.pad_id, device)
-        embeds = self.text.embed_tokens(ids)
-        embeds[image_mask] = image_embeds.to(embeds.dtype).reshape(-1, embeds.shape[-1])
-        positions = real.cumsum(dim=1) * real + self.pad_id  # pads sit at padding_idx (a zero row)
-        hidden = embeds * self.text.embed_scale + self._position_table()[positions]
+        prefix_len = _common_prefix_len(prompts)
+        prefix_keys, prefix_values = self._prefix_cache(image_embeds, prompts[0], prefix_len)
+        picked = torch.tensor(image_rows, device=device)
+        for layer in range(len(cache.keys)):
+            cache.keys[layer][:, :, :prefix_len] = prefix_keys[layer][picked]
+            cache.values[layer][:, :, :prefix_len] = prefix_values[layer][picked]
+        suffixes = [p.ids[prefix_len:] for p in prompts]
+        ids, real = _right_aligned(suffixes, prompt_len - prefix_len, self.pad_id, device)
+        positions = (real.cumsum(dim=1) + prefix_len) * real + self.pad_id
+        hidden = self.text.embed_tokens(ids) * self.text.embed_scale + self._position_table()[positions]
         cache.valid.zero_()
-        cache.valid[:, :prompt_len] = real
-        causal = torch.ones(prompt_len, cache.shape[1], dtype=torch.bool, device=device).tril()
-        mask = (causal[None] & cache.valid[:, None, :]) | torch.eye(
-            prompt_len, cache.shape[1], dtype=torch.bool, device=device)[None]
-        slots = torch.arange(prompt_len, device=device)
-        logits = self._layers(hidden, cache.keys, cache.values, slots, mask[:, None])[:, -1]
+        cache.valid[:, :prefix_len] = True
+        cache.valid[:, prefix_len:prompt_len] = real
+        logits = self._last_logits(hidden, cache.keys, cache.values,
+                                   torch.arange(prefix_len, prompt_len, device=device),
+                                   _suffix_mask(cache.valid, prefix_len, prompt_len)[:, None])
         token, prob = _greedy(logits)
-        return token, prob, real.sum(dim=1) + self.pad_id + 1
+        return token, prob, real.sum(dim=1) + prefix_len + self.pad_id + 1
+
+    def _prefix_cache(self, image_embeds, prompt: EncodedPrompt, prefix_len: int):
+        """Keys and values, per layer (N, heads, prefix_len, head_dim), of the first
+        ``prefix_len`` tokens of ``prompt`` (no padding) for each of the N images."""
+        images, device = image_embeds.shape[0], image_embeds.device
+        ids = torch.tensor([prompt.ids[:prefix_len]], device=device).expand(images, -1)
+        image_mask = torch.tensor([prompt.image_mask[:prefix_len]], dtype=torch.bool, device=device)
+        embeds = self.text.embed_tokens(ids)
+        embeds[image_mask.expand(images, -1)] = image_embeds.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+        positions = torch.arange(1, prefix_len + 1, device=device) + self.pad_id
+        hidden = embeds * self.text.embed_scale + self._position_table()[positions][None]
+        shape = (images, self.heads, prefix_len, self.head_dim)
+        keys = [torch.empty(shape, dtype=embeds.dtype, device=device) for _ in self.text.layers]
+        values = [torch.empty(shape, dtype=embeds.dtype, device=device) for _ in self.text.layers]
+        causal = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
+        slots = torch.arange(prefix_len, device=device)
+        for index, block in enumerate(self.text.layers):  # no logits needed: skip the head
+            hidden = _block(block, hidden, keys[index], values[index], slots, causal, self.heads, self.head_dim)
+        return keys, values
 
     def _decode_step(self, keys, values, valid, token, position, slot):
         """One token per row: ``token``, ``position`` (B,) int64, ``slot`` (1,) int64 cache
@@ -176,16 +218,16 @@ class StaticDecoder:
         hidden = self.text.embed_tokens(token[:, None]) * self.text.embed_scale
         hidden = hidden + self._position_table()[position][:, None]
         valid.index_fill_(1, slot, True)
-        logits = self._layers(hidden, keys, values, slot, valid[:, None, None, :])[:, -1]
+        logits = self._last_logits(hidden, keys, values, slot, valid[:, None, None, :])
         return _greedy(logits)
 
-    def _layers(self, hidden, keys, values, slots, mask):
+    def _last_logits(self, hidden, keys, values, slots, mask):
         """``hidden`` (B, S, E) through every block, writing K/V at cache ``slots`` (S,);
-        ``mask`` (B, 1, S, max_len) bool. Returns logits (B, S, vocab)."""
+        ``mask`` (B, 1, S, max_len) bool. Returns the logits of the last position (B, vocab)."""
         for index, block in enumerate(self.text.layers):
             hidden = _block(block, hidden, keys[index], values[index], slots, mask,
                             self.heads, self.head_dim)
-        return self.lm_head(self.text.layer_norm(hidden))
+        return self.lm_head(self.text.layer_norm(hidden[:, -1]))
 
     def _position_table(self) -> torch.Tensor:
         return self.text.embed_positions.weights
@@ -217,22 +259,34 @@ def _greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return token, prob
 
 
-def _left_padded(prompts: Sequence[EncodedPrompt], length: int, pad_id: int, device):
-    """(B, length) ids, image-placeholder mask (bool) and real-token mask (bool), left-padded."""
-    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    image_mask = torch.zeros((len(prompts), length), dtype=torch.bool)
-    for row, prompt in enumerate(prompts):
-        start = length - len(prompt.ids)
-        ids[row, start:] = torch.tensor(prompt.ids)
-        image_mask[row, start:] = torch.tensor(prompt.image_mask, dtype=torch.bool)
-    real = torch.arange(length)[None] >= (length - torch.tensor([len(p.ids) for p in prompts]))[:, None]
-    return ids.to(device), image_mask.to(device), real.to(device)
+def _common_prefix_len(prompts: Sequence[EncodedPrompt]) -> int:
+    """Length of the image part every prompt shares, ``<s> <image> [64 image tokens]``: up to
+    but not including ``</image>``, so that every prompt keeps at least one token of its own."""
+    prefix_len = prompts[0].text_start - 1
+    head = prompts[0].ids[:prefix_len]
+    if any(p.text_start - 1 != prefix_len or p.ids[:prefix_len] != head for p in prompts):
+        raise ValueError("prompts must share the image part <s> <image> [image tokens]")
+    return prefix_len
 
 
-def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
-    """``tensor`` with its last row repeated up to ``rows`` rows."""
-    extra = rows - tensor.shape[0]
-    return tensor if extra == 0 else torch.cat([tensor, tensor[-1:].expand(extra, *tensor.shape[1:])])
+def _right_aligned(suffixes: Sequence[Sequence[int]], length: int, pad_id: int, device):
+    """(B, length) ids and real-token mask (bool), each suffix at the right end, pads before."""
+    ids = torch.full((len(suffixes), length), pad_id, dtype=torch.long)
+    for row, suffix in enumerate(suffixes):
+        ids[row, length - len(suffix):] = torch.tensor(suffix)
+    starts = length - torch.tensor([len(suffix) for suffix in suffixes])
+    real = torch.arange(length)[None] >= starts[:, None]
+    return ids.to(device), real.to(device)
+
+
+def _suffix_mask(valid: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """(B, stop - start, max_len) bool: query slot ``start + q`` sees the valid keys at slots up
+    to its own, and always itself (so a pad query has a finite softmax)."""
+    queries, length = stop - start, valid.shape[1]
+    causal = torch.ones(queries, length, dtype=torch.bool, device=valid.device).tril(diagonal=start)
+    itself = torch.zeros(queries, length, dtype=torch.bool, device=valid.device)
+    itself[torch.arange(queries), torch.arange(start, stop)] = True
+    return (causal[None] & valid[:, None, :]) | itself[None]
 
 
 def _round_up(value: int, multiple: int) -> int:

@@ -217,10 +217,12 @@ class Kosmos2Engine:
             prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt, policy)
             for size in [b for b in BATCH_BUCKETS if b <= self.decoder.bucket(self.max_batch_size)]:
                 with self._lock:
-                    self.decoder.decode(embeds.expand(size, -1, -1), [prompt] * size,
-                                        policy.max_new_tokens, stop_ids=())
-        logger.info("Kosmos-2 warmed up on %s in %.1f s (decoder %s).", self.device,
-                    time.perf_counter() - started, "compiled" if self.decoder.compiled else "eager")
+                    self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens,
+                                        stop_ids=(), image_rows=[0] * size)
+        logger.info("Kosmos-2 warmed up on %s (%s, %d torch threads, batches of up to %d) in %.1f s; "
+                    "decoder %s.", self.device, str(self.dtype).replace("torch.", ""),
+                    torch.get_num_threads(), self.max_batch_size, time.perf_counter() - started,
+                    "compiled (CUDA graphs)" if self.decoder.compiled else "eager")
 
     def _decode(self, image_embeds, encoded: Sequence[EncodedPrompt], rows: Sequence[int],
                 policy: GenerationPolicy) -> list[tuple[list[int], list[float]]]:
@@ -230,10 +232,12 @@ class Kosmos2Engine:
         results: list = [None] * len(encoded)
 
         def decode_batch(indices: list[int]) -> list[tuple[list[int], list[float]]]:
-            picked = torch.tensor([rows[i] for i in indices], device=image_embeds.device)
+            images = sorted({rows[i] for i in indices})  # each image's prefix runs once
+            picked = torch.tensor(images, device=image_embeds.device)
             with self._lock:
                 out = self.decoder.decode(image_embeds[picked], [encoded[i] for i in indices],
-                                          policy.max_new_tokens, stops)
+                                          policy.max_new_tokens, stops,
+                                          image_rows=[images.index(rows[i]) for i in indices])
             return [until_stop(ids, probs, stops)
                     for ids, probs in zip(out.tokens.tolist(), out.probs.tolist())]
 
