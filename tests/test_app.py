@@ -117,6 +117,34 @@ def test_classes_are_created_on_the_fly_thread_safely(served):
     assert created == set(names)
 
 
+def test_concurrent_http_requests_share_model_passes_and_get_their_own_answers(served):
+    """Six single-image requests at once (as labeling tools send them) and one bad one: the good
+    ones share joint runs and answer as alone; the bad one gets its 400."""
+    model, client = served
+    images = [scene(*case)[0] for case in SCENE_CASES] + [scene(*SCENE_CASES[0])[0]]
+    alone = [infer_image(client, image).json() for image in images]
+    joint_before, model._batcher.max_wait_s = model._batcher.joint_runs, 0.5
+    start, answers = threading.Barrier(len(images) + 1), {}
+
+    def send(index, image, **settings):
+        start.wait()
+        answers[index] = infer_image(client, image, **settings)
+
+    threads = [threading.Thread(target=send, args=(i, image)) for i, image in enumerate(images)]
+    threads.append(threading.Thread(target=send, args=("bad", images[0]), kwargs={"max_new_tokens": 0}))
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        model._batcher.max_wait_s = 0.01
+    assert answers.pop("bad").status_code == 400
+    assert [answers[i].json()["annotation"]["objects"] for i in range(len(images))] == \
+        [answer["annotation"]["objects"] for answer in alone]
+    assert model._batcher.joint_runs > joint_before
+
+
 def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint):
     with app_environment(tmp_path, tiny_checkpoint):
         model = Kosmos2(use_gui=False, sliding_window_mode="none")

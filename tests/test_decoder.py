@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from kosmos2_engine import GenerationPolicy, policy_from_settings
+from kosmos2_engine import GenerationPolicy, Kosmos2Engine, policy_from_settings
 from kosmos2_engine.batching import length_sorted_batches, run_splitting_on_oom
 from kosmos2_engine.decoder import BATCH_BUCKETS, StaticDecoder
 from kosmos2_engine.generation import stop_token_ids, until_stop
@@ -189,6 +189,22 @@ def test_engine_splits_a_batch_that_runs_out_of_memory(engine, images, monkeypat
     monkeypatch.setattr(engine.decoder, "decode", tight_memory)
     assert [g.token_ids for g in engine.caption(images, policy)] == expected
     assert seen == [3, 1, 2, 1, 1]
+
+
+def test_a_failed_compilation_falls_back_to_eager_decoding(tiny_checkpoint, images, monkeypatch, caplog):
+    engine = Kosmos2Engine.load(tiny_checkpoint, compile_decoder=True)
+    assert engine.decoder.compiled
+
+    def broken_compiler(*args, **kwargs):
+        raise RuntimeError("simulated inductor failure")
+
+    monkeypatch.setattr(engine.decoder, "_step", broken_compiler)
+    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.engine"):
+        engine.warm_up()
+    assert not engine.decoder.compiled and "simulated inductor failure" in caplog.text
+    assert caplog.text.count("decoding eagerly") == 1
+    policy = GenerationPolicy(max_new_tokens=24)
+    assert engine.caption(images, policy) == Kosmos2Engine.load(tiny_checkpoint).caption(images, policy)
 
 
 @pytest.mark.slow

@@ -206,23 +206,34 @@ class Kosmos2Engine:
         return self.generate(self.encode_images(images), [job.prompt for job in jobs], policy)
 
     def warm_up(self) -> None:
-        """Make the first request pay no start-up cost: one short caption, and with a compiled
-        decoder one full-length batch per batch-size bucket (compiles and records the graphs)."""
+        """Make the first request pay no start-up cost: with a compiled decoder, one full-length
+        batch per batch-size bucket (compiles and records the graphs); then one short caption.
+        If compilation fails, say why once and decode eagerly (same tokens, slower)."""
         started = time.perf_counter()
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
-        self.caption([blank], GenerationPolicy(max_new_tokens=2))
         if self.decoder.compiled:
-            embeds = self.encode_images([blank])
-            policy = GenerationPolicy()
-            prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt, policy)
-            for size in [b for b in BATCH_BUCKETS if b <= self.decoder.bucket(self.max_batch_size)]:
-                with self._lock:
-                    self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens,
-                                        stop_ids=(), image_rows=[0] * size)
+            try:
+                self._record_graphs(blank)
+            except Exception as error:  # noqa: BLE001 - any compiler failure: serve eagerly
+                logger.warning("Compiling the decode step failed (%s: %s); decoding eagerly instead. "
+                               "Set KOSMOS2_COMPILE=0 to skip the attempt.", type(error).__name__, error)
+                self.compile_decoder = False
+                self.decoder = self._new_decoder()
+        self.caption([blank], GenerationPolicy(max_new_tokens=2))
         logger.info("Kosmos-2 warmed up on %s (%s, %d torch threads, batches of up to %d) in %.1f s; "
                     "decoder %s.", self.device, str(self.dtype).replace("torch.", ""),
                     torch.get_num_threads(), self.max_batch_size, time.perf_counter() - started,
                     "compiled (CUDA graphs)" if self.decoder.compiled else "eager")
+
+    def _record_graphs(self, image) -> None:
+        """Run the compiled decoder once per batch bucket at the default caption length."""
+        embeds = self.encode_images([image])
+        policy = GenerationPolicy()
+        prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt, policy)
+        for size in [b for b in BATCH_BUCKETS if b <= self.decoder.bucket(self.max_batch_size)]:
+            with self._lock:
+                self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens,
+                                    stop_ids=(), image_rows=[0] * size)
 
     def _decode(self, image_embeds, encoded: Sequence[EncodedPrompt], rows: Sequence[int],
                 policy: GenerationPolicy) -> list[tuple[list[int], list[float]]]:

@@ -1,0 +1,33 @@
+"""Serving options from the environment: defaults per device, and bad values named."""
+
+from __future__ import annotations
+
+import pytest
+
+from kosmos2_app.options import BATCH_WAIT_ENV, COMPILE_ENV, MAX_BATCH_ENV, ServingOptions
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in (MAX_BATCH_ENV, BATCH_WAIT_ENV, COMPILE_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_per_device():
+    assert ServingOptions.from_environment("cpu") == ServingOptions(16, 0.01, False)
+    assert ServingOptions.from_environment("cuda:0") == ServingOptions(64, 0.01, True)
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv(MAX_BATCH_ENV, "8")
+    monkeypatch.setenv(BATCH_WAIT_ENV, "0")
+    monkeypatch.setenv(COMPILE_ENV, "0")
+    assert ServingOptions.from_environment("cuda") == ServingOptions(8, 0.0, False)
+
+
+@pytest.mark.parametrize("name,value", [(MAX_BATCH_ENV, "0"), (MAX_BATCH_ENV, "many"), (MAX_BATCH_ENV, "257"),
+                                        (BATCH_WAIT_ENV, "-1"), (BATCH_WAIT_ENV, "1.5"), (COMPILE_ENV, "yes")])
+def test_bad_values_name_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        ServingOptions.from_environment("cpu")
