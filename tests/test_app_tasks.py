@@ -168,6 +168,19 @@ def test_routes_refuse_bad_images_with_400(served, route, state, message):
     assert response.status_code == 400 and message in response.json()["message"], response.text
 
 
+def test_routes_refuse_an_image_over_the_pixel_limit_before_decoding_it(served, monkeypatch):
+    model, client = served
+    image, _ = two_shapes(*TWO_SHAPE_CASES[0])
+    monkeypatch.setattr(model, "max_image_pixels", image.shape[0] * image.shape[1] - 1)
+    response = post_state(client, "/visual_question_answering", image_base64=encoded(image), question="Why?")
+    assert response.status_code == 400, response.text
+    assert f"more than {model.max_image_pixels} pixels" in response.json()["message"]
+    assert "KOSMOS2_MAX_IMAGE_PIXELS" in response.json()["message"]
+    monkeypatch.setattr(model, "max_image_pixels", image.shape[0] * image.shape[1])
+    response = post_state(client, "/visual_question_answering", image_base64=encoded(image), question="Why?")
+    assert response.status_code == 200, response.text
+
+
 def test_routes_validate_like_inference(served):
     _, client = served
     image, _ = two_shapes(*TWO_SHAPE_CASES[0])

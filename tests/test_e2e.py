@@ -22,6 +22,8 @@ from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_sha
 
 pytestmark = pytest.mark.slow
 
+MAX_PIXELS = 1_000_000  # the server fixture's KOSMOS2_MAX_IMAGE_PIXELS: above every test scene
+
 
 def write_pngs(folder: Path, cases, draw) -> list:
     """Each case drawn by ``draw(*case)`` into ``folder`` as PNG: [(path, what was drawn)]."""
@@ -53,7 +55,8 @@ def server(tmp_path_factory, tiny_checkpoint):
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start(server_command(port), app_env(tmp, tiny_checkpoint), tmp / "server.log", url)
+    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
+    process = start(server_command(port), env, tmp / "server.log", url)
     try:
         assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503
         ModelAPI(url=url).load("Kosmos-2", device="cpu")
@@ -96,6 +99,21 @@ def test_model_api_predict_and_deploy_info(server, scene_files):
     assert list(prediction.classes) == [drawn.phrase]
     assert tlbr_iou(tuple(int(v) for v in prediction.boxes[0]), drawn) >= 0.5
     assert 0 < prediction.scores[0] < 1  # a real confidence, not the SDK's default of 1
+
+
+@pytest.mark.parametrize("route", ["/inference_image", "/inference_batch"])
+def test_an_image_over_the_pixel_limit_is_a_400_and_the_server_keeps_serving(server, scene_files, tmp_path, route):
+    """A 1 MB PNG that decodes to 3000 x 3000 (9 Mpx, over the 1 Mpx limit): refused from its
+    header, not decoded. Then an ordinary image is served."""
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (3000, 3000)).save(bomb)
+    with bomb.open("rb") as image:
+        response = requests.post(f"{server}{route}", files={"files": ("bomb.png", image, "image/png")},
+                                 data={"settings": "{}"})
+    assert response.status_code == 400, response.text
+    assert f"more than {MAX_PIXELS} pixels" in response.json()["message"]
+    path, _ = scene_files[0]
+    assert len(session(server).inference_image_path(str(path)).labels) == 1
 
 
 def test_bad_setting_is_a_400_and_the_server_keeps_serving(server, scene_files):

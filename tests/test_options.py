@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from decode_limits import MAX_IMAGE_PIXELS_ENV, OPENCV_PIXELS_ENV, limit_opencv_decoding, max_image_pixels
 from kosmos2_app.options import BATCH_WAIT_ENV, COMPILE_ENV, MAX_BATCH_ENV, ServingOptions
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
-    for name in (MAX_BATCH_ENV, BATCH_WAIT_ENV, COMPILE_ENV):
-        monkeypatch.delenv(name, raising=False)
+    for name in (MAX_BATCH_ENV, BATCH_WAIT_ENV, COMPILE_ENV, MAX_IMAGE_PIXELS_ENV, OPENCV_PIXELS_ENV):
+        monkeypatch.setenv(name, "")  # records the original value (or absence) for teardown
+        monkeypatch.delenv(name)
 
 
 def test_defaults_per_device():
@@ -31,3 +35,17 @@ def test_bad_values_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
         ServingOptions.from_environment("cpu")
+
+
+def test_image_pixel_limit_goes_to_opencv(monkeypatch):
+    assert max_image_pixels() == 100_000_000
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, "2000000")
+    assert limit_opencv_decoding() == 2_000_000
+    assert os.environ[OPENCV_PIXELS_ENV] == "2000000"
+
+
+@pytest.mark.parametrize("value", ["0", "lots", str(2**30 + 1)])
+def test_bad_image_pixel_limit_is_named(monkeypatch, value):
+    monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, value)
+    with pytest.raises(ValueError, match=MAX_IMAGE_PIXELS_ENV):
+        limit_opencv_decoding()

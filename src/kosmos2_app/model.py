@@ -28,6 +28,8 @@ from kosmos2_engine import (
     policy_from_settings,
 )
 
+from decode_limits import max_image_pixels
+
 from .options import ServingOptions
 
 from .predictions import (
@@ -60,6 +62,8 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._engine_checkpoint: str | None = None
         self._meta_lock = threading.Lock()
         self._extra_routes_registered = False
+        # Images over this get a 400 (OpenCV's ceiling is set to it by src/main.py, see decode_limits).
+        self.max_image_pixels = max_image_pixels()
         super().__init__(*args, **kwargs)
 
     def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
@@ -186,7 +190,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
     def _register_extra_routes(self) -> None:
         if not self._extra_routes_registered:
             register_task_routes(self, self._app.get_server())
-            register_image_error_handlers(self._app.get_server())
+            register_image_error_handlers(self._app.get_server(), self.max_image_pixels)
             self._extra_routes_registered = True
 
     def get_info(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ variable                     meaning                                            
                              its batch (0: no waiting; requests still share a batch
                              when they queue behind a running one)
 ``KOSMOS2_COMPILE``          ``1`` / ``0``: compile the decode step with CUDA graphs      ``1`` on GPU
+``KOSMOS2_MAX_IMAGE_PIXELS`` most pixels (width x height) an uploaded image may have;    100000000
+                             larger ones get a 400 before they are decoded
 ===========================  =========================================================  =======
 """
 
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+from decode_limits import integer_from_environment as _integer
 
 MAX_BATCH_ENV = "KOSMOS2_MAX_BATCH"
 BATCH_WAIT_ENV = "KOSMOS2_BATCH_WAIT_MS"
@@ -41,16 +45,3 @@ class ServingOptions:
             raise ValueError(f"{COMPILE_ENV} must be 0 or 1, got '{compile_flag}'")
         compile_decoder = on_gpu if compile_flag == "" else compile_flag == "1"
         return cls(max_batch, wait_ms / 1000, compile_decoder)
-
-
-def _integer(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got '{raw}'") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
-    return value

@@ -61,23 +61,30 @@ BAD_IMAGE_MESSAGE = ("The image could not be read: the file is empty, truncated,
                      "this server reads (JPEG, PNG, BMP, TIFF, WebP, GIF).")
 
 
-def register_image_error_handlers(server) -> None:
+def too_large_message(max_pixels: int) -> str:
+    return (f"The image has more than {max_pixels} pixels (width x height), the most this server "
+            f"decodes; send a smaller image or raise KOSMOS2_MAX_IMAGE_PIXELS.")
+
+
+def register_image_error_handlers(server, max_pixels: int) -> None:
     """Map the SDK's image-decoding failures to HTTP 400 instead of 500, on every route.
 
     The SDK decodes uploads itself: ``/inference_image`` with OpenCV (an empty or undecodable
     file raises ``cv2.error``), the batch and cached paths with ``sly.image.read`` (which raises
     ``ImageReadException``, or ``OSError("OpenCV can not open the file …")`` for a truncated
     file). No code of this app calls OpenCV, so a ``cv2.error`` during a request comes from
-    reading its image. Any other ``OSError`` stays a 500.
+    reading its image; one raised by OpenCV's pixel ceiling (``max_pixels``, read from the
+    header before decoding) says the image is too large. Any other ``OSError`` stays a 500.
     """
 
     def bad_image(request: Request, error: Exception) -> JSONResponse:
         if isinstance(error, OSError) and not str(error).startswith("OpenCV can not open the file"):
             return JSONResponse(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
                                 content={"detail": str(error), "message": str(error), "success": False})
+        too_large = isinstance(error, cv2.error) and "CV_IO_MAX_IMAGE_PIXELS" in str(error)
+        message = too_large_message(max_pixels) if too_large else BAD_IMAGE_MESSAGE
         return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST,
-                            content={"detail": BAD_IMAGE_MESSAGE, "message": BAD_IMAGE_MESSAGE,
-                                     "success": False})
+                            content={"detail": message, "message": message, "success": False})
 
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)
@@ -116,6 +123,8 @@ def _image_from_state(model, request: Request, state: dict) -> np.ndarray:
         try:
             data = base64.b64decode(state["image_base64"], validate=True)
             with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > model.max_image_pixels:
+                    raise _bad_request(f"image_base64: {too_large_message(model.max_image_pixels)}")
                 return np.asarray(image.convert("RGB"))
         except (binascii.Error, TypeError, ValueError, OSError, Image.DecompressionBombError) as error:
             raise _bad_request(f"image_base64: not a base64-encoded PNG or JPEG ({error})") from error
