@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 
+import numpy as np
 import pytest
 import supervisely as sly
 from PIL import Image
@@ -143,6 +144,20 @@ def test_concurrent_http_requests_share_model_passes_and_get_their_own_answers(s
     assert [answers[i].json()["annotation"]["objects"] for i in range(len(images))] == \
         [answer["annotation"]["objects"] for answer in alone]
     assert model._batcher.joint_runs > joint_before
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (1, 4000), (3000, 1), (2, 3)])
+def test_degenerate_image_sizes_get_boxes_inside_the_image(served, height, width):
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : max(1, width // 2)] = (0, 0, 255)
+    response = infer_image(served[1], image, task="phrase_grounding", phrases="blue square. circle")
+    assert response.status_code == 200, response.text
+    boxes = rectangles(response.json()["annotation"])
+    assert boxes  # the tiny model boxes both phrases on each of these
+    assert response.json()["annotation"]["size"] == {"height": height, "width": width}
+    for box in boxes:
+        top, left, bottom, right = box["tlbr"]
+        assert 0 <= top <= bottom < height and 0 <= left <= right < width
 
 
 def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint):
