@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src:.
 
-.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server clean
+.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server load-test clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: venv
 ## bench-server: 32 concurrent single-image HTTP clients vs one after another (tiny model, CPU)
 bench-server: venv
 	$(PY) -m bench.server_bench
+
+## load-test: 16 clients x 20 requests, good and bad mixed; fails on any wrong status (tiny model, CPU)
+load-test: venv
+	$(PY) -m bench.load_test
 
 clean:
 	rm -rf app_data demo_output predictions .pytest_cache
