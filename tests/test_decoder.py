@@ -116,6 +116,8 @@ def test_prompts_sharing_an_image_share_its_prefix_and_decode_the_same(engine, i
     repeated = StaticDecoder(engine.model).decode(embeds[torch.tensor(rows)], prompts, 20, stops)
     assert prefix_images == [3]  # the embeddings given; the engine passes only the images used
     assert torch.equal(shared.tokens, repeated.tokens)
+    decoder.decode(embeds, prompts[:3], 20, stops, image_rows=[0, 1, 2])
+    assert prefix_images == [3]  # one prompt per image: one pass per whole prompt, no prefix pass
 
 
 def test_decoding_stops_when_every_row_has_stopped(engine, images):

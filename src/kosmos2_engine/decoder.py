@@ -13,8 +13,8 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
   slots hold real keys. Every decode step has the same shapes, so it can run under
   ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
 * **The image prefix runs once per image.** Every prompt starts with ``<s> <image>`` and the 64
-  image tokens; that part is run once per distinct image in the batch and its keys and values
-  are copied into the rows of that image's prompts (20 phrases on one image: one prefix).
+  image tokens; when an image has several prompts in a batch, that part runs once for it and
+  its keys and values are copied into the rows of its prompts (20 phrases: one prefix).
 * **No host sync per step**: argmax and the chosen token's probability stay on the device;
   whether every row has stopped is read once every ``STOP_CHECK_EVERY`` steps.
 """
@@ -166,24 +166,31 @@ class StaticDecoder:
     def _prefill(self, cache: StaticCache, image_embeds, image_rows, prompts, prompt_len):
         """Fill cache slots ``[0, prompt_len)`` with the prompts' keys and values.
 
-        Every prompt starts with the same image part, ``<s> <image> [64 image tokens]``: it runs
-        once per image (:meth:`_prefix_cache`) and is copied into the rows of that image's
-        prompts, at slots ``[0, P)``. The rest of each prompt (from ``</image>`` on) follows at
-        ``[P, prompt_len)``, right-aligned, pads between: positions are explicit, so pads may sit
-        anywhere. Returns the first generated token and its probability (B,), and the position
-        (B,) that token will be fed at.
+        Every prompt starts with the same image part, ``<s> <image> [64 image tokens]``. When
+        some image has several prompts, that part runs once per image (:meth:`_prefix_cache`)
+        and is copied into the rows of that image's prompts at slots ``[0, P)``; the rest of each
+        prompt (from ``</image>`` on) follows at ``[P, prompt_len)``. With one prompt per image,
+        P is 0 and each whole prompt runs in one pass. Prompts are right-aligned, pads between:
+        positions are explicit, so pads may sit anywhere. Returns the first generated token and
+        its probability (B,), and the position (B,) that token will be fed at.
         """
         device = image_embeds.device
-        prefix_len = _common_prefix_len(prompts)
-        prefix_keys, prefix_values = self._prefix_cache(image_embeds, prompts[0], prefix_len)
         picked = torch.tensor(image_rows, device=device)
-        for layer in range(len(cache.keys)):
-            cache.keys[layer][:, :, :prefix_len] = prefix_keys[layer][picked]
-            cache.values[layer][:, :, :prefix_len] = prefix_values[layer][picked]
-        suffixes = [p.ids[prefix_len:] for p in prompts]
-        ids, real = _right_aligned(suffixes, prompt_len - prefix_len, self.pad_id, device)
+        shared = len(set(image_rows)) < len(image_rows)
+        prefix_len = _common_prefix_len(prompts) if shared else 0
+        if shared:
+            prefix_keys, prefix_values = self._prefix_cache(image_embeds, prompts[0], prefix_len)
+            for layer in range(len(cache.keys)):
+                cache.keys[layer][:, :, :prefix_len] = prefix_keys[layer][picked]
+                cache.values[layer][:, :, :prefix_len] = prefix_values[layer][picked]
+        length = prompt_len - prefix_len
+        ids, real = _right_aligned([p.ids[prefix_len:] for p in prompts], length, self.pad_id, device)
+        image_mask, _ = _right_aligned([p.image_mask[prefix_len:] for p in prompts], length, 0, device)
+        embeds = self.text.embed_tokens(ids)
+        if not shared:
+            embeds[image_mask.bool()] = image_embeds[picked].to(embeds.dtype).reshape(-1, embeds.shape[-1])
         positions = (real.cumsum(dim=1) + prefix_len) * real + self.pad_id
-        hidden = self.text.embed_tokens(ids) * self.text.embed_scale + self._position_table()[positions]
+        hidden = embeds * self.text.embed_scale + self._position_table()[positions]
         cache.valid.zero_()
         cache.valid[:, :prefix_len] = True
         cache.valid[:, prefix_len:prompt_len] = real
@@ -270,7 +277,8 @@ def _common_prefix_len(prompts: Sequence[EncodedPrompt]) -> int:
 
 
 def _right_aligned(suffixes: Sequence[Sequence[int]], length: int, pad_id: int, device):
-    """(B, length) ids and real-token mask (bool), each suffix at the right end, pads before."""
+    """(B, length) int64 values and real-token mask (bool), each suffix at the right end,
+    ``pad_id`` before."""
     ids = torch.full((len(suffixes), length), pad_id, dtype=torch.long)
     for row, suffix in enumerate(suffixes):
         ids[row, length - len(suffix):] = torch.tensor(suffix)
