@@ -12,7 +12,6 @@ Writes ``bench/results/load-<date>-<device>.json``; exits 1 if any request got t
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -28,7 +27,8 @@ import numpy as np
 import requests
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.live_server import deployed_server, server_arguments, write_result
+
 MAX_PIXELS = 4_000_000
 
 
@@ -84,34 +84,16 @@ def run_load(url: str, clients: int, per_client: int, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from supervisely.nn.model.model_api import ModelAPI
-
-    from tests.server_process import app_env, free_port, server_command, start, stop
-    from tests.tiny_model.build import ensure_tiny_checkpoint
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="model folder (default: the tiny model)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--clients", type=int, default=16)
+    parser = server_arguments(__doc__.split("\n\n")[0], clients=16)
     parser.add_argument("--requests", type=int, default=20, help="requests per client")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    checkpoint = args.checkpoint or str(ensure_tiny_checkpoint())
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**app_env(Path(tmp), checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
-        process = start(server_command(port), env, Path(tmp) / "server.log", url)
-        try:
-            ModelAPI(url=url).load("Kosmos-2", device=args.device)
+        limit = {"KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
+        with deployed_server(args.checkpoint, args.device, Path(tmp), limit) as url:
             report = run_load(url, args.clients, args.requests, seed=0)
-        finally:
-            stop(process)
     report.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=args.device,
-                  checkpoint="tiny" if args.checkpoint is None else args.checkpoint)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"load-{report['date'][:10]}-{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+                  checkpoint=args.checkpoint or "tiny")
+    write_result(report, args.out, f"load-{report['date'][:10]}-{args.device}.json")
     return 1 if report["wrong"] or not report["alive_after"] else 0
 
 

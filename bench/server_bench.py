@@ -11,7 +11,6 @@ Needs supervisely (not on the GPU image). Prints and writes ``bench/results/serv
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,16 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.live_server import deployed_server, server_arguments, write_result
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default=None, help="model folder (default: the tiny model)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--clients", type=int, default=32)
+    parser = server_arguments(__doc__.split("\n\n")[0], clients=32)
     parser.add_argument("--tokens", type=int, default=32, help="max_new_tokens per caption")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     return parser.parse_args(argv)
 
 
@@ -58,32 +53,17 @@ def measure(url: str, paths: list[Path], tokens: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from supervisely.nn.model.model_api import ModelAPI
-
-    from tests.server_process import app_env, free_port, server_command, start, stop
-    from tests.tiny_model.build import ensure_tiny_checkpoint
-
     args = parse_args(argv)
-    checkpoint = args.checkpoint or str(ensure_tiny_checkpoint())
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         paths = [Path(tmp) / f"image_{i}.png" for i in range(args.clients)]
         for path in paths:
             Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = start(server_command(port), app_env(Path(tmp), checkpoint), Path(tmp) / "server.log", url)
-        try:
-            ModelAPI(url=url).load("Kosmos-2", device=args.device)
+        with deployed_server(args.checkpoint, args.device, Path(tmp)) as url:
             result = measure(url, paths, args.tokens)
-        finally:
-            stop(process)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
-              "checkpoint": "tiny" if args.checkpoint is None else args.checkpoint,
-              "max_new_tokens": args.tokens, **result}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"server-{report['date'][:10]}-{args.device}.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+              "checkpoint": args.checkpoint or "tiny", "max_new_tokens": args.tokens, **result}
+    write_result(report, args.out, f"server-{report['date'][:10]}-{args.device}.json")
     return report
 
 

@@ -21,7 +21,6 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -29,8 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from .prompts import EncodedPrompt
-
-logger = logging.getLogger(__name__)
 
 STOP_CHECK_EVERY = 8
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -64,10 +61,6 @@ class StaticCache:
         if device.type == "cuda":  # fixed addresses: CUDA graphs then update them in place
             for tensor in (*self.keys, *self.values, self.valid):
                 torch._dynamo.mark_static_address(tensor)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.valid.shape)
 
 
 class StaticDecoder:
@@ -186,11 +179,11 @@ class StaticDecoder:
         length = prompt_len - prefix_len
         ids, real = _right_aligned([p.ids[prefix_len:] for p in prompts], length, self.pad_id, device)
         image_mask, _ = _right_aligned([p.image_mask[prefix_len:] for p in prompts], length, 0, device)
-        embeds = self.text.embed_tokens(ids)
-        if not shared:
-            embeds[image_mask.bool()] = image_embeds[picked].to(embeds.dtype).reshape(-1, embeds.shape[-1])
         positions = (real.cumsum(dim=1) + prefix_len) * real + self.pad_id
-        hidden = embeds * self.text.embed_scale + self._position_table()[positions]
+        if shared:  # the image tokens are in the prefix
+            hidden = self._embed(ids, positions)
+        else:
+            hidden = self._embed(ids, positions, image_mask.bool(), image_embeds[picked])
         cache.valid.zero_()
         cache.valid[:, :prefix_len] = True
         cache.valid[:, prefix_len:prompt_len] = real
@@ -206,38 +199,44 @@ class StaticDecoder:
         images, device = image_embeds.shape[0], image_embeds.device
         ids = torch.tensor([prompt.ids[:prefix_len]], device=device).expand(images, -1)
         image_mask = torch.tensor([prompt.image_mask[:prefix_len]], dtype=torch.bool, device=device)
-        embeds = self.text.embed_tokens(ids)
-        embeds[image_mask.expand(images, -1)] = image_embeds.to(embeds.dtype).reshape(-1, embeds.shape[-1])
-        positions = torch.arange(1, prefix_len + 1, device=device) + self.pad_id
-        hidden = embeds * self.text.embed_scale + self._position_table()[positions][None]
+        positions = (torch.arange(1, prefix_len + 1, device=device) + self.pad_id).expand(images, -1)
+        hidden = self._embed(ids, positions, image_mask.expand(images, -1), image_embeds)
         shape = (images, self.heads, prefix_len, self.head_dim)
-        keys = [torch.empty(shape, dtype=embeds.dtype, device=device) for _ in self.text.layers]
-        values = [torch.empty(shape, dtype=embeds.dtype, device=device) for _ in self.text.layers]
+        keys = [torch.empty(shape, dtype=hidden.dtype, device=device) for _ in self.text.layers]
+        values = [torch.empty(shape, dtype=hidden.dtype, device=device) for _ in self.text.layers]
         causal = torch.ones(prefix_len, prefix_len, dtype=torch.bool, device=device).tril()
-        slots = torch.arange(prefix_len, device=device)
-        for index, block in enumerate(self.text.layers):  # no logits needed: skip the head
-            hidden = _block(block, hidden, keys[index], values[index], slots, causal, self.heads, self.head_dim)
+        self._blocks(hidden, keys, values, torch.arange(prefix_len, device=device), causal)
         return keys, values
 
     def _decode_step(self, keys, values, valid, token, position, slot):
         """One token per row: ``token``, ``position`` (B,) int64, ``slot`` (1,) int64 cache
         index. Returns the next token and its probability (B,)."""
-        hidden = self.text.embed_tokens(token[:, None]) * self.text.embed_scale
-        hidden = hidden + self._position_table()[position][:, None]
+        hidden = self._embed(token[:, None], position[:, None])
         valid.index_fill_(1, slot, True)
         logits = self._last_logits(hidden, keys, values, slot, valid[:, None, None, :])
         return _greedy(logits)
 
-    def _last_logits(self, hidden, keys, values, slots, mask):
+    def _embed(self, ids, positions, image_mask=None, image_embeds=None) -> torch.Tensor:
+        """Hidden states (B, S, E) of ``ids`` at sinusoidal ``positions`` (both (B, S) int64),
+        with ``image_embeds`` (rows of 64) put where ``image_mask`` (B, S) bool is set, in order;
+        all scaled as Kosmos-2 does (token and image embeddings, not positions)."""
+        embeds = self.text.embed_tokens(ids)
+        if image_mask is not None:
+            embeds[image_mask] = image_embeds.to(embeds.dtype).reshape(-1, embeds.shape[-1])
+        return embeds * self.text.embed_scale + self.text.embed_positions.weights[positions]
+
+    def _blocks(self, hidden, keys, values, slots, mask) -> torch.Tensor:
         """``hidden`` (B, S, E) through every block, writing K/V at cache ``slots`` (S,);
-        ``mask`` (B, 1, S, max_len) bool. Returns the logits of the last position (B, vocab)."""
+        ``mask`` broadcasts to (B, 1, S, cache length), bool."""
         for index, block in enumerate(self.text.layers):
             hidden = _block(block, hidden, keys[index], values[index], slots, mask,
                             self.heads, self.head_dim)
-        return self.lm_head(self.text.layer_norm(hidden[:, -1]))
+        return hidden
 
-    def _position_table(self) -> torch.Tensor:
-        return self.text.embed_positions.weights
+    def _last_logits(self, hidden, keys, values, slots, mask) -> torch.Tensor:
+        """:meth:`_blocks`, then the logits of the last position only (B, vocab)."""
+        hidden = self._blocks(hidden, keys, values, slots, mask)
+        return self.lm_head(self.text.layer_norm(hidden[:, -1]))
 
 
 def _block(block, hidden, key_cache, value_cache, slots, mask, heads, head_dim):

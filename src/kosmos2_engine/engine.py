@@ -244,11 +244,12 @@ class Kosmos2Engine:
 
         def decode_batch(indices: list[int]) -> list[tuple[list[int], list[float]]]:
             images = sorted({rows[i] for i in indices})  # each image's prefix runs once
+            row_of = {image: row for row, image in enumerate(images)}
             picked = torch.tensor(images, device=image_embeds.device)
             with self._lock:
                 out = self.decoder.decode(image_embeds[picked], [encoded[i] for i in indices],
                                           policy.max_new_tokens, stops,
-                                          image_rows=[images.index(rows[i]) for i in indices])
+                                          image_rows=[row_of[rows[i]] for i in indices])
             return [until_stop(ids, probs, stops)
                     for ids, probs in zip(out.tokens.tolist(), out.probs.tolist())]
 
