@@ -50,7 +50,7 @@ bench: venv
 bench-server: venv
 	$(PY) -m bench.server_bench
 
-## load-test: 16 clients x 20 requests, good and bad mixed; fails on any wrong status (tiny model, CPU)
+## load-test: 32 clients, 2000 requests, every task and size, good and bad mixed; fails on a wrong or cross-talked answer or RSS growth over 10% (tiny model, CPU)
 load-test: venv
 	$(PY) -m bench.load_test
 

@@ -24,9 +24,10 @@ def server_arguments(description: str, clients: int) -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def deployed_server(checkpoint: str | None, device: str, folder: Path,
-                    extra_env: dict[str, str] | None = None) -> Iterator[str]:
+                    extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """``uvicorn main:model.app`` (as ``make serve``) with ``checkpoint`` (default: the tiny
-    model), deployed on ``device`` with ``ModelAPI.load``; yields its URL, stops it after."""
+    model), deployed on ``device`` with ``ModelAPI.load``; yields its URL and process id,
+    stops it after."""
     from supervisely.nn.model.model_api import ModelAPI
 
     from tests.server_process import app_env, free_port, server_command, start, stop
@@ -38,7 +39,7 @@ def deployed_server(checkpoint: str | None, device: str, folder: Path,
     process = start(server_command(port), env, folder / "server.log", url)
     try:
         ModelAPI(url=url).load("Kosmos-2", device=device)
-        yield url
+        yield url, process.pid
     finally:
         stop(process)
 

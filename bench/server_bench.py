@@ -59,7 +59,7 @@ def main(argv=None) -> dict:
         paths = [Path(tmp) / f"image_{i}.png" for i in range(args.clients)]
         for path in paths:
             Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
-        with deployed_server(args.checkpoint, args.device, Path(tmp)) as url:
+        with deployed_server(args.checkpoint, args.device, Path(tmp)) as (url, _):
             result = measure(url, paths, args.tokens)
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
               "checkpoint": args.checkpoint or "tiny", "max_new_tokens": args.tokens, **result}

@@ -140,21 +140,24 @@ def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files,
         assert rectangles(client.inference_image_path(str(path)).to_json()) == [rect]
 
 
-def test_cli_deploy_serves_the_model(tiny_checkpoint, scene_files, tmp_path):
-    """`python src/main.py deploy` binds the SDK's fixed port 8000."""
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
-            pytest.skip("port 8000 is in use")
-    url = "http://127.0.0.1:8000"
+def test_cli_deploy_serves_the_model_on_loopback_only(tiny_checkpoint, scene_files, tmp_path):
+    """`python src/main.py deploy` listens on 127.0.0.1 (KOSMOS2_PORT), not on every interface:
+    127.0.0.2 is this machine too, but a socket bound to 127.0.0.1 does not accept it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "src/main.py", "deploy", "--device", "cpu"]
-    process = start(command, app_env(tmp_path, tiny_checkpoint), tmp_path / "deploy.log", url)
+    env = {**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_PORT": str(port)}
+    process = start(command, env, tmp_path / "deploy.log", url)
     try:
         assert requests.get(f"{url}/is_ready", timeout=5).status_code == 200
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.2", port)) != 0
         path, drawn = scene_files[2]
         [label] = session(url).inference_image_path(str(path)).labels
         assert label.obj_class.name == drawn.phrase and tlbr_iou(label_tlbr(label), drawn) >= 0.5
     finally:
         stop(process)
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in (tmp_path / "deploy.log").read_text()
 
 
 def tag_values(tags) -> dict:

@@ -1,4 +1,5 @@
-"""GPU parity: the compiled (CUDA graphs) decoder against eager, and bf16 boxes against fp32.
+"""GPU parity: the compiled (CUDA graphs) decoder against eager, bf16 boxes against fp32, and the
+idle freeze (to CPU and back).
 
 Skipped without CUDA. Self-contained (no conftest fixtures, no supervisely), so that it runs on
 a GPU machine with only torch and transformers: ``pytest --noconftest -m gpu tests/test_gpu.py``.
@@ -87,3 +88,17 @@ def test_bf16_location_bins_within_one_of_fp32_on_the_real_size_model():
     pairs = list(zip(cells[torch.float32], cells[torch.bfloat16]))
     share = sum(within_one_bin(a, b) for a, b in pairs) / len(pairs)
     assert share >= MIN_SHARE_WITHIN_ONE_BIN
+
+
+def test_idle_freeze_to_cpu_and_back_keeps_the_answers(images):
+    """What the SDK's idle freeze does to the engine: to CPU (fp32) after an hour idle, back to
+    CUDA on the next request; the compiled graphs are recorded again at wake-up."""
+    engine = Kosmos2Engine.load(str(ensure_tiny_checkpoint()), device="cuda")
+    policy = policy_from_settings({"max_new_tokens": 24})
+    engine.warm_up()
+    before = engine.run(images, policy)
+    engine.to("cpu")
+    assert engine.dtype == torch.float32 and engine.run(images[:2], policy) is not None
+    engine.to("cuda")
+    engine.warm_up()
+    assert engine.run(images, policy) == before

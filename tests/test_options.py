@@ -7,7 +7,15 @@ import os
 import pytest
 
 from decode_limits import MAX_IMAGE_PIXELS_ENV, OPENCV_PIXELS_ENV, limit_opencv_decoding, max_image_pixels
-from kosmos2_app.options import BATCH_WAIT_ENV, COMPILE_ENV, MAX_BATCH_ENV, ServingOptions
+from kosmos2_app.options import (
+    BATCH_WAIT_ENV,
+    COMPILE_ENV,
+    HOST_ENV,
+    MAX_BATCH_ENV,
+    PORT_ENV,
+    ServingOptions,
+    listen_address,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +57,20 @@ def test_bad_image_pixel_limit_is_named(monkeypatch, value):
     monkeypatch.setenv(MAX_IMAGE_PIXELS_ENV, value)
     with pytest.raises(ValueError, match=MAX_IMAGE_PIXELS_ENV):
         limit_opencv_decoding()
+
+
+def test_listen_address_is_loopback_unless_told(monkeypatch):
+    monkeypatch.delenv(HOST_ENV, raising=False)
+    monkeypatch.delenv(PORT_ENV, raising=False)
+    assert listen_address() == ("127.0.0.1", 8000)
+    monkeypatch.setenv(HOST_ENV, "0.0.0.0")
+    monkeypatch.setenv(PORT_ENV, "9000")
+    assert listen_address() == ("0.0.0.0", 9000)
+
+
+@pytest.mark.parametrize("name,value", [(HOST_ENV, "http://x/"), (HOST_ENV, "a b"), (PORT_ENV, "0"),
+                                        (PORT_ENV, "65536"), (PORT_ENV, "http")])
+def test_bad_listen_address_names_the_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        listen_address()

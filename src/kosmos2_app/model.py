@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import supervisely as sly
+import uvicorn
 from fastapi import HTTPException, status
 from supervisely.nn.inference import ModelPrecision, RuntimeType
 from supervisely.nn.prediction_dto import PredictionBBox
@@ -30,7 +31,9 @@ from kosmos2_engine import (
 
 from decode_limits import max_image_pixels
 
-from .options import ServingOptions
+from .log_redaction import redact_tokens_in
+from .options import ServingOptions, listen_address
+from .request_janitor import FinishedRequestJanitor
 
 from .predictions import (
     DESCRIPTION_TAG,
@@ -61,9 +64,11 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._batcher: RequestBatcher | None = None
         self._engine_checkpoint: str | None = None
         self._meta_lock = threading.Lock()
+        self._janitor: FinishedRequestJanitor | None = None
         self._extra_routes_registered = False
         # Images over this get a 400 (OpenCV's ceiling is set to it by src/main.py, see decode_limits).
         self.max_image_pixels = max_image_pixels()
+        redact_tokens_in(sly.logger)  # before the SDK constructor logs anything
         super().__init__(*args, **kwargs)
 
     def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
@@ -84,7 +89,8 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         """
         if runtime != RuntimeType.PYTORCH:
             raise ValueError(f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}'.")
-        checkpoint = os.environ.get(CHECKPOINT_ENV) or model_files["checkpoint"]
+        checkpoint = self._listed_checkpoint(model_files)
+        checkpoint = os.environ.get(CHECKPOINT_ENV) or checkpoint
         options = ServingOptions.from_environment(device)
         if self._engine is not None and self._engine_checkpoint == checkpoint:
             self._engine.compile_decoder = options.compile_decoder
@@ -116,12 +122,25 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
                     meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
                     self._model_meta = self._model_meta.add_tag_meta(meta)
 
+    def _listed_checkpoint(self, model_files: dict) -> str:
+        """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
+        Deploy requests may name any ``model_files``; only the operator chooses another
+        folder or hub id (``KOSMOS2_CHECKPOINT``, which then stands for the listed one)."""
+        listed = [row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models]
+        checkpoint = (model_files or {}).get("checkpoint")
+        if checkpoint not in listed:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=(
+                f"model_files.checkpoint must be one of this app's models {listed}, got "
+                f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."))
+        return checkpoint
+
     def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
         """Run the requested task on RGB uint8 images (H, W, 3). Returns per image the boxes
         (pixel tlbr of that image), the text and the described regions, as DTOs.
 
         Concurrent requests share model passes through the :class:`RequestBatcher`."""
         batcher = self._require_batcher()
+        self._sweep_finished_requests()
         try:
             policy = policy_from_settings(settings, self.custom_inference_settings_dict)
             if policy.task == "region_description" and not policy.regions:
@@ -133,6 +152,12 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         return [result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
                 for result, image in zip(results, images_np)]
+
+    def _sweep_finished_requests(self) -> None:
+        """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`)."""
+        if self._janitor is None or self._janitor.manager is not self.inference_requests_manager:
+            self._janitor = FinishedRequestJanitor(self.inference_requests_manager)
+        self._janitor.maybe_sweep()
 
     def _require_batcher(self) -> RequestBatcher:
         batcher = self._batcher
@@ -182,10 +207,19 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._register_extra_routes()
 
     def _run_server(self):
-        """The extra routes, then the SDK's blocking server. Overridden because in CLI ``deploy``
-        mode the SDK starts uvicorn inside ``serve()``, before routes added after it exist."""
+        """The extra routes, then uvicorn on :func:`listen_address` (127.0.0.1:8000 unless
+        ``KOSMOS2_HOST`` / ``KOSMOS2_PORT`` say otherwise). Overridden because in CLI ``deploy``
+        mode the SDK starts uvicorn inside ``serve()``, before routes added after it exist, and
+        binds every interface (0.0.0.0) with no setting to change it."""
         self._register_extra_routes()
-        super()._run_server()
+        self._uvicorn_server = _uvicorn_server(self._app)
+        self._uvicorn_server.run()
+
+    def _run_server_in_thread(self):
+        """:meth:`_run_server` in a daemon thread (quick deploy: ``Kosmos2(model=..., device=...)``
+        in Python). Overridden for the same reasons."""
+        self._server_thread = threading.Thread(target=self._run_server, daemon=True)
+        self._server_thread.start()
 
     def _register_extra_routes(self) -> None:
         if not self._extra_routes_registered:
@@ -208,6 +242,11 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
+
+
+def _uvicorn_server(app) -> uvicorn.Server:
+    host, port = listen_address()
+    return uvicorn.Server(uvicorn.Config(app=app, host=host, port=port, ws="websockets"))
 
 
 def _precision_name(dtype) -> str:

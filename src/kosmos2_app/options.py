@@ -10,6 +10,9 @@ variable                     meaning                                            
 ``KOSMOS2_COMPILE``          ``1`` / ``0``: compile the decode step with CUDA graphs      ``1`` on GPU
 ``KOSMOS2_MAX_IMAGE_PIXELS`` most pixels (width x height) an uploaded image may have;    100000000
                              larger ones get a 400 before they are decoded
+``KOSMOS2_HOST``             address the CLI ``deploy`` server listens on (``0.0.0.0``:  127.0.0.1
+                             every interface, e.g. inside Docker)
+``KOSMOS2_PORT``             its port                                                   8000
 ===========================  =========================================================  =======
 """
 
@@ -23,6 +26,18 @@ from decode_limits import integer_from_environment as _integer
 MAX_BATCH_ENV = "KOSMOS2_MAX_BATCH"
 BATCH_WAIT_ENV = "KOSMOS2_BATCH_WAIT_MS"
 COMPILE_ENV = "KOSMOS2_COMPILE"
+HOST_ENV = "KOSMOS2_HOST"
+PORT_ENV = "KOSMOS2_PORT"
+
+
+def listen_address() -> tuple[str, int]:
+    """``(host, port)`` for a server this app starts itself (CLI ``deploy``, quick deploy):
+    loopback only unless ``KOSMOS2_HOST`` says otherwise. ``uvicorn main:model.app`` (the
+    Supervisely entrypoint, ``make serve``) takes its own ``--host`` / ``--port`` instead."""
+    host = os.environ.get(HOST_ENV, "").strip() or "127.0.0.1"
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"{HOST_ENV} must be a host name or IP address, got '{host}'")
+    return host, _integer(PORT_ENV, 8000, 1, 65535)
 
 
 @dataclass(frozen=True)

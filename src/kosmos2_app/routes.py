@@ -11,8 +11,8 @@
 
 Both run through the model's normal inference path, so validation and errors are the same.
 
-:func:`register_image_error_handlers` answers images the SDK cannot decode with a 400 instead of
-a 500, on every route.
+:func:`register_image_error_handlers` answers images the SDK cannot decode, or an ``image_url`` it
+cannot fetch, with a 400 instead of a 500, on every route.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import requests
 import supervisely as sly
 from fastapi import HTTPException, Request, status
 from fastapi.responses import JSONResponse
@@ -88,6 +89,17 @@ def register_image_error_handlers(server, max_pixels: int) -> None:
 
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)
+    server.add_exception_handler(requests.RequestException, _fetch_failed)
+
+
+def _fetch_failed(request: Request, error: Exception) -> JSONResponse:
+    """A failed HTTP fetch: of the caller's ``image_url`` (a 400: their input), or of the
+    Supervisely instance for an image id (a 502: the server could not reach it)."""
+    if request.url.path.endswith("/inference_image_url"):
+        code, message = status.HTTP_400_BAD_REQUEST, f"image_url could not be fetched: {error}"
+    else:
+        code, message = status.HTTP_502_BAD_GATEWAY, f"The Supervisely instance could not be reached: {error}"
+    return JSONResponse(status_code=code, content={"detail": message, "message": message, "success": False})
 
 
 def _describe(model, image: np.ndarray, state: dict, regions) -> sly.Annotation:

@@ -164,7 +164,12 @@ class Kosmos2Engine:
     def execute(self, runs: Sequence[PreparedRun]) -> list[list[TaskResult]]:
         """Run prepared requests together: one vision pass over all their images; prompts that
         share a decoding setup (length limit, stop tokens) share batches across requests.
-        Returns per run one :class:`TaskResult` per image."""
+        Returns per run one :class:`TaskResult` per image. Holds the engine's lock throughout,
+        so that :meth:`to` (the SDK's idle freeze) waits for a run instead of moving its weights."""
+        with self._lock:
+            return self._execute(runs)
+
+    def _execute(self, runs: Sequence[PreparedRun]) -> list[list[TaskResult]]:
         embeds = self.encode_images([image for run in runs for image in run.images])
         first_rows = np.cumsum([0] + [len(run.images) for run in runs]).tolist()
         views: list[list[GroundedText | None]] = [[None] * len(run.jobs) for run in runs]
@@ -203,7 +208,8 @@ class Kosmos2Engine:
         if policy.task not in TEXT_TASKS:
             raise ValueError(f"caption() runs one-prompt tasks {TEXT_TASKS}, not '{policy.task}'")
         jobs = plan_jobs(policy, [_size(image) for image in images])
-        return self.generate(self.encode_images(images), [job.prompt for job in jobs], policy)
+        with self._lock:
+            return self.generate(self.encode_images(images), [job.prompt for job in jobs], policy)
 
     def warm_up(self) -> None:
         """Make the first request pay no start-up cost: with a compiled decoder, one full-length
@@ -292,7 +298,12 @@ def _to_rgb(image: ImageInput) -> Image.Image:
 
 
 def _check_device(device: str) -> None:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
-    if device != "cpu" and not device.startswith("cuda"):
+    """Accept what torch calls a CPU or CUDA device (``cpu``, ``cpu:0``, ``cuda``, ``cuda:N``)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
         raise ValueError(f"Unknown device '{device}': use 'cpu', 'cuda' or 'cuda:N'.")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
