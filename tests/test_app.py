@@ -194,8 +194,19 @@ def _png(mode: str, size=(40, 30)) -> bytes:
     return buffer.getvalue()
 
 
+def _encoded(image: Image.Image, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **save)
+    return buffer.getvalue()
+
+
+def _noise(size=(40, 30)) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
 UNREADABLE = {"empty": b"", "random bytes": bytes(range(256)) * 4, "text": b"hello, world\n",
-              "truncated PNG": _png("RGB")[:60]}
+              "truncated PNG": _png("RGB")[:60],
+              "truncated JPEG": _encoded(_noise((200, 150)), format="JPEG")[:400]}
 
 
 @pytest.mark.parametrize("route", ["/inference_image", "/inference_batch"])
@@ -216,3 +227,51 @@ def test_valid_png_modes_are_served(served, mode):
                            data={"settings": '{"settings": {}}'})
     assert response.status_code == 200, response.text
     assert response.json()["annotation"]["size"] == {"height": 30, "width": 40}
+
+
+def _palette_with_transparency() -> bytes:
+    image = Image.new("P", (40, 30))
+    image.info["transparency"] = 0
+    return _encoded(image, format="PNG", transparency=0)
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ("red", "blue", "green")]
+    return _encoded(frames[0], format="GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+VALID_FILES = {"palette with transparency.png": _palette_with_transparency(),
+               "cmyk.jpg": _encoded(_noise().convert("CMYK"), format="JPEG"),
+               "animated.gif": _animated_gif(),
+               "strip 20000x300.png": _png("RGB", (20000, 300))}
+
+
+@pytest.mark.parametrize("name", sorted(VALID_FILES))
+def test_other_valid_files_are_served_at_their_size(served, name):
+    _, client = served
+    size = (300, 20000) if "20000" in name else (30, 40)
+    response = client.post("/inference_image", files=[("files", (name, VALID_FILES[name], "image/*"))],
+                           data={"settings": '{"settings": {}}'})
+    assert response.status_code == 200, response.text
+    annotation = response.json()["annotation"]
+    assert annotation["size"] == {"height": size[0], "width": size[1]}
+    for rect in rectangles(annotation):
+        top, left, bottom, right = rect["tlbr"]
+        assert 0 <= top <= bottom < size[0] and 0 <= left <= right < size[1]
+
+
+def test_an_exif_rotated_jpeg_is_boxed_as_it_is_shown(served):
+    """The pixels are stored turned a quarter to the left, with EXIF orientation 6 (turn right
+    to show): the boxes must be those of the image as shown, of that size."""
+    _, client = served
+    shown, drawn = scene(*SCENE_CASES[1])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = _encoded(Image.fromarray(np.rot90(shown, 1).copy()), format="JPEG", quality=95, exif=exif)
+    response = client.post("/inference_image", files=[("files", ("photo.jpg", stored, "image/jpeg"))],
+                           data={"settings": '{"settings": {}}'})
+    assert response.status_code == 200, response.text
+    annotation = response.json()["annotation"]
+    assert annotation["size"] == {"height": shown.shape[0], "width": shown.shape[1]}
+    [rect] = rectangles(annotation)
+    assert tlbr_iou(rect["tlbr"], drawn) >= 0.5
