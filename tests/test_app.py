@@ -275,3 +275,24 @@ def test_an_exif_rotated_jpeg_is_boxed_as_it_is_shown(served):
     assert annotation["size"] == {"height": shown.shape[0], "width": shown.shape[1]}
     [rect] = rectangles(annotation)
     assert tlbr_iou(rect["tlbr"], drawn) >= 0.5
+
+
+@pytest.mark.parametrize("raw,field", [
+    (b'{"settings": {"task": "vqa", "question": "\\ud800 why?"}}', "question"),
+    (b'{"settings": {"max_new_token": 8}}', "max_new_token"),
+])
+def test_broken_text_and_misspelt_keys_get_400_naming_the_field(served, raw, field):
+    _, client = served
+    response = client.post("/inference_image", data={"settings": raw},
+                           files=[("files", ("a.png", png_bytes(scene(*SCENE_CASES[0])[0]), "image/png"))])
+    assert response.status_code == 400, response.text
+    assert f"'{field}'" in response.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["/visual_question_answering", "/get_session_info", "/inference_image_url"])
+@pytest.mark.parametrize("body", [b'{"state": {"question": "\xff why"}}', b'{"state": '])
+def test_a_json_body_that_is_not_utf8_json_is_a_400(served, route, body):
+    _, client = served
+    response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "not UTF-8 JSON" in response.json()["message"]
+    assert client.post("/get_session_info", json={}).status_code == 200

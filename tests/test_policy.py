@@ -89,11 +89,29 @@ def test_each_task_takes_its_fields():
     ({"question": "Why?"}, "question"),
     ({"prompt": "An image of"}, "prompt"),
     ({"task": "vqa", "question": "Why?", "phrases": "cat"}, "phrases"),
+    ({"task": "custom", "prompt": "caf\udce9"}, "prompt"),
+    ({"task": "vqa", "question": "what \ufffd\ufffd is it"}, "question"),
+    ({"task": "phrase_grounding", "phrases": "cat. \ud800dog"}, "phrases"),
+    ({"task": "phrase_grounding", "phrases": ["cat", "\ufffd"]}, "phrases[1]"),
+    ({"max_new_token": 8}, "max_new_token"),
+    ({"Phrase": "cat"}, "Phrase"),
+    ({"topk": 3}, "topk"),
+    ({"confidence_treshold": 0.5}, "confidence_treshold"),
 ])
 def test_invalid_settings_name_the_field(settings, field):
     with pytest.raises(SettingsError) as error:
         policy_from_settings(settings, DEFAULTS)
     assert error.value.field == field and f"'{field}'" in str(error.value)
+
+
+@pytest.mark.parametrize("key", ["classes", "sliding_window_mode", "inference_mode", "existing_objects_iou_thresh",
+                                 "batch_size", "model_prediction_suffix", "prompts", "text_prompt"])
+def test_keys_of_other_models_and_of_the_sdk_are_ignored(key):
+    if key == "prompts":  # one letter from "prompt": a misspelling, refused
+        with pytest.raises(SettingsError, match="did you mean 'prompt'"):
+            policy_from_settings({key: "x"}, DEFAULTS)
+    else:
+        assert policy_from_settings({key: "x"}, DEFAULTS) == policy_from_settings({}, DEFAULTS)
 
 
 MARKUP = ["<phrase>", "</phrase>", "<object>", "</object>", "<grounding>", "<patch_index_0001>",

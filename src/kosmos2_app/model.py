@@ -44,7 +44,7 @@ from .predictions import (
     class_colour,
     result_to_predictions,
 )
-from .routes import register_image_error_handlers, register_task_routes
+from .routes import register_body_check, register_image_error_handlers, register_task_routes
 
 SRC_DIR = Path(__file__).resolve().parent.parent
 
@@ -225,6 +225,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         if not self._extra_routes_registered:
             register_task_routes(self, self._app.get_server())
             register_image_error_handlers(self._app.get_server(), self.max_image_pixels)
+            register_body_check(self._app.get_server())
             self._extra_routes_registered = True
 
     def get_info(self) -> dict[str, Any]:

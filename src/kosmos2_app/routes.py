@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 from typing import Any
 
 import cv2
@@ -90,6 +91,24 @@ def register_image_error_handlers(server, max_pixels: int) -> None:
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)
     server.add_exception_handler(requests.RequestException, _fetch_failed)
+
+
+def register_body_check(server) -> None:
+    """Answer a JSON body that is not UTF-8 JSON with a 400. Without this the SDK's own
+    middleware, which parses every JSON body before any route or exception handler runs,
+    fails on it with a 500. Registered after the SDK's middleware, so it runs before it."""
+
+    @server.middleware("http")
+    async def refuse_undecodable_json(request: Request, call_next):
+        if "application/json" in request.headers.get("content-type", ""):
+            body = await request.body()
+            try:
+                json.loads(body.decode("utf-8")) if body else None
+            except (UnicodeDecodeError, ValueError) as error:
+                message = f"The request body is not UTF-8 JSON: {error}"
+                return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST,
+                                    content={"detail": message, "message": message, "success": False})
+        return await call_next(request)
 
 
 def _fetch_failed(request: Request, error: Exception) -> JSONResponse:

@@ -5,6 +5,7 @@ Nothing else reads raw settings. Types are checked here; values are checked by t
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Mapping
 
@@ -20,6 +21,10 @@ TASK_OF_FIELD = {
     "prompt": "custom",
 }
 _PHRASE_SEPARATORS = re.compile(r"[.,]")
+# Every setting this model reads. Other keys are ignored (the SDK adds its own), unless one is
+# so close to a key of ours that it is surely a misspelling of it.
+OWN_FIELDS = ("task", *TASK_OF_FIELD, "top_k", "max_new_tokens", "confidence_threshold", "conf")
+_TYPO_CUTOFF = 0.8
 
 
 def policy_from_settings(settings: Mapping[str, Any] | None,
@@ -27,9 +32,11 @@ def policy_from_settings(settings: Mapping[str, Any] | None,
     """Merge request ``settings`` over ``defaults`` and validate them into a policy.
 
     Keys this model does not use (the SDK adds several, such as ``classes`` or
-    ``sliding_window_mode``) are ignored. ``conf``, which ``ModelAPI.predict(conf=...)`` sends,
+    ``sliding_window_mode``) are ignored, unless one is a near miss of a key of ours
+    (``max_new_token``, ``Phrase``, ``topk``): that is a ``SettingsError`` naming both. ``conf``, which ``ModelAPI.predict(conf=...)`` sends,
     is an alias of ``confidence_threshold`` and wins over it. ``None`` means "not given".
     """
+    _refuse_misspelt_fields(settings or {})
     merged = {k: v for k, v in (defaults or {}).items() if v is not None}
     merged.update({k: v for k, v in (settings or {}).items() if v is not None})
     if "conf" in merged:
@@ -51,6 +58,16 @@ def policy_from_settings(settings: Mapping[str, Any] | None,
     )
 
 
+def _refuse_misspelt_fields(settings: Mapping[str, Any]) -> None:
+    for key in settings:
+        if not isinstance(key, str) or key in OWN_FIELDS:
+            continue
+        near = difflib.get_close_matches(key.lower(), OWN_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
+        if near:
+            raise SettingsError(key, f"is not a setting of this model; did you mean '{near[0]}'? "
+                                     f"Its settings: {', '.join(OWN_FIELDS)}")
+
+
 def _as_task(value: Any) -> str:
     if not isinstance(value, str):
         raise SettingsError("task", f"expected a string, got {type(value).__name__}")
@@ -68,11 +85,12 @@ def _as_phrases(value: Any) -> tuple[str, ...]:
     """A list of strings, or one string split on "." and ","; stripped, empty parts dropped,
     duplicates dropped (first kept)."""
     if isinstance(value, str):
-        parts = tuple(_PHRASE_SEPARATORS.split(value))
+        parts = tuple(_PHRASE_SEPARATORS.split(_valid_text("phrases", value)))
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise SettingsError(f"phrases[{i}]", f"expected a string, got {type(item).__name__}")
+            _valid_text(f"phrases[{i}]", item)
         parts = tuple(value)
     else:
         raise SettingsError("phrases", "expected a list of strings or a string like 'cat. dog', "
@@ -98,7 +116,16 @@ def _as_regions(value: Any) -> tuple[PixelBox, ...]:
 def _as_str(field: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise SettingsError(field, f"expected a string, got {type(value).__name__}")
-    return value
+    return None if value is None else _valid_text(field, value)
+
+
+def _valid_text(field: str, text: str) -> str:
+    """``text`` if it is clean Unicode: no lone surrogate (JSON ``"\\ud800"``) and no U+FFFD,
+    which is what undecodable bytes become on the way in."""
+    if "\ufffd" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        raise SettingsError(field, "is not valid UTF-8 text (it holds undecodable bytes or a lone "
+                                   "surrogate); send the text UTF-8 encoded")
+    return text
 
 
 def _as_int(field: str, value: Any) -> int:
