@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src:.
 
-.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server load-test clean
+.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,16 @@ bench-server: venv
 ## load-test: 32 clients, 2000 requests, every task and size, good and bad mixed; fails on a wrong or cross-talked answer or RSS growth over 10% (tiny model, CPU)
 load-test: venv
 	$(PY) -m bench.load_test
+
+## export-openvino: OpenVINO IR beside the weights: CHECKPOINT (hub id or folder), WEIGHTS int8|int4|fp32
+CHECKPOINT ?= microsoft/kosmos-2-patch14-224
+WEIGHTS ?= int8
+export-openvino: venv
+	$(PY) -m kosmos2_engine.openvino.export $(CHECKPOINT) --weights $(WEIGHTS)
+
+## bench-openvino: torch fp32 vs OpenVINO fp32/int8/int4 on the real architecture, CPU (~15 min, ~20 GB disk)
+bench-openvino: venv
+	$(PY) -m bench.openvino_bench
 
 clean:
 	rm -rf app_data demo_output predictions .pytest_cache

@@ -35,10 +35,15 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
     assert f"LABEL python_sdk_version={pins()['supervisely']}" in dockerfile
     assert "requirements.txt" in dockerfile and "download_weights.py" in dockerfile
     assert "KOSMOS2_CHECKPOINT=/weights/" in dockerfile
+    assert "kosmos2_engine.openvino.export /weights/" in dockerfile  # the IR can be baked too
 
 
-def test_model_table_rows_have_checkpoints_and_paper_figures():
-    [row] = json.loads((REPO / "src" / "models.json").read_text())
-    assert row["meta"]["model_name"] == "Kosmos-2"
-    assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
-    assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65
+def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
+    rows = json.loads((REPO / "src" / "models.json").read_text())
+    assert [row["meta"]["model_name"] for row in rows] == [
+        "Kosmos-2", "Kosmos-2 OpenVINO int8", "Kosmos-2 OpenVINO int4", "Kosmos-2 OpenVINO fp32"]
+    assert [row["meta"]["backend"] for row in rows] == ["pytorch", "openvino-int8", "openvino-int4", "openvino-fp32"]
+    for row in rows:
+        assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
+        assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65
+        assert list(row) == list(rows[0])  # one set of columns for the table

@@ -31,6 +31,7 @@ from kosmos2_engine import (
 
 from decode_limits import max_image_pixels
 
+from .engines import backend_of, load_engine
 from .log_redaction import redact_tokens_in
 from .options import ServingOptions, listen_address
 from .request_janitor import FinishedRequestJanitor
@@ -62,7 +63,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         # Set before the SDK constructor: in CLI mode it deploys (calls load_model) inside it.
         self._engine: Kosmos2Engine | None = None
         self._batcher: RequestBatcher | None = None
-        self._engine_checkpoint: str | None = None
+        self._engine_key: tuple[str, str] | None = None
         self._meta_lock = threading.Lock()
         self._janitor: FinishedRequestJanitor | None = None
         self._extra_routes_registered = False
@@ -81,6 +82,9 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         :param device: ``cpu``, ``cuda`` or ``cuda:N``. GPU runs in bf16 (fp16 where bf16 is
             unsupported), CPU in fp32.
         :type device: str
+        :param model_info: the ``models.json`` row; ``meta.backend`` picks the torch engine or an
+            OpenVINO variant (CPU only; see :mod:`.engines`).
+        :type model_info: dict
         :param runtime: only ``PyTorch``.
         :type runtime: str
 
@@ -88,30 +92,25 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         device on the next request; the loaded weights are then moved, not reloaded.
         """
         if runtime != RuntimeType.PYTORCH:
-            raise ValueError(f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}'.")
+            raise ValueError(f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' "
+                             "(the OpenVINO variants are rows of the model table).")
         checkpoint = self._listed_checkpoint(model_files)
-        checkpoint = os.environ.get(CHECKPOINT_ENV) or checkpoint
+        try:
+            key = (os.environ.get(CHECKPOINT_ENV) or checkpoint, backend_of(model_info))
+        except ValueError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         options = ServingOptions.from_environment(device)
-        if self._engine is not None and self._engine_checkpoint == checkpoint:
+        if self._engine is not None and self._engine_key == key:
             self._engine.compile_decoder = options.compile_decoder
             self._engine.to(device)
         else:
-            if self._batcher is not None:
-                self._batcher.close()
-            self._engine = self._batcher = None  # free the old weights before loading new ones
-            try:
-                self._engine = Kosmos2Engine.load(checkpoint, device=device,
-                                                  max_batch_size=options.max_batch_size,
-                                                  compile_decoder=options.compile_decoder)
-            except CheckpointError as error:  # the message says what to set: give it to the caller
-                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
-            self._engine_checkpoint = checkpoint
+            self._replace_engine(key, device, options)
         self._engine.max_batch_size = options.max_batch_size
         self._engine.warm_up()
         if self._batcher is None:  # one per engine: its worker thread lives as long as the engine
             self._batcher = RequestBatcher(self._engine)
         self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
-        self.model_precision = _precision_name(self._engine.dtype)
+        self.model_precision = _precision_name(self._engine)
         self.classes = []
         with self._meta_lock:
             if self._model_meta is None:
@@ -121,6 +120,20 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
                 if self._model_meta.get_tag_meta(name) is None:
                     meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
                     self._model_meta = self._model_meta.add_tag_meta(meta)
+
+    def _replace_engine(self, key: tuple[str, str], device: str, options: ServingOptions) -> None:
+        """Drop the engine (and its batcher) and load ``key`` = (checkpoint, backend)."""
+        if self._batcher is not None:
+            self._batcher.close()
+        self._engine = self._batcher = None  # free the old weights before loading new ones
+        self._engine_key = None
+        try:
+            self._engine = load_engine(*key, device, options)
+        except CheckpointError as error:  # the message says what to set: give it to the caller
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
+        except ValueError as error:  # a backend that cannot run on this device
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+        self._engine_key = key
 
     def _listed_checkpoint(self, model_files: dict) -> str:
         """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
@@ -238,7 +251,8 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             tracking_on_videos_support=False,
             tracking_algorithms=[],
             model_name=self.FRAMEWORK_NAME,
-            checkpoint=self._engine_checkpoint,
+            checkpoint=self._engine_key[0] if self._engine_key else None,
+            backend=self._engine_key[1] if self._engine_key else None,
             device=self.device,
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
@@ -250,6 +264,10 @@ def _uvicorn_server(app) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app=app, host=host, port=port, ws="websockets"))
 
 
-def _precision_name(dtype) -> str:
-    """The SDK knows FP32, FP16 and INT8; bf16 is reported as FP16 (half precision)."""
-    return ModelPrecision.FP32 if str(dtype) == "torch.float32" else ModelPrecision.FP16
+def _precision_name(engine) -> str:
+    """The SDK knows FP32, FP16 and INT8: bf16 is reported as FP16 (half precision), int4
+    OpenVINO weights as INT8 (the lowest it knows)."""
+    weights = getattr(engine, "weights", None)
+    if weights in ("int8", "int4"):
+        return ModelPrecision.INT8
+    return ModelPrecision.FP32 if str(engine.dtype) == "torch.float32" else ModelPrecision.FP16

@@ -26,7 +26,7 @@ from .generation import Generation, stop_token_ids, to_generation, until_stop
 from .grounding import GroundedText
 from .policy import TEXT_TASKS, GenerationPolicy, SettingsError
 from .prompts import EncodedPrompt, encode_prompt
-from .ranking import rank_boxes
+from .ranking import hf_next_token_probs, rank_boxes
 from .tasks import ANSWER_TASKS, PromptJob, TaskResult, assemble, plan_jobs
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Kosmos2Engine:
         self.tokenizer = processor.tokenizer
         self.max_batch_size = max_batch_size
         self.compile_decoder = compile_decoder
+        self.config = model.config
         self.device = device
         self._lock = threading.RLock()
         self.model.to(device)
@@ -95,7 +96,7 @@ class Kosmos2Engine:
 
     @property
     def image_size(self) -> int:
-        return int(self.model.config.vision_config.image_size)
+        return int(self.config.vision_config.image_size)
 
     def to(self, device: str, dtype: torch.dtype | None = None) -> "Kosmos2Engine":
         """Move the model to ``device`` (and ``dtype``, default for that device) in place; the
@@ -198,9 +199,13 @@ class Kosmos2Engine:
 
     def _rank(self, embeds, run: PreparedRun, items: list[_DecodeItem]) -> list[GroundedText]:
         with self._lock:
-            return [rank_boxes(self.model, self.tokenizer, embeds[item.row:item.row + 1],
+            return [rank_boxes(self._next_token_probs(embeds, item.row), self.tokenizer,
                                run.jobs[item.job].prompt, run.jobs[item.job].name, run.policy)
                     for item in items]
+
+    def _next_token_probs(self, embeds, row: int):
+        """``prompts -> (R, vocab) softmax`` against image ``row`` of ``embeds`` (for ranking)."""
+        return lambda prompts: hf_next_token_probs(self.model, embeds[row:row + 1], prompts)
 
     def caption(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
         """The :class:`Generation` of a one-prompt-per-image task (caption, detailed caption,
@@ -251,9 +256,8 @@ class Kosmos2Engine:
         def decode_batch(indices: list[int]) -> list[tuple[list[int], list[float]]]:
             images = sorted({rows[i] for i in indices})  # each image's prefix runs once
             row_of = {image: row for row, image in enumerate(images)}
-            picked = torch.tensor(images, device=image_embeds.device)
             with self._lock:
-                out = self.decoder.decode(image_embeds[picked], [encoded[i] for i in indices],
+                out = self.decoder.decode(image_embeds[images], [encoded[i] for i in indices],
                                           policy.max_new_tokens, stops,
                                           image_rows=[row_of[rows[i]] for i in indices])
             return [until_stop(ids, probs, stops)
@@ -266,7 +270,7 @@ class Kosmos2Engine:
 
     def _encode_prompt(self, prompt: str, policy: GenerationPolicy) -> EncodedPrompt:
         encoded = encode_prompt(self.tokenizer, prompt)
-        limit = int(self.model.config.text_config.max_position_embeddings)
+        limit = int(self.config.text_config.max_position_embeddings)
         if len(encoded.ids) + policy.max_new_tokens > limit:
             raise SettingsError(
                 "max_new_tokens",

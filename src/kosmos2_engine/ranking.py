@@ -12,26 +12,32 @@ greedy decoding opens ``<object>`` and its upper-left cell is among the k most p
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 
 from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_indices_to_box
 from .policy import GenerationPolicy
-from .prompts import encode_prompt
+from .prompts import EncodedPrompt, encode_prompt
+
+
+NextTokenProbs = Callable[[Sequence[EncodedPrompt]], torch.Tensor]
 
 
 @torch.inference_mode()
-def rank_boxes(model, tokenizer, image_embeds: torch.Tensor, prompt: str, name: str,
+def rank_boxes(next_token_probs: NextTokenProbs, tokenizer, prompt: str, name: str,
                policy: GenerationPolicy) -> GroundedText:
     """``name`` grounded to its ``policy.top_k`` best boxes, best first, those under
-    ``policy.confidence_threshold`` dropped. ``image_embeds`` is (1, 64, D) for one image, on
-    the model's device. Two decoder passes; the caller holds the model's lock."""
+    ``policy.confidence_threshold`` dropped. ``next_token_probs(prompts)`` gives the softmax
+    (R, vocab) float32 over the token after each of R prompts (same length) against one image:
+    :func:`hf_next_token_probs` for the torch model, the OpenVINO decoder's for the IR. Two
+    calls; the caller holds the model's lock."""
     first_location = tokenizer.convert_tokens_to_ids("<patch_index_0000>")
     encoded = encode_prompt(tokenizer, prompt + "<object>")
-    upper_probs = _next_token_probs(model, image_embeds, [list(encoded.ids)], encoded.image_mask)[0]
+    upper_probs = next_token_probs([encoded])[0]
     upper_p, upper = upper_probs[first_location:first_location + GRID * GRID].topk(policy.top_k)
-    rows = [list(encoded.ids) + [first_location + int(cell)] for cell in upper]
-    lower_probs = _next_token_probs(model, image_embeds, rows, encoded.image_mask)
+    rows = [_extended(encoded, first_location + int(cell)) for cell in upper]
+    lower_probs = next_token_probs(rows)
     boxes = []
     for ul, p_ul, probs in zip(upper.tolist(), upper_p.tolist(), lower_probs):
         cells = probs[first_location:first_location + GRID * GRID] * _valid_lower_right(ul, probs.device)
@@ -43,16 +49,19 @@ def rank_boxes(model, tokenizer, image_embeds: torch.Tensor, prompt: str, name: 
     return GroundedText(name, phrases)
 
 
-def _next_token_probs(model, image_embeds, rows: list[list[int]], image_mask) -> torch.Tensor:
-    """Softmax (float32) over the vocabulary for the token after each row, (R, V). Rows have
-    one length and start with the same prompt, whose image-placeholder mask is ``image_mask``."""
+def _extended(prompt: EncodedPrompt, token: int) -> EncodedPrompt:
+    return EncodedPrompt(prompt.ids + (token,), prompt.image_mask + (0,), prompt.text_start)
+
+
+def hf_next_token_probs(model, image_embeds: torch.Tensor, rows: Sequence[EncodedPrompt]) -> torch.Tensor:
+    """Softmax (float32) over the vocabulary for the token after each row, (R, V), by a plain
+    forward of the transformers model. Rows have one length; ``image_embeds`` is (1, 64, D)."""
     device = image_embeds.device
-    ids = torch.tensor(rows, dtype=torch.long, device=device)
-    mask = list(image_mask) + [0] * (ids.shape[1] - len(image_mask))
+    ids = torch.tensor([row.ids for row in rows], dtype=torch.long, device=device)
     output = model(
         input_ids=ids, attention_mask=torch.ones_like(ids),
         image_embeds=image_embeds.expand(len(rows), -1, -1).contiguous(),
-        image_embeds_position_mask=torch.tensor([mask] * len(rows), device=device),
+        image_embeds_position_mask=torch.tensor([row.image_mask for row in rows], device=device),
         use_cache=False,
     )
     return output.logits[:, -1].float().softmax(dim=-1)

@@ -1,0 +1,158 @@
+"""Export a Kosmos-2 checkpoint to OpenVINO IR, compressed with NNCF, cached beside the weights.
+
+    python -m kosmos2_engine.openvino.export microsoft/kosmos-2-patch14-224            # int8
+    python -m kosmos2_engine.openvino.export /models/kosmos-2 --weights int4
+    python -m kosmos2_engine.openvino.export /models/kosmos-2 --weights fp32 --output /ir
+
+Writes into ``<checkpoint folder>/openvino-<weights>/`` (a hub id resolves to its folder in the
+hub cache):
+
+* ``image_encoder.xml/.bin``: ``pixel_values`` (B, 3, S, S) -> image embeddings (B, 64, E);
+* ``decoder.xml/.bin``: the text decoder with embeddings and ``lm_head`` inside and the KV
+  cache as OpenVINO state (see :class:`~.graphs.DecoderGraph` for its inputs); it returns the
+  last position's logits only;
+* ``export_info.json``, written last: the fingerprint of the source checkpoint, the weight
+  format and the versions that made the IR. A later export (or a deploy) with the same
+  fingerprint reuses the IR; a changed checkpoint, format or exporter makes a new one.
+
+Weights (of the text decoder, 1.3 of the 1.66 B parameters; the image encoder stays float32, see
+:func:`~.convert.compress_decoder`): ``int8`` (default) is NNCF's INT8_ASYM weight compression
+of every linear and embedding layer; ``int4`` is INT4_ASYM in groups of 64 on the linear layers
+(embeddings and ``lm_head`` INT8); ``fp32`` compresses nothing. Activations stay float32.
+Torch is needed here, not when serving the IR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FORMATS = ("int8", "int4", "fp32")
+EXPORT_VERSION = 1  # bump when the graphs or their inputs change: older IRs are then re-exported
+INFO_FILE = "export_info.json"
+IMAGE_ENCODER = "image_encoder.xml"
+DECODER = "decoder.xml"
+_SAMPLED_BYTES = 4 << 20
+
+
+def ir_folder(checkpoint_folder: Path, weights: str) -> Path:
+    """Where the IR of ``weights`` for the checkpoint in ``checkpoint_folder`` is cached."""
+    return Path(checkpoint_folder) / f"openvino-{weights}"
+
+
+def source_fingerprint(checkpoint_folder: Path, weights: str) -> dict:
+    """What decides the IR: config.json, each weight file's name, size and the SHA-256 of its
+    first and last 4 MB, the weight format and the exporter's version and libraries."""
+    import nncf
+    import openvino
+
+    folder = Path(checkpoint_folder)
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    weight_files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not weight_files:
+        raise FileNotFoundError(f"no .safetensors or .bin weights in '{folder}'")
+    for path in weight_files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(_SAMPLED_BYTES))
+            handle.seek(max(0, size - _SAMPLED_BYTES))
+            digest.update(handle.read(_SAMPLED_BYTES))
+    return {"source_sha256": digest.hexdigest(), "weights": weights, "export_version": EXPORT_VERSION,
+            "openvino": openvino.__version__.split("-")[0], "nncf": nncf.__version__}
+
+
+def cached_ir(checkpoint_folder: Path, weights: str, output: Path | None = None) -> Path | None:
+    """The IR folder if it holds an export of this very checkpoint and format, else None."""
+    target = Path(output) if output else ir_folder(checkpoint_folder, weights)
+    info = target / INFO_FILE
+    if not info.is_file() or not (target / IMAGE_ENCODER).is_file() or not (target / DECODER).is_file():
+        return None
+    recorded = json.loads(info.read_text())
+    return target if recorded.get("fingerprint") == source_fingerprint(checkpoint_folder, weights) else None
+
+
+def export_openvino(checkpoint: str, weights: str = "int8", output: str | Path | None = None,
+                    progress: Callable[[str], None] = logger.info) -> Path:
+    """Export (or reuse) the IR of ``checkpoint`` (folder or hub id) with ``weights``; returns
+    its folder. ``progress`` receives one line per step."""
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got '{weights}'")
+    folder = checkpoint_folder(checkpoint)
+    target = Path(output) if output else ir_folder(folder, weights)
+    if cached_ir(folder, weights, target):
+        progress(f"OpenVINO IR ({weights}) of '{checkpoint}' is up to date in {target}; reusing it.")
+        return target
+    started = time.perf_counter()
+    from ..checkpoint import load_checkpoint
+
+    import torch
+
+    progress(f"[1/4] Loading '{checkpoint}' (fp32) from {folder}")
+    model, _ = load_checkpoint(str(folder), torch.float32)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    from .convert import compress_decoder, convert_decoder, convert_image_encoder, save
+
+    progress("[2/4] Converting the image encoder")
+    encoder = convert_image_encoder(model)
+    progress("[3/4] Converting the text decoder (stateful KV cache, lm_head inside)")
+    decoder = convert_decoder(model)
+    del model
+    progress(f"[4/4] Compressing weights ({weights}) with NNCF and saving")
+    save(encoder, partial / IMAGE_ENCODER)
+    save(compress_decoder(decoder, weights), partial / DECODER)
+    info = {"fingerprint": source_fingerprint(folder, weights), "checkpoint": str(checkpoint),
+            "seconds": round(time.perf_counter() - started, 1)}
+    (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    progress(f"OpenVINO IR ({weights}) written to {target} in {info['seconds']} s")
+    return target
+
+
+def checkpoint_folder(checkpoint: str) -> Path:
+    """The local folder of a checkpoint folder or hub id (downloaded first if needed)."""
+    if os.path.isdir(checkpoint):
+        return Path(checkpoint)
+    from huggingface_hub import snapshot_download
+
+    from ..checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return Path(snapshot_download(checkpoint, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached: load_checkpoint downloads or says what to set
+        import torch
+
+        load_checkpoint(checkpoint, torch.float32)
+    try:
+        return Path(snapshot_download(checkpoint, local_files_only=True))
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"'{checkpoint}' was loaded but its hub cache folder was not found: {error}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="a Kosmos-2 folder or hub id")
+    parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="int8")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="IR folder (default: openvino-<weights> beside the weights)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(export_openvino(args.checkpoint, args.weights, args.output, progress=print))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

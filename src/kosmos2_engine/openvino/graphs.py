@@ -1,0 +1,92 @@
+"""The two torch modules that are converted to OpenVINO IR (used at export time only).
+
+Both run over the weights of a loaded ``Kosmos2ForConditionalGeneration``, with the same maths
+as the torch engine (:mod:`kosmos2_engine.decoder`), so that an fp32 IR decodes the same tokens.
+
+* :class:`ImageEncoderGraph`: ``pixel_values`` (B, 3, S, S) float32 -> image embeddings
+  (B, 64, E): vision tower, post-layernorm, L2 normalise, resampler projection.
+* :class:`DecoderGraph`: one call of the text decoder on S new tokens per row with explicit
+  positions and a past of P cached tokens, returning the logits of the last position only and
+  the K/V of all P + S tokens (which the export folds into OpenVINO state).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class ImageEncoderGraph(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.vision = model.vision_model
+        self.projection = model.image_to_text_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = self.vision(pixel_values=pixel_values)[0]
+        hidden = F.normalize(self.vision.model.post_layernorm(hidden), dim=-1)
+        return self.projection(hidden)[0]
+
+
+class DecoderGraph(torch.nn.Module):
+    """Inputs (B rows, S new tokens, P past tokens, E width):
+
+    * ``input_ids`` (B, S) int64;
+    * ``image_features`` (B, S, E) float32 and ``image_mask`` (B, S) float32: where the mask is
+      1 the feature replaces the token embedding (the 64 image tokens of a prompt), else unused;
+    * ``position_ids`` (B, S) int64: sinusoidal positions (``padding_idx + 1 + n`` for a row's
+      n-th real token), explicit so that left padding changes nothing;
+    * ``attention_mask`` (B, P + S) int64: 1 for a real key, 0 for a pad;
+    * ``past_key_values.{i}.key`` / ``.value`` (B, heads, P, head_dim) per layer.
+
+    Outputs ``logits`` (B, vocab) of the last position and ``present.{i}.key`` / ``.value``
+    (B, heads, P + S, head_dim). A query sees the real keys up to its own slot and always
+    itself (a pad query keeps a finite softmax).
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.text = model.text_model.model
+        self.lm_head = model.text_model.lm_head
+        config = model.config.text_config
+        self.heads = int(config.attention_heads)
+        self.head_dim = int(config.embed_dim) // self.heads
+
+    def forward(self, input_ids, image_features, image_mask, position_ids, attention_mask, *past):
+        embeds = self.text.embed_tokens(input_ids)
+        chosen = image_mask.unsqueeze(-1).to(embeds.dtype)
+        embeds = embeds * (1 - chosen) + image_features.to(embeds.dtype) * chosen
+        hidden = embeds * self.text.embed_scale + self.text.embed_positions.weights[position_ids]
+        mask = _attention_mask(attention_mask, input_ids.shape[1])
+        presents = []
+        for index, block in enumerate(self.text.layers):
+            hidden, key, value = self._block(block, hidden, past[2 * index], past[2 * index + 1], mask)
+            presents += [key, value]
+        logits = self.lm_head(self.text.layer_norm(hidden[:, -1]))
+        return (logits, *presents)
+
+    def _block(self, block, hidden, past_key, past_value, mask):
+        attention = block.self_attn
+        batch, length, width = hidden.shape
+        x = block.self_attn_layer_norm(hidden)
+
+        def split(projection):
+            return projection(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+        key = torch.cat([past_key, split(attention.k_proj)], dim=2)
+        value = torch.cat([past_value, split(attention.v_proj)], dim=2)
+        attended = F.scaled_dot_product_attention(split(attention.q_proj), key, value,
+                                                  attn_mask=mask, scale=attention.scaling)
+        attended = attended.transpose(1, 2).reshape(batch, length, width)
+        hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
+        return hidden + block.ffn(block.final_layer_norm(hidden)), key, value
+
+
+def _attention_mask(key_mask: torch.Tensor, queries: int) -> torch.Tensor:
+    """(B, 1, S, P + S) bool from the (B, P + S) key mask: causal over real keys, plus itself."""
+    total = key_mask.shape[1]
+    query_slots = torch.arange(queries)[:, None] + (total - queries)
+    key_slots = torch.arange(total)[None, :]
+    causal = key_slots <= query_slots
+    itself = key_slots == query_slots
+    return ((causal[None] & key_mask.bool()[:, None, :]) | itself[None])[:, None]

@@ -1,0 +1,98 @@
+"""The OpenVINO variants as users deploy them: model-table rows through the SDK's clients on the
+real server, the CLI's ``--model``, ``KOSMOS2_BACKEND``, and the errors of a wrong device or
+backend. The tiny checkpoint is copied first, so that its IR is written beside the copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import requests
+from supervisely.nn.model.model_api import ModelAPI
+
+from kosmos2_app import Kosmos2
+from tests.app_harness import REPO, app_environment, client_for, infer_image, rectangles
+from tests.helpers import SCENE_CASES, scene, tlbr_iou
+from tests.server_process import app_env, free_port, server_command, start, stop
+from tests.test_e2e import scene_files, session  # noqa: F401 - fixture and client helper
+
+OPENVINO_INT8 = "Kosmos-2 OpenVINO int8"
+
+
+@pytest.fixture(scope="module")
+def checkpoint_copy(tmp_path_factory, tiny_checkpoint) -> str:
+    folder = tmp_path_factory.mktemp("ov-app") / "tiny"
+    shutil.copytree(tiny_checkpoint, folder)
+    return str(folder)
+
+
+def _deploy(client, model_name: str, device: str = "cpu"):
+    return client.post("/deploy_from_api", json={"state": {
+        "deploy_params": {"model_source": "Pretrained models", "device": device}, "model_name": model_name}})
+
+
+def test_each_openvino_row_deploys_and_serves(tmp_path, checkpoint_copy):
+    image, drawn = scene(*SCENE_CASES[1])
+    with app_environment(tmp_path, checkpoint_copy):
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        for name, precision in (("Kosmos-2 OpenVINO fp32", "FP32"), (OPENVINO_INT8, "INT8"),
+                                ("Kosmos-2 OpenVINO int4", "INT8")):
+            assert _deploy(client, name).status_code == 200
+            info = client.post("/get_deploy_info", json={}).json()
+            assert info["model_precision"] == precision and info["device"] == "cpu"
+            assert client.post("/get_session_info", json={}).json()["backend"] == "openvino-" + name[-4:]
+            [rect] = rectangles(infer_image(client, image).json()["annotation"])
+            assert rect["class"] == drawn.phrase and tlbr_iou(rect["tlbr"], drawn) >= 0.5
+
+
+def test_an_openvino_row_on_a_gpu_or_a_bad_backend_is_a_400_and_serving_goes_on(tmp_path, checkpoint_copy):
+    with app_environment(tmp_path, checkpoint_copy) as environment:
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        refused = _deploy(client, OPENVINO_INT8, device="cuda")
+        assert refused.status_code == 400 and "run on CPU" in refused.json()["message"], refused.text
+        environment.setenv("KOSMOS2_BACKEND", "tensorrt")
+        refused = _deploy(client, "Kosmos-2")
+        assert refused.status_code == 400 and "KOSMOS2_BACKEND" in refused.json()["message"]
+        environment.setenv("KOSMOS2_BACKEND", "openvino-int8")  # a local run's override of the row
+        assert _deploy(client, "Kosmos-2").status_code == 200
+        assert client.post("/get_session_info", json={}).json()["backend"] == "openvino-int8"
+        assert infer_image(client, scene(*SCENE_CASES[0])[0]).status_code == 200
+
+
+@pytest.mark.slow
+def test_model_api_deploys_the_int8_row_on_the_real_server(tmp_path, checkpoint_copy, scene_files):  # noqa: F811
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start(server_command(port), app_env(tmp_path, checkpoint_copy), tmp_path / "server.log", url)
+    try:
+        ModelAPI(url=url).load(OPENVINO_INT8, device="cpu")
+        client = session(url)
+        for path, drawn in scene_files:
+            [label] = client.inference_image_path(str(path)).labels
+            assert label.obj_class.name == drawn.phrase
+        [prediction] = ModelAPI(url=url).predict(input=str(scene_files[0][0]), task="phrase_grounding",
+                                                 phrases="circle")
+        assert [label.obj_class.name for label in prediction.annotation.labels] == ["circle"]
+        assert requests.post(f"{url}/get_session_info", json={}).json()["backend"] == "openvino-int8"
+    finally:
+        stop(process)
+
+
+@pytest.mark.slow
+def test_cli_predict_with_the_int8_row(tmp_path, checkpoint_copy, scene_files):  # noqa: F811
+    folder = scene_files[0][0].parent
+    result = subprocess.run(
+        [sys.executable, "src/main.py", "predict", str(folder), "--model", OPENVINO_INT8, "--device", "cpu",
+         "--output", str(tmp_path / "out")],
+        cwd=REPO, env=app_env(tmp_path, checkpoint_copy), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for path, drawn in scene_files:
+        [rect] = rectangles(json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text()))
+        assert rect["class"] == drawn.phrase and tlbr_iou(rect["tlbr"], drawn) >= 0.5
