@@ -47,3 +47,36 @@ def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
         assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
         assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65
         assert list(row) == list(rows[0])  # one set of columns for the table
+
+
+def test_the_dockerfile_installs_exactly_the_pins():
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir -r /tmp/requirements.txt" in dockerfile
+    for name, version in re.findall(r"([A-Za-z0-9_.\-]+)==([^\s\"']+)", dockerfile):
+        assert pins()[name.lower()] == version, f"{name}=={version} in the Dockerfile differs from requirements.txt"
+
+
+def test_publish_pushes_the_image_config_json_names(tmp_path):
+    import subprocess
+
+    image = json.loads((REPO / "config.json").read_text())["docker_image"]
+    result = subprocess.run(["bash", "docker/publish.sh"], cwd=REPO, env={"DRY_RUN": "1", "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"+ docker build -f docker/Dockerfile --build-arg OPENVINO_WEIGHTS=int8 -t {image} ." in result.stdout
+    assert f"+ docker push {image}" in result.stdout
+
+
+def test_a_failed_weight_download_fails_the_build(tmp_path):
+    """The hub is out of reach (HF_HUB_OFFLINE, empty cache): the script must exit non-zero,
+    leaving no weights behind, so that `docker build` stops."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run([sys.executable, "docker/download_weights.py", "microsoft/kosmos-2-patch14-224",
+                             str(tmp_path / "weights")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert not list((tmp_path / "weights").glob("*.safetensors"))
