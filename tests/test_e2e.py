@@ -16,6 +16,7 @@ import supervisely as sly
 from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
+from kosmos2_app.predictions import class_colour
 from tests.app_harness import REPO, label_tlbr, rectangles
 from tests.server_process import app_env, free_port, server_command, start, stop
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
@@ -129,7 +130,7 @@ def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files,
     folder = scene_files[0][0].parent
     result = subprocess.run(
         [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output",
-         str(tmp_path / "out"), "--settings", "max_new_tokens=64"],
+         str(tmp_path / "out"), "--settings", "max_new_tokens=64", "--draw"],
         cwd=REPO, env=app_env(tmp_path, tiny_checkpoint), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     client = session(server)
@@ -138,6 +139,12 @@ def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files,
         [rect] = rectangles(written)
         assert rect["class"] == drawn.phrase and tlbr_iou(rect["tlbr"], drawn) >= 0.5
         assert rectangles(client.inference_image_path(str(path)).to_json()) == [rect]
+        image = sly.image.read(str(path))
+        picture = sly.image.read(str(tmp_path / "out" / folder.name / path.name))  # --draw: ours
+        band = picture.shape[0] - image.shape[0]
+        assert band > 0 and (picture[band:] == image).mean() > 0.5  # caption band over the image
+        top, left, bottom, right = rect["tlbr"]
+        assert picture[band + (top + bottom) // 2, left].tolist() == class_colour(rect["class"])  # the outline
 
 
 def test_cli_deploy_serves_the_model_on_loopback_only(tiny_checkpoint, scene_files, tmp_path):

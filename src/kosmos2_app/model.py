@@ -31,6 +31,7 @@ from kosmos2_engine import (
 
 from decode_limits import max_image_pixels
 
+from .drawing import DrawnAnnotation
 from .engines import backend_of, load_engine
 from .log_redaction import redact_tokens_in
 from .options import ServingOptions, listen_address
@@ -180,14 +181,15 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         return batcher
 
     def _predictions_to_annotation(self, image_path, predictions, classes_whitelist=None):
-        """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`.
-        Overridden because the SDK has no public hook for image-level tags."""
+        """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`, as a
+        :class:`DrawnAnnotation` (drawn with phrases and confidences). Overridden because the SDK
+        has no public hook for image-level tags."""
         texts = [p for p in predictions if isinstance(p, ImageText)]
         boxes = [p for p in predictions if not isinstance(p, ImageText)]
         ann = super()._predictions_to_annotation(image_path, boxes, classes_whitelist)
         with self._meta_lock:
             tags = [sly.Tag(self._model_meta.get_tag_meta(t.tag), t.value) for t in texts]
-        return ann.add_tags(tags)
+        return DrawnAnnotation.of(ann.add_tags(tags))  # CLI predict --draw: boxes, phrases, scores
 
     def _inference_batched_wrapper(self, source, settings):
         """The SDK's batched inference, with each result's ``data`` holding the task and its
