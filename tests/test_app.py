@@ -296,3 +296,9 @@ def test_a_json_body_that_is_not_utf8_json_is_a_400(served, route, body):
     response = client.post(route, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "not UTF-8 JSON" in response.json()["message"]
     assert client.post("/get_session_info", json={}).status_code == 200
+
+
+def test_an_empty_body_with_a_json_content_type_is_no_body(served):
+    _, client = served
+    assert client.get("/is_ready", headers={"Content-Type": "application/json"}).status_code == 200
+    assert client.post("/get_session_info", headers={"Content-Type": "application/json"}).status_code == 200

@@ -94,16 +94,20 @@ def register_image_error_handlers(server, max_pixels: int) -> None:
 
 
 def register_body_check(server) -> None:
-    """Answer a JSON body that is not UTF-8 JSON with a 400. Without this the SDK's own
-    middleware, which parses every JSON body before any route or exception handler runs,
-    fails on it with a 500. Registered after the SDK's middleware, so it runs before it."""
+    """Answer a JSON body that is not UTF-8 JSON with a 400, and pass an empty one (a browser's
+    GET with a JSON content type) as no body. Without this the SDK's own middleware, which
+    parses every JSON body before any route or exception handler runs, fails on both with a
+    500. Registered after the SDK's middleware, so it runs before it."""
 
     @server.middleware("http")
     async def refuse_undecodable_json(request: Request, call_next):
         if "application/json" in request.headers.get("content-type", ""):
             body = await request.body()
+            if not body:  # nothing to parse: hide the content type from the SDK's parser
+                request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+                return await call_next(request)
             try:
-                json.loads(body.decode("utf-8")) if body else None
+                json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as error:
                 message = f"The request body is not UTF-8 JSON: {error}"
                 return JSONResponse(status_code=status.HTTP_400_BAD_REQUEST,
