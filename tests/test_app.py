@@ -302,3 +302,18 @@ def test_an_empty_body_with_a_json_content_type_is_no_body(served):
     _, client = served
     assert client.get("/is_ready", headers={"Content-Type": "application/json"}).status_code == 200
     assert client.post("/get_session_info", headers={"Content-Type": "application/json"}).status_code == 200
+
+
+def test_long_inference_runs_in_chunks_of_the_batch_size(served, monkeypatch):
+    """CLI predict on a folder hands the SDK every image at once: the app reads and infers them
+    max_images at a time, so memory holds one chunk, and gets the same annotations."""
+    model, client = served
+    images = [scene(*SCENE_CASES[i % len(SCENE_CASES)])[0] for i in range(7)]
+    expected, _ = model._inference_batched_wrapper(images, {"max_new_tokens": 16})
+    seen = []
+    run = model._batcher.run
+    monkeypatch.setattr(model._batcher, "max_images", 3)
+    monkeypatch.setattr(model._batcher, "run", lambda batch, policy: seen.append(len(batch)) or run(batch, policy))
+    anns, data = model._inference_batched_wrapper(images, {"max_new_tokens": 16})
+    assert seen == [3, 3, 1] and [a.to_json() for a in anns] == [a.to_json() for a in expected]
+    assert len(data) == 7 and all(item["task"] == "caption" for item in data)

@@ -131,8 +131,10 @@ def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files,
     result = subprocess.run(
         [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output",
          str(tmp_path / "out"), "--settings", "max_new_tokens=64", "--draw"],
-        cwd=REPO, env=app_env(tmp_path, tiny_checkpoint), capture_output=True, text=True, timeout=300)
+        cwd=REPO, env={**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_MAX_BATCH": "2"},
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Kosmos-2: 100%" in result.stderr and f"{len(scene_files)}/{len(scene_files)}" in result.stderr  # progress
     client = session(server)
     for path, drawn in scene_files:
         written = json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text())

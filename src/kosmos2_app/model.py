@@ -192,10 +192,19 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         return DrawnAnnotation.of(ann.add_tags(tags))  # CLI predict --draw: boxes, phrases, scores
 
     def _inference_batched_wrapper(self, source, settings):
-        """The SDK's batched inference, with each result's ``data`` holding the task and its
-        text (``caption`` / ``answer`` / ``descriptions``), so that clients read it directly.
-        Overridden because the SDK fills ``data`` only in sliding-window mode."""
-        anns, data = super()._inference_batched_wrapper(source, settings)
+        """The SDK's batched inference, run in chunks of the engine's batch size with a progress
+        bar, with each result's ``data`` holding the task and its text (``caption`` /
+        ``answer`` / ``descriptions``), so that clients read it directly. Overridden because the
+        SDK fills ``data`` only in sliding-window mode, and reads every image of a call before
+        inferring any: CLI ``predict`` on a folder held the whole folder decoded in memory,
+        with no progress shown. Requests over HTTP come in batches already (one chunk)."""
+        chunk = self._require_batcher().max_images
+        anns, data = [], []
+        with sly.tqdm_sly(total=len(source), desc="Kosmos-2", unit="image", disable=len(source) <= chunk) as bar:
+            for start in range(0, len(source), chunk):
+                part_anns, part_data = super()._inference_batched_wrapper(source[start:start + chunk], settings)
+                anns, data = anns + part_anns, data + part_data
+                bar.update(len(part_anns))
         for ann, item in zip(anns, data):
             item.update(task=str(settings.get("task") or "caption").strip().lower(), **annotation_text(ann))
         return anns, data
