@@ -40,7 +40,11 @@ demo: venv
 	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
 		--device cpu --output demo_output/grounding --draw \
 		--settings task=phrase_grounding "phrases=circle. square. triangle"; \
-	echo "captions: demo_output/predictions/images; phrase grounding: demo_output/grounding/images"
+	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
+		--device cpu --output demo_output/vqa --draw \
+		--settings task=vqa "question=What colour is the triangle?"; \
+	echo "captions: demo_output/predictions/images; phrase grounding: demo_output/grounding/images;" \
+		"questions: demo_output/vqa/images"
 
 ## bench: reference path vs our engine on the real architecture (random weights); small counts on CPU
 bench: venv
