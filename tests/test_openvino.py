@@ -4,7 +4,10 @@ fp32 IR token-identical to the torch engine on every task, int8 within one locat
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -128,3 +131,9 @@ def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
         OpenVINOEngine.load(str(folder), "int4", export_if_missing=False)
     with pytest.raises(ValueError, match="int8"):
         OpenVINOEngine.load(str(folder), "int2")
+
+
+def test_the_export_command_says_what_to_do_when_weights_are_absent(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "kosmos2_engine.openvino.export", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": "src"})
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr

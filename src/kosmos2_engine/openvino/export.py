@@ -150,7 +150,13 @@ def main(argv=None) -> int:
                         help="IR folder (default: openvino-<weights> beside the weights)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(export_openvino(args.checkpoint, args.weights, args.output, progress=print))
+    from ..checkpoint import CheckpointError
+
+    try:
+        print(export_openvino(args.checkpoint, args.weights, args.output, progress=print))
+    except CheckpointError as error:  # says what to do; the traceback would only hide it
+        print(f"error: {error} (For this command: pass a local folder as the checkpoint.)", file=sys.stderr)
+        return 2
     return 0
 
 
