@@ -72,6 +72,25 @@ def test_the_fp32_ir_decodes_the_torch_decoders_tokens(torch_engine, ov_fp32, im
     assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, :got.tokens.shape[1]], atol=1e-4)
 
 
+def test_prompts_sharing_an_image_run_its_prefix_once_and_decode_the_same(torch_engine, ov_fp32, images,
+                                                                          monkeypatch):
+    texts = ["<grounding><phrase> the circle</phrase>", "<grounding><phrase> a square</phrase>",
+             "<grounding> Question: What colour is the triangle? Answer:"]
+    prompts = [encode_prompt(torch_engine.tokenizer, text) for text in texts] * 3
+    rows = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    stops = [torch_engine.tokenizer.eos_token_id]
+    expected = StaticDecoder(torch_engine.model).decode(torch_engine.encode_images(images[:3]), prompts, 16,
+                                                        stops, image_rows=rows)
+    prefix_runs = []
+    shared = ov_fp32.decoder._prefill_sharing_prefixes
+    monkeypatch.setattr(ov_fp32.decoder, "_prefill_sharing_prefixes",
+                        lambda *args: prefix_runs.append(args[2]) or shared(*args))
+    got = ov_fp32.decoder.decode(ov_fp32.encode_images(images[:3]), prompts, 16, stops, image_rows=rows)
+    assert prefix_runs == [rows]
+    assert got.tokens.tolist() == expected.tokens[:, :got.tokens.shape[1]].tolist()
+    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, :got.tokens.shape[1]], atol=1e-4)
+
+
 @pytest.mark.parametrize("settings", EVERY_TASK, ids=lambda s: s.get("task", "caption") + str(s.get("top_k", "")))
 def test_the_fp32_ir_gives_the_torch_engines_results_on_every_task(torch_engine, ov_fp32, images, settings):
     policy = policy_from_settings(settings)

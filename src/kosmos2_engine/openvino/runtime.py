@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import openvino as ov
 
-from ..decoder import DecodedBatch
+from ..decoder import DecodedBatch, _common_prefix_len
 from ..prompts import EncodedPrompt
 from .export import DECODER, IMAGE_ENCODER
 
@@ -86,13 +86,35 @@ class OpenVINODecoder:
         return _softmax(logits)
 
     def _prefill(self, image_embeds, prompts, rows):
-        logits, key_mask, position = self._prefill_logits(image_embeds, prompts, rows)
+        if len(set(rows)) < len(rows):  # an image with several prompts: its prefix runs once
+            logits, key_mask, position = self._prefill_sharing_prefixes(image_embeds, prompts, rows)
+        else:
+            logits, key_mask, position = self._prefill_logits(image_embeds, prompts, rows)
         token, prob = _greedy(logits)
         return token, prob, key_mask, position
 
-    def _prefill_logits(self, image_embeds, prompts, rows):
-        """Run every prompt, right-aligned; returns last logits (B, V), the key mask (B, L) and
-        the position (B,) the next token takes."""
+    def _prefill_sharing_prefixes(self, image_embeds, prompts, rows):
+        """As :meth:`_prefill_logits`, but the image part every prompt starts with
+        (``<s> <image>`` and the image tokens) runs once per image; its keys and values are then
+        copied into the state rows of that image's prompts, and only the rest of each prompt
+        runs. The torch decoder does the same (``StaticDecoder._prefill``)."""
+        prefix_len = _common_prefix_len(prompts)
+        images = sorted(set(rows))
+        head = prompts[0]
+        self._prefill_logits(image_embeds, [EncodedPrompt(head.ids[:prefix_len], head.image_mask[:prefix_len],
+                                                          head.text_start)] * len(images), images)
+        prefix = {state.name: state.state.data.copy() for state in self._request.query_state()}
+        picked = [images.index(row) for row in rows]
+        self._request.reset_state()
+        for state in self._request.query_state():
+            state.state = ov.Tensor(np.ascontiguousarray(prefix[state.name][picked]))
+        suffixes = [EncodedPrompt(p.ids[prefix_len:], p.image_mask[prefix_len:], 0) for p in prompts]
+        return self._prefill_logits(image_embeds, suffixes, rows, prefix_len=prefix_len)
+
+    def _prefill_logits(self, image_embeds, prompts, rows, prefix_len: int = 0):
+        """Run every prompt, right-aligned, after ``prefix_len`` tokens already in the state
+        (0: the state is reset first); returns last logits (B, V), the key mask (B, prefix +
+        L) and the position (B,) the next token takes."""
         length = max(len(p.ids) for p in prompts)
         ids = np.full((len(prompts), length), self.pad_id, dtype=np.int64)
         image_mask = np.zeros((len(prompts), length), dtype=np.float32)
@@ -103,11 +125,14 @@ class OpenVINODecoder:
             ids[row, start:] = prompt.ids
             real[row, start:] = 1
             image_mask[row, start:] = prompt.image_mask
-            features[row, start:][np.asarray(prompt.image_mask, dtype=bool)] = image_embeds[image]
-        positions = np.cumsum(real, axis=1) * real + self.pad_id
-        self._request.reset_state()
-        logits = self._infer(ids, features, image_mask, positions, real)
-        return logits, real, real.sum(axis=1) + self.pad_id + 1
+            if any(prompt.image_mask):  # a suffix after a shared prefix has no image tokens
+                features[row, start:][np.asarray(prompt.image_mask, dtype=bool)] = image_embeds[image]
+        positions = (np.cumsum(real, axis=1) + prefix_len) * real + self.pad_id
+        key_mask = np.concatenate([np.ones((len(prompts), prefix_len), np.int64), real], axis=1)
+        if not prefix_len:
+            self._request.reset_state()
+        logits = self._infer(ids, features, image_mask, positions, key_mask)
+        return logits, key_mask, real.sum(axis=1) + prefix_len + self.pad_id + 1
 
     def _step(self, token, position, key_mask):
         batch = token.shape[0]
