@@ -140,7 +140,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
         Deploy requests may name any ``model_files``; only the operator chooses another
         folder or hub id (``KOSMOS2_CHECKPOINT``, which then stands for the listed one)."""
-        listed = [row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models]
+        listed = sorted({row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models})
         checkpoint = (model_files or {}).get("checkpoint")
         if checkpoint not in listed:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=(
