@@ -96,3 +96,25 @@ def test_cli_predict_with_the_int8_row(tmp_path, checkpoint_copy, scene_files): 
     for path, drawn in scene_files:
         [rect] = rectangles(json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text()))
         assert rect["class"] == drawn.phrase and tlbr_iou(rect["tlbr"], drawn) >= 0.5
+
+
+def test_concurrent_requests_on_the_int8_row_share_runs_and_answer_as_alone(tmp_path, checkpoint_copy):
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [scene(*case)[0] for case in SCENE_CASES]
+    settings = [{}, {"task": "phrase_grounding", "phrases": "circle. square"}]
+    with app_environment(tmp_path, checkpoint_copy):
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        assert _deploy(client, OPENVINO_INT8).status_code == 200
+        jobs = [(image, settings[i % 2]) for i, image in enumerate(images)] * 2
+        alone = [infer_image(client, image, **s).json()["annotation"] for image, s in jobs]
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            together = list(pool.map(lambda job: infer_image(client, job[0], **job[1]), jobs))
+        assert [r.status_code for r in together] == [200] * len(jobs)
+        for response, expected in zip(together, alone):  # batch composition may move the last digits
+            got, want = rectangles(response.json()["annotation"]), rectangles(expected)
+            assert [(r["class"], r["tlbr"]) for r in got] == [(r["class"], r["tlbr"]) for r in want]
+            assert [r["confidence"][0] for r in got] == pytest.approx([r["confidence"][0] for r in want], abs=1e-3)
+        assert model._batcher.joint_runs > 0
