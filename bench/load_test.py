@@ -32,6 +32,7 @@ import requests
 from PIL import Image
 
 from bench.live_server import deployed_server, server_arguments, write_result
+from bench.memory import status_mb
 
 MAX_PIXELS = 4_000_000
 MAX_RSS_GROWTH = 0.10
@@ -93,14 +94,6 @@ def send(url: str, kind: str, kinds: dict) -> tuple[str, int, str | None, float]
     return kind, response.status_code, None if annotation is None else canonical(annotation), seconds
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process ``pid`` (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def run_plan(url: str, plan: list[str], kinds: dict, clients: int) -> tuple[list, float]:
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -126,15 +119,15 @@ def check(outcomes: list, kinds: dict, alone: dict[str, str]) -> tuple[list[str]
 
 class RssSampler:
     """Samples process ``pid``'s RSS every 0.25 s while in a ``with`` block; ``peak`` and
-    ``end`` in bytes after it."""
+    ``end`` in MB after it."""
 
     def __init__(self, pid: int):
-        self.pid, self.samples, self._stop = pid, [rss_bytes(pid)], threading.Event()
+        self.pid, self.samples, self._stop = pid, [status_mb("VmRSS", pid)], threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):
-            self.samples.append(rss_bytes(self.pid))
+            self.samples.append(status_mb("VmRSS", self.pid))
 
     def __enter__(self) -> "RssSampler":
         self._thread.start()
@@ -143,7 +136,7 @@ class RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append(rss_bytes(self.pid))
+        self.samples.append(status_mb("VmRSS", self.pid))
 
     @property
     def peak(self) -> int:
@@ -178,12 +171,11 @@ def run_load(url: str, pid: int, clients: int, total: int, warm_up_s: float, see
     wrong += [f"RSS {name} grew {value:.1%} over the warm-up's (limit {MAX_RSS_GROWTH:.0%})"
               for name, value in growth.items() if value > MAX_RSS_GROWTH]
     all_seconds = sorted(s for *_, s in outcomes)
-    mb = 2 ** 20
     return {"requests": total, "clients": clients, "seconds": elapsed, "requests_per_s": total / elapsed,
             "wrong": wrong, "warm_up": {"requests": warm_up_requests, "seconds": warm_up_s},
             "p50_s": statistics.median(all_seconds), "p95_s": all_seconds[round(0.95 * (total - 1))],
-            "rss_mb": {"warm_up_end": warm.end / mb, "warm_up_peak": warm.peak / mb,
-                       "load_end": load.end / mb, "load_peak": load.peak / mb, "growth": growth},
+            "rss_mb": {"warm_up_end": warm.end, "warm_up_peak": warm.peak,
+                       "load_end": load.end, "load_peak": load.peak, "growth": growth},
             "kinds": per_kind,
             "alive_after": requests.get(f"{url}/is_ready", timeout=10).status_code == 200}
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.memory import status_mb
+
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = REPO / "tests" / "tiny_model" / "checkpoint"
 VARIANTS = ("torch-reference", "torch-engine", "openvino-fp32", "openvino-int8", "openvino-int4")
@@ -140,7 +142,7 @@ def measure(variant: str, work: Path, count: int) -> dict:
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(count + 1)]
     assert run(images[0]) == NEW_TOKENS
     gc.collect()
-    loaded_rss = rss_mb("VmRSS")
+    loaded_rss = status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: while serving
     latencies = []
     for image in images[1:]:
@@ -150,17 +152,9 @@ def measure(variant: str, work: Path, count: int) -> dict:
         assert tokens == NEW_TOKENS
     median = statistics.median(latencies)
     return {"load_s": load_s, "p50_s": median, "latencies_s": latencies, "tokens_per_s": NEW_TOKENS / median,
-            "rss_after_load_mb": loaded_rss, "serving_peak_rss_mb": rss_mb("VmHWM"),
-            "rss_anon_mb": rss_mb("RssAnon"), "rss_file_mb": rss_mb("RssFile"),
+            "rss_after_load_mb": loaded_rss, "serving_peak_rss_mb": status_mb("VmHWM"),
+            "rss_anon_mb": status_mb("RssAnon"), "rss_file_mb": status_mb("RssFile"),
             "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def rss_mb(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def run_variant(variant: str, args) -> dict:

@@ -15,8 +15,8 @@ resource that failed to load is one of those CDN files, none of the app's own.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -42,8 +42,6 @@ EXTERNAL_HOSTS = ("cdn.supervisely.com", "cdn-public-cloudstore.supervisely.com"
 
 
 def fetch_json(browser: HeadlessChromium, url: str, body: dict | None = None) -> tuple[int, object]:
-    import json
-
     answer = browser.run_async(POST_JSON, url, body)
     try:
         return answer["status"], json.loads(answer["text"])

@@ -169,7 +169,7 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
 
     def _sweep_finished_requests(self) -> None:
         """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`)."""
-        if self._janitor is None or self._janitor.manager is not self.inference_requests_manager:
+        if self._janitor is None:  # the SDK creates its manager in its constructor
             self._janitor = FinishedRequestJanitor(self.inference_requests_manager)
         self._janitor.maybe_sweep()
 

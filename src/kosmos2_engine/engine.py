@@ -68,18 +68,20 @@ class Kosmos2Engine:
 
     def __init__(self, model, processor, device: str = "cpu", max_batch_size: int = 16,
                  compile_decoder: bool | None = None):
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self._set_up(processor, model.config, device, max_batch_size, compile_decoder)
         self.model = model
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.max_batch_size = max_batch_size
-        self.compile_decoder = compile_decoder
-        self.config = model.config
-        self.device = device
-        self._lock = threading.RLock()
         self.model.to(device)
         self.decoder = self._new_decoder()
+
+    def _set_up(self, processor, config, device: str, max_batch_size: int, compile_decoder: bool | None) -> None:
+        """What every engine holds besides its model and decoder."""
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self.processor, self.tokenizer, self.config = processor, processor.tokenizer, config
+        self.max_batch_size = max_batch_size
+        self.compile_decoder = compile_decoder
+        self.device = device
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, checkpoint: str, device: str = "cpu", dtype: torch.dtype | None = None,
@@ -117,22 +119,21 @@ class Kosmos2Engine:
         images of any size; each is squashed to a square (no crop), as Kosmos-2 was trained.
         Runs in chunks of ``max_batch_size`` images.
         """
-        side = self.image_size
         chunks = []
-        for start in range(0, len(images), self.max_batch_size):
-            pixels = self.processor.image_processor(
-                [_to_rgb(image) for image in images[start:start + self.max_batch_size]],
-                return_tensors="pt", size={"height": side, "width": side}, do_center_crop=False,
-            )["pixel_values"]
+        for pixels in self._pixel_chunks(images, "pt"):
             with self._lock:
-                chunks.append(self._project(pixels.to(self.device, self.dtype)))
+                chunks.append(image_embeddings(self.model, pixels.to(self.device, self.dtype)))
         return torch.cat(chunks)
 
-    def _project(self, pixels: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.vision_model(pixel_values=pixels)[0]
-        hidden = self.model.vision_model.model.post_layernorm(hidden)
-        hidden = torch.nn.functional.normalize(hidden, dim=-1)
-        return self.model.image_to_text_projection(hidden)[0]
+    def _pixel_chunks(self, images: Sequence[ImageInput], tensors: str):
+        """``pixel_values`` (n, 3, S, S) of ``max_batch_size`` images at a time, as ``tensors``
+        ("pt" or "np"): each image squashed to the model's square size, no crop."""
+        side = self.image_size
+        for start in range(0, len(images), self.max_batch_size):
+            yield self.processor.image_processor(
+                [_to_rgb(image) for image in images[start:start + self.max_batch_size]],
+                return_tensors=tensors, size={"height": side, "width": side}, do_center_crop=False,
+            )["pixel_values"]
 
     def generate(self, image_embeds: torch.Tensor, prompts: Sequence[str],
                  policy: GenerationPolicy, image_rows: Sequence[int] | None = None) -> list[Generation]:
@@ -284,6 +285,14 @@ class Kosmos2Engine:
         if compile_step is None:
             compile_step = self.device.startswith("cuda")
         return StaticDecoder(self.model, compile_step=compile_step)
+
+
+def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
+    """Kosmos-2's image embeddings (B, 64, E) of ``pixels`` (B, 3, S, S): vision tower,
+    post-layernorm, L2 normalisation, resampler projection."""
+    hidden = model.vision_model(pixel_values=pixels)[0]
+    hidden = torch.nn.functional.normalize(model.vision_model.model.post_layernorm(hidden), dim=-1)
+    return model.image_to_text_projection(hidden)[0]
 
 
 def _ranks_boxes(policy: GenerationPolicy) -> bool:

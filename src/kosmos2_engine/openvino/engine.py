@@ -11,7 +11,6 @@ top-k ranking's arithmetic on a (R, vocab) array), but it runs no layer of the m
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, Kosmos2Config
 
-from ..engine import ImageInput, Kosmos2Engine, _to_rgb
+from ..engine import ImageInput, Kosmos2Engine
 from ..policy import GenerationPolicy
 from .export import WEIGHT_FORMATS, cached_ir, checkpoint_folder, export_openvino
 from .runtime import OpenVINODecoder, compile_ir
@@ -40,14 +39,8 @@ class OpenVINOEngine(Kosmos2Engine):
     """
 
     def __init__(self, ir: Path, processor, config, weights: str = "int8", max_batch_size: int = 16):
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self._set_up(processor, config, "cpu", max_batch_size, compile_decoder=False)
         self.ir, self.weights = Path(ir), weights
-        self.processor, self.tokenizer, self.config = processor, processor.tokenizer, config
-        self.max_batch_size = max_batch_size
-        self.compile_decoder = False
-        self.device = "cpu"
-        self._lock = threading.RLock()
         self._encoder, compiled_decoder = compile_ir(self.ir)
         text = config.text_config
         self.decoder = OpenVINODecoder(compiled_decoder, int(text.pad_token_id), int(text.embed_dim))
@@ -60,12 +53,10 @@ class OpenVINOEngine(Kosmos2Engine):
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"OpenVINO weights must be one of {WEIGHT_FORMATS}, got '{weights}'")
         folder = checkpoint_folder(checkpoint)
-        ir = cached_ir(folder, weights)
+        ir = export_openvino(str(folder), weights) if export_if_missing else cached_ir(folder, weights)
         if ir is None:
-            if not export_if_missing:
-                raise FileNotFoundError(f"no up-to-date OpenVINO IR ({weights}) beside '{checkpoint}'; run "
-                                        f"python -m kosmos2_engine.openvino.export {checkpoint} --weights {weights}")
-            ir = export_openvino(str(folder), weights)
+            raise FileNotFoundError(f"no up-to-date OpenVINO IR ({weights}) beside '{checkpoint}'; run "
+                                    f"python -m kosmos2_engine.openvino.export {checkpoint} --weights {weights}")
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         config = Kosmos2Config.from_pretrained(folder, local_files_only=True)
         return cls(ir, processor, config, weights, max_batch_size)
@@ -83,14 +74,10 @@ class OpenVINOEngine(Kosmos2Engine):
     def encode_images(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Image embeddings (B, 64, E) float32, in chunks of ``max_batch_size`` images; the
         same preprocessing as the torch engine (squashed to a square, no crop)."""
-        side, chunks = self.image_size, []
-        for start in range(0, len(images), self.max_batch_size):
-            pixels = self.processor.image_processor(
-                [_to_rgb(image) for image in images[start:start + self.max_batch_size]],
-                return_tensors="np", size={"height": side, "width": side}, do_center_crop=False,
-            )["pixel_values"].astype(np.float32)
+        chunks = []
+        for pixels in self._pixel_chunks(images, "np"):
             with self._lock:
-                chunks.append(self._encoder(pixels)[0].copy())
+                chunks.append(self._encoder(pixels.astype(np.float32))[0].copy())
         return np.concatenate(chunks)
 
     def _next_token_probs(self, embeds, row: int):

@@ -128,18 +128,15 @@ def checkpoint_folder(checkpoint: str) -> Path:
         return Path(checkpoint)
     from huggingface_hub import snapshot_download
 
-    from ..checkpoint import CheckpointError, load_checkpoint
-
     try:
         return Path(snapshot_download(checkpoint, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached: load_checkpoint downloads or says what to set
+    except Exception:  # noqa: BLE001 - not cached: load_checkpoint downloads, or says what to set
         import torch
 
+        from ..checkpoint import load_checkpoint
+
         load_checkpoint(checkpoint, torch.float32)
-    try:
-        return Path(snapshot_download(checkpoint, local_files_only=True))
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"'{checkpoint}' was loaded but its hub cache folder was not found: {error}")
+    return Path(snapshot_download(checkpoint, local_files_only=True))
 
 
 def main(argv=None) -> int:

@@ -15,17 +15,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..engine import image_embeddings
+
 
 class ImageEncoderGraph(torch.nn.Module):
+    """:func:`~kosmos2_engine.engine.image_embeddings` as a module."""
+
     def __init__(self, model):
         super().__init__()
-        self.vision = model.vision_model
-        self.projection = model.image_to_text_projection
+        self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.vision(pixel_values=pixel_values)[0]
-        hidden = F.normalize(self.vision.model.post_layernorm(hidden), dim=-1)
-        return self.projection(hidden)[0]
+        return image_embeddings(self.model, pixel_values)
 
 
 class DecoderGraph(torch.nn.Module):

@@ -104,7 +104,8 @@ class OpenVINODecoder:
         self._prefill_logits(image_embeds, [EncodedPrompt(head.ids[:prefix_len], head.image_mask[:prefix_len],
                                                           head.text_start)] * len(images), images)
         prefix = {state.name: state.state.data.copy() for state in self._request.query_state()}
-        picked = [images.index(row) for row in rows]
+        index_of = {image: index for index, image in enumerate(images)}
+        picked = [index_of[row] for row in rows]
         self._request.reset_state()
         for state in self._request.query_state():
             state.state = ov.Tensor(np.ascontiguousarray(prefix[state.name][picked]))
@@ -152,6 +153,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _greedy(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax token (B,) int64 and its softmax probability (B,) float32."""
-    token = logits.argmax(axis=-1).astype(np.int64)
-    return token, _softmax(logits)[np.arange(len(token)), token]
+    """Argmax token (B,) int64 and its softmax probability (B,) float32: the argmax's shifted
+    logit is 0, so its probability is 1 / sum(exp(logits - max))."""
+    shifted = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    return logits.argmax(axis=-1).astype(np.int64), 1.0 / np.exp(shifted).sum(axis=-1)
