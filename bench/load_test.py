@@ -3,7 +3,10 @@
 Every distinct good request (a task on an image of some size) is first sent alone; under load,
 each must get a 200 with the same annotation (no cross-talk between requests; confidences to
 4 decimals), and each bad one (garbage bytes, an oversized image, bad settings, a region
-outside the image) its 400. After a warm-up of the same mix (65 s: the server drops finished
+outside the image) its 400. Every upload has the same file name, ``image.png``, and requests
+go three ways: ``/inference_image`` (one image), ``/inference_batch`` (two images of one task,
+both called ``image.png``) and ``ModelAPI.predict`` (a file ``image.png`` in a folder per
+kind, through ``/inference_batch_async``): names must never mix answers up. After a warm-up of the same mix (65 s: the server drops finished
 requests after 60 s), the server's RSS, at its peak and at the end, may grow by at most 10 %.
 The server must still answer afterwards. Reports throughput and p50/p95 latency per kind.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 import statistics
 import sys
@@ -31,8 +35,12 @@ import numpy as np
 import requests
 from PIL import Image
 
+from supervisely import logger as sly_logger
+from supervisely.nn.model.model_api import ModelAPI
+
 from bench.live_server import deployed_server, server_arguments, write_result
 from bench.memory import status_mb
+from tests.helpers import canonical
 
 MAX_PIXELS = 4_000_000
 MAX_RSS_GROWTH = 0.10
@@ -68,36 +76,55 @@ def request_kinds(seed: int) -> dict[str, tuple[bytes, dict, int]]:
     return kinds
 
 
-def canonical(annotation: dict) -> str:
-    """The annotation as text, floats rounded to 4 decimals (batch composition may move the
-    last bits of a probability; classes, boxes and texts must match exactly)."""
-    def rounded(value):
-        if isinstance(value, float):
-            return round(value, 4)
-        if isinstance(value, dict):
-            return {key: rounded(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [rounded(item) for item in value]
-        return value
-    return json.dumps(rounded(annotation), sort_keys=True)
+ROUTES = {"image": 0.6, "batch": 0.25, "model_api": 0.15}  # share of the requests
 
 
-def send(url: str, kind: str, kinds: dict) -> tuple[str, int, str | None, float]:
-    """POST one request as ``Session.inference_image_path`` does: (kind, status, canonical
-    annotation or None, seconds)."""
-    data, settings, _ = kinds[kind]
+def send(url: str, route: str, batch: tuple[str, ...], kinds: dict, folder: Path) -> list:
+    """One request of the kinds in ``batch`` over ``route``: per kind (kind, status, canonical
+    annotation or None, seconds). Every file is called ``image.png``."""
+    settings = kinds[batch[0]][1]
     start = time.perf_counter()
-    response = requests.post(f"{url}/inference_image", files={"files": ("image.png", data, "image/png")},
-                             data={"settings": json.dumps({"settings": settings})}, timeout=300)
+    if route == "model_api":
+        [kind] = batch
+        try:
+            [prediction] = ModelAPI(url=url).predict(input=str(folder / kind.replace("/", "_") / "image.png"),
+                                                     inference_settings=settings, show_progress=False)
+            status, annotations = 200, [prediction.annotation.to_json()]
+        except Exception as error:  # noqa: BLE001 - reported as a wrong answer
+            status, annotations = getattr(getattr(error, "response", None), "status_code", 599), [None]
+    else:
+        files = [("files", ("image.png", kinds[kind][0], "image/png")) for kind in batch]
+        response = requests.post(f"{url}/inference_{route}", files=files,
+                                 data={"settings": json.dumps({"settings": settings})}, timeout=300)
+        status = response.status_code
+        body = response.json() if status == 200 else None
+        results = [body] if route == "image" and body is not None else (body or [None] * len(batch))
+        annotations = [result["annotation"] if result else None for result in results]
     seconds = time.perf_counter() - start
-    annotation = response.json().get("annotation") if response.status_code == 200 else None
-    return kind, response.status_code, None if annotation is None else canonical(annotation), seconds
+    return [(kind, status, None if annotation is None else canonical(annotation), seconds)
+            for kind, annotation in zip(batch, annotations)]
 
 
-def run_plan(url: str, plan: list[str], kinds: dict, clients: int) -> tuple[list, float]:
+def plan_requests(kinds: dict, count: int, rng: random.Random) -> list[tuple[str, tuple[str, ...]]]:
+    """``count`` requests: (route, kinds). A batch holds two good kinds of one task (one
+    settings object per request), or one bad kind; ModelAPI takes good kinds only."""
+    good = [kind for kind, (_, _, code) in kinds.items() if code == 200]
+    plan = []
+    for _ in range(count):
+        route = rng.choices(list(ROUTES), weights=list(ROUTES.values()))[0]
+        kind = rng.choice(list(kinds) if route != "model_api" else good)
+        if route == "batch" and kind in good:
+            task = kind.split("/")[0]
+            plan.append((route, (kind, rng.choice([k for k in good if k.startswith(task + "/")]))))
+        else:
+            plan.append((route, (kind,)))
+    return plan
+
+
+def run_plan(url: str, plan: list, kinds: dict, clients: int, folder: Path) -> tuple[list, float]:
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        outcomes = list(pool.map(lambda kind: send(url, kind, kinds), plan))
+        outcomes = [o for batch in pool.map(lambda item: send(url, *item, kinds, folder), plan) for o in batch]
     return outcomes, time.perf_counter() - start
 
 
@@ -147,31 +174,42 @@ class RssSampler:
         return self.samples[-1]
 
 
-def warm_up(url: str, kinds: dict, clients: int, seconds: float, rng: random.Random) -> int:
+def warm_up(url: str, kinds: dict, clients: int, seconds: float, rng: random.Random, folder: Path) -> int:
     """The same mix of requests for at least ``seconds`` (long enough for the server to drop
     finished requests, 60 s after them: its steady state). Returns how many were sent."""
     sent, deadline = 0, time.monotonic() + seconds
     while time.monotonic() < deadline:
-        run_plan(url, [rng.choice(list(kinds)) for _ in range(clients * 4)], kinds, clients)
+        run_plan(url, plan_requests(kinds, clients * 4, rng), kinds, clients, folder)
         sent += clients * 4
     return sent
 
 
-def run_load(url: str, pid: int, clients: int, total: int, warm_up_s: float, seed: int) -> dict:
+def write_kind_files(kinds: dict, folder: Path) -> None:
+    """Each kind's image as ``<folder>/<kind>/image.png`` (for ``ModelAPI.predict``)."""
+    for kind, (data, _, _) in kinds.items():
+        (folder / kind.replace("/", "_")).mkdir(parents=True)
+        (folder / kind.replace("/", "_") / "image.png").write_bytes(data)
+
+
+def run_load(url: str, pid: int, clients: int, total: int, warm_up_s: float, seed: int, folder: Path) -> dict:
     kinds = request_kinds(seed)
-    alone = {kind: send(url, kind, kinds)[2] for kind, (_, _, code) in kinds.items() if code == 200}
+    write_kind_files(kinds, folder)
+    alone = {kind: send(url, "image", (kind,), kinds, folder)[0][2]
+             for kind, (_, _, code) in kinds.items() if code == 200}
     rng = random.Random(seed)
     with RssSampler(pid) as warm:
-        warm_up_requests = warm_up(url, kinds, clients, warm_up_s, rng)
-    plan = [rng.choice(list(kinds)) for _ in range(total)]
+        warm_up_requests = warm_up(url, kinds, clients, warm_up_s, rng, folder)
+    plan = plan_requests(kinds, total, rng)
     with RssSampler(pid) as load:
-        outcomes, elapsed = run_plan(url, plan, kinds, clients)
+        outcomes, elapsed = run_plan(url, plan, kinds, clients, folder)
     wrong, per_kind = check(outcomes, kinds, alone)
     growth = {"end": load.end / warm.end - 1, "peak": load.peak / warm.peak - 1}
     wrong += [f"RSS {name} grew {value:.1%} over the warm-up's (limit {MAX_RSS_GROWTH:.0%})"
               for name, value in growth.items() if value > MAX_RSS_GROWTH]
     all_seconds = sorted(s for *_, s in outcomes)
-    return {"requests": total, "clients": clients, "seconds": elapsed, "requests_per_s": total / elapsed,
+    routes = {route: sum(1 for r, _ in plan if r == route) for route in ROUTES}
+    return {"requests": total, "routes": routes, "images": len(outcomes), "file_name": "image.png (all)",
+            "clients": clients, "seconds": elapsed, "requests_per_s": total / elapsed,
             "wrong": wrong, "warm_up": {"requests": warm_up_requests, "seconds": warm_up_s},
             "p50_s": statistics.median(all_seconds), "p95_s": all_seconds[round(0.95 * (total - 1))],
             "rss_mb": {"warm_up_end": warm.end, "warm_up_peak": warm.peak,
@@ -185,10 +223,12 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="requests in all (after the warm-up)")
     parser.add_argument("--warm-up-s", type=float, default=65.0, help="seconds of the same load first")
     args = parser.parse_args(argv)
+    sly_logger.setLevel(logging.WARNING)  # ModelAPI logs every request's stages at info
     with tempfile.TemporaryDirectory() as tmp:
         limit = {"KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
         with deployed_server(args.checkpoint, args.device, Path(tmp), limit) as (url, pid):
-            report = run_load(url, pid, args.clients, args.requests, args.warm_up_s, seed=0)
+            report = run_load(url, pid, args.clients, args.requests, args.warm_up_s, seed=0,
+                              folder=Path(tmp) / "files")
     report.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=args.device,
                   checkpoint=args.checkpoint or "tiny")
     write_result(report, args.out, f"load-{report['date'][:10]}-{args.device}.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -52,4 +53,18 @@ def tlbr_iou(tlbr, drawn: DrawnShape) -> float:
     return iou((left, top, right + 1, bottom + 1), (l2, t2, r2 + 1, b2 + 1))
 
 
-__all__ = ["SCENE_CASES", "TWO_SHAPE_CASES", "iou", "scene", "tlbr_iou", "two_shapes"]
+def canonical(annotation: dict) -> str:
+    """An annotation JSON as text, floats rounded to 4 decimals: batch composition may move the
+    last bits of a probability; classes, boxes and texts must match exactly."""
+    def rounded(value):
+        if isinstance(value, float):
+            return round(value, 4)
+        if isinstance(value, dict):
+            return {key: rounded(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [rounded(item) for item in value]
+        return value
+    return json.dumps(rounded(annotation), sort_keys=True)
+
+
+__all__ = ["canonical", "SCENE_CASES", "TWO_SHAPE_CASES", "iou", "scene", "tlbr_iou", "two_shapes"]

@@ -6,15 +6,18 @@ import os
 
 import pytest
 
-from decode_limits import MAX_IMAGE_PIXELS_ENV, OPENCV_PIXELS_ENV, limit_opencv_decoding, max_image_pixels
-from kosmos2_app.options import (
+from kosmos2_app.config import (
     BATCH_WAIT_ENV,
     COMPILE_ENV,
     HOST_ENV,
     MAX_BATCH_ENV,
+    MAX_IMAGE_PIXELS_ENV,
+    OPENCV_PIXELS_ENV,
     PORT_ENV,
     ServingOptions,
+    limit_opencv_decoding,
     listen_address,
+    max_image_pixels,
 )
 
 

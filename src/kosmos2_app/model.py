@@ -3,12 +3,14 @@
 The SDK owns the HTTP server, the GUI, the CLI and the annotation format; this class loads the
 engine, turns settings into a :class:`~kosmos2_engine.GenerationPolicy`, grounded phrases into
 rectangles with a ``confidence`` tag, and text into ``caption`` / ``answer`` image tags and
-``description`` label tags (also copied into each result's ``data``).
+``description`` label tags (also copied into each result's ``data``). Every route it exposes,
+the SDK's included, sits behind :class:`~.request_guard.RequestGuard`; the SDK's image and
+deploy routes are served by :mod:`.upload_routes` and :mod:`.deploy_route`.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -20,23 +22,25 @@ from fastapi import HTTPException, status
 from supervisely.nn.inference import ModelPrecision, RuntimeType
 from supervisely.nn.prediction_dto import PredictionBBox
 
-from kosmos2_engine import (
+from kosmos2_engine import CheckpointError, Kosmos2Engine, RequestBatcher, SettingsError, policy_from_settings
+
+from . import sdk_internals as sdk
+from .backends import backend_of, load_engine
+from .config import (
     CHECKPOINT_ENV,
-    CheckpointError,
-    Kosmos2Engine,
-    RequestBatcher,
-    SettingsError,
-    policy_from_settings,
+    AccessPolicy,
+    ServingOptions,
+    UrlFetchPolicy,
+    checkpoint_override,
+    listen_address,
+    max_body_bytes,
+    max_image_pixels,
 )
-
-from decode_limits import max_image_pixels
-
+from .deploy_route import DeployRoute
 from .drawing import DrawnAnnotation
-from .engines import backend_of, load_engine
-from .log_redaction import redact_tokens_in
-from .options import ServingOptions, listen_address
-from .request_janitor import FinishedRequestJanitor
-
+from .http_errors import register_error_handlers
+from .image_fetch import ImageFetcher
+from .log_hygiene import keep_logs_tidy
 from .predictions import (
     DESCRIPTION_TAG,
     TEXT_TAGS,
@@ -46,12 +50,16 @@ from .predictions import (
     class_colour,
     result_to_predictions,
 )
-from .routes import register_body_check, register_image_error_handlers, register_task_routes
+from .request_guard import RequestGuard
+from .request_janitor import FinishedRequestJanitor
+from .task_routes import register_task_routes
+from .upload_routes import ImageRoutes
 
 SRC_DIR = Path(__file__).resolve().parent.parent
+LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
-class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
+class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     """Every Kosmos-2 task (see ``inference_settings.yaml``): grounded phrases become rectangles
     of the class named by the phrase, text becomes ``caption`` / ``answer`` / ``description`` tags."""
 
@@ -67,11 +75,14 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
         self._engine_key: tuple[str, str] | None = None
         self._meta_lock = threading.Lock()
         self._janitor: FinishedRequestJanitor | None = None
-        self._extra_routes_registered = False
-        # Images over this get a 400 (OpenCV's ceiling is set to it by src/main.py, see decode_limits).
+        self._routes_in_place = False
         self.max_image_pixels = max_image_pixels()
-        redact_tokens_in(sly.logger)  # before the SDK constructor logs anything
+        self.access_policy = AccessPolicy.from_environment()
+        self.fetch_policy = UrlFetchPolicy.from_environment()
+        for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
+            keep_logs_tidy(logger)  # before the SDK constructor logs anything
         super().__init__(*args, **kwargs)
+        sdk.use_unguessable_request_ids(self)
 
     def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
                    runtime: str = RuntimeType.PYTORCH, **kwargs) -> None:
@@ -84,57 +95,67 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             unsupported), CPU in fp32.
         :type device: str
         :param model_info: the ``models.json`` row; ``meta.backend`` picks the torch engine or an
-            OpenVINO variant (CPU only; see :mod:`.engines`).
+            OpenVINO variant (CPU only; see :mod:`.backends`).
         :type model_info: dict
         :param runtime: only ``PyTorch``.
         :type runtime: str
 
-        The SDK calls this again with ``device="cpu"`` after an hour idle and with the original
-        device on the next request; the loaded weights are then moved, not reloaded.
+        The engine that serves is replaced only once the new one is loaded and warm, so a
+        deploy that fails leaves it serving. The SDK calls this again with ``device="cpu"``
+        after an hour idle and with the original device on the next request; the loaded
+        weights are then moved, not reloaded.
         """
         if runtime != RuntimeType.PYTORCH:
-            raise ValueError(f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' "
-                             "(the OpenVINO variants are rows of the model table).")
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=(
+                f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' (the OpenVINO "
+                "variants are rows of the model table)."))
         checkpoint = self._listed_checkpoint(model_files)
         try:
-            key = (os.environ.get(CHECKPOINT_ENV) or checkpoint, backend_of(model_info))
+            key = (checkpoint_override() or checkpoint, backend_of(model_info))
+            options = ServingOptions.from_environment(device)
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-        options = ServingOptions.from_environment(device)
         if self._engine is not None and self._engine_key == key:
             self._engine.compile_decoder = options.compile_decoder
             self._engine.to(device)
+            self._engine.max_batch_size = options.max_batch_size
+            self._engine.warm_up()
         else:
-            self._replace_engine(key, device, options)
-        self._engine.max_batch_size = options.max_batch_size
-        self._engine.warm_up()
-        if self._batcher is None:  # one per engine: its worker thread lives as long as the engine
-            self._batcher = RequestBatcher(self._engine)
+            self._swap_in(self._loaded_engine(key, device, options), key)
         self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
+        self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
         self.model_precision = _precision_name(self._engine)
         self.classes = []
-        with self._meta_lock:
-            if self._model_meta is None:
-                self._model_meta = sly.ProjectMeta()
-            self._get_confidence_tag_meta()
-            for name in TEXT_TAGS:
-                if self._model_meta.get_tag_meta(name) is None:
-                    meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
-                    self._model_meta = self._model_meta.add_tag_meta(meta)
+        self._add_tag_metas()
 
-    def _replace_engine(self, key: tuple[str, str], device: str, options: ServingOptions) -> None:
-        """Drop the engine (and its batcher) and load ``key`` = (checkpoint, backend)."""
-        if self._batcher is not None:
-            self._batcher.close()
-        self._engine = self._batcher = None  # free the old weights before loading new ones
-        self._engine_key = None
+    def _loaded_engine(self, key: tuple[str, str], device: str, options: ServingOptions) -> Kosmos2Engine:
+        """A new engine for ``key`` = (checkpoint, backend), loaded and warm."""
         try:
-            self._engine = load_engine(*key, device, options)
+            engine = load_engine(*key, device, options)
         except CheckpointError as error:  # the message says what to set: give it to the caller
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
-        except ValueError as error:  # a backend that cannot run on this device
+        except ValueError as error:  # a backend or device that cannot run here
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-        self._engine_key = key
+        engine.max_batch_size = options.max_batch_size
+        engine.warm_up()
+        return engine
+
+    def _swap_in(self, engine: Kosmos2Engine, key: tuple[str, str]) -> None:
+        """Serve ``engine`` from now on; the old engine's batcher finishes what it has queued."""
+        old_batcher = self._batcher
+        self._engine, self._batcher, self._engine_key = engine, RequestBatcher(engine), key
+        if old_batcher is not None:
+            old_batcher.close()
+
+    def _add_tag_metas(self) -> None:
+        with self._meta_lock:
+            if sdk.model_meta(self) is None:
+                sdk.set_model_meta(self, sly.ProjectMeta())
+            sdk.confidence_tag_meta(self)
+            for name in TEXT_TAGS:
+                if sdk.model_meta(self).get_tag_meta(name) is None:
+                    meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
+                    sdk.set_model_meta(self, sdk.model_meta(self).add_tag_meta(meta))
 
     def _listed_checkpoint(self, model_files: dict) -> str:
         """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
@@ -168,10 +189,17 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
                 for result, image in zip(results, images_np)]
 
     def _sweep_finished_requests(self) -> None:
-        """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`)."""
+        """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`). A
+        failing sweep is logged once and never fails the request."""
         if self._janitor is None:  # the SDK creates its manager in its constructor
             self._janitor = FinishedRequestJanitor(self.inference_requests_manager)
-        self._janitor.maybe_sweep()
+        try:
+            self._janitor.maybe_sweep()
+        except Exception as error:  # noqa: BLE001 - bookkeeping must not fail inference
+            if not self._janitor.failed:
+                logging.getLogger(__name__).warning("Cleaning up finished requests failed (%s: %s); "
+                                                    "serving goes on.", type(error).__name__, error)
+            self._janitor.failed = True
 
     def _require_batcher(self) -> RequestBatcher:
         batcher = self._batcher
@@ -180,77 +208,86 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
                                 detail="The model is not deployed yet: press Serve or call /deploy_from_api.")
         return batcher
 
-    def _predictions_to_annotation(self, image_path, predictions, classes_whitelist=None):
+    def api_from_request(self, request) -> sly.Api:
+        """The SDK's API for a request, retrying a failed call twice instead of ten times (an
+        unreachable instance took about 5 minutes of the SDK's retries to become an error)."""
+        api = super().api_from_request(request)
+        if api is not None:
+            api.retry_count = min(api.retry_count, 2)
+        return api
+
+    def make_annotation(self, image, predictions, classes_whitelist=None) -> sly.Annotation:
         """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`, as a
-        :class:`DrawnAnnotation` (drawn with phrases and confidences). Overridden because the SDK
-        has no public hook for image-level tags."""
+        :class:`DrawnAnnotation` (drawn with phrases and confidences)."""
         texts = [p for p in predictions if isinstance(p, ImageText)]
         boxes = [p for p in predictions if not isinstance(p, ImageText)]
-        ann = super()._predictions_to_annotation(image_path, boxes, classes_whitelist)
+        ann = sdk.sdk_annotation(self, image, boxes, classes_whitelist)
         with self._meta_lock:
-            tags = [sly.Tag(self._model_meta.get_tag_meta(t.tag), t.value) for t in texts]
+            tags = [sly.Tag(sdk.model_meta(self).get_tag_meta(t.tag), t.value) for t in texts]
         return DrawnAnnotation.of(ann.add_tags(tags))  # CLI predict --draw: boxes, phrases, scores
 
-    def _inference_batched_wrapper(self, source, settings):
-        """The SDK's batched inference, run in chunks of the engine's batch size with a progress
+    def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
+        """The SDK's batched inference, in chunks of the engine's batch size with a progress
         bar, with each result's ``data`` holding the task and its text (``caption`` /
-        ``answer`` / ``descriptions``), so that clients read it directly. Overridden because the
-        SDK fills ``data`` only in sliding-window mode, and reads every image of a call before
-        inferring any: CLI ``predict`` on a folder held the whole folder decoded in memory,
-        with no progress shown. Requests over HTTP come in batches already (one chunk)."""
+        ``answer`` / ``descriptions``). The SDK fills ``data`` only in sliding-window mode, and
+        read every image of a CLI ``predict`` folder before inferring any."""
         chunk = self._require_batcher().max_images
         anns, data = [], []
         with sly.tqdm_sly(total=len(source), desc="Kosmos-2", unit="image", disable=len(source) <= chunk) as bar:
             for start in range(0, len(source), chunk):
-                part_anns, part_data = super()._inference_batched_wrapper(source[start:start + chunk], settings)
+                part_anns, part_data = sdk.sdk_batched_inference(self, source[start:start + chunk], settings)
                 anns, data = anns + part_anns, data + part_data
                 bar.update(len(part_anns))
         for ann, item in zip(anns, data):
             item.update(task=str(settings.get("task") or "caption").strip().lower(), **annotation_text(ann))
         return anns, data
 
-    def _create_label(self, dto: PredictionBBox) -> sly.Label:
-        """Diff to ``ObjectDetection._create_label``: a phrase's class is created on first use
-        (under a lock, since requests run in parallel threads) instead of raising ``KeyError``,
-        and a :class:`DescribedRegion` gets a ``description`` tag instead of a confidence.
-        Overridden because the SDK has no public hook for open-vocabulary label creation."""
+    def make_label(self, dto: PredictionBBox) -> sly.Label:
+        """A rectangle of the class named by the phrase (created on first use, under a lock,
+        since requests run in parallel threads), with a ``confidence`` tag, or a
+        ``description`` tag for a :class:`DescribedRegion`."""
         with self._meta_lock:
-            obj_class = self._model_meta.get_obj_class(dto.class_name)
+            meta = sdk.model_meta(self)
+            obj_class = meta.get_obj_class(dto.class_name)
             if obj_class is None:
                 obj_class = sly.ObjClass(dto.class_name, sly.Rectangle, class_colour(dto.class_name))
-                self._model_meta = self._model_meta.add_obj_class(obj_class)
+                meta = meta.add_obj_class(obj_class)
+                sdk.set_model_meta(self, meta)
             if isinstance(dto, DescribedRegion):
-                tag = sly.Tag(self._model_meta.get_tag_meta(DESCRIPTION_TAG), dto.description)
+                tag = sly.Tag(meta.get_tag_meta(DESCRIPTION_TAG), dto.description)
             else:
-                tag = sly.Tag(self._model_meta.get_tag_meta(self._confidence), dto.score)
+                tag = sly.Tag(sdk.confidence_tag_meta(self), dto.score)
         return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [tag])
 
     def serve(self):
-        """The SDK's ``serve``, then the task routes and image-error handlers (see :mod:`.routes`)."""
+        """The SDK's ``serve``, then the app's routes and its front door (see :meth:`put_routes_in_place`)."""
         super().serve()
-        self._register_extra_routes()
+        self.put_routes_in_place()
 
-    def _run_server(self):
-        """The extra routes, then uvicorn on :func:`listen_address` (127.0.0.1:8000 unless
-        ``KOSMOS2_HOST`` / ``KOSMOS2_PORT`` say otherwise). Overridden because in CLI ``deploy``
-        mode the SDK starts uvicorn inside ``serve()``, before routes added after it exist, and
-        binds every interface (0.0.0.0) with no setting to change it."""
-        self._register_extra_routes()
-        self._uvicorn_server = _uvicorn_server(self._app)
+    def run_server(self) -> None:
+        """The app's routes, then uvicorn on :func:`~.config.listen_address` (127.0.0.1:8000
+        unless ``KOSMOS2_HOST`` / ``KOSMOS2_PORT`` say otherwise). In CLI ``deploy`` mode the
+        SDK starts the server inside ``serve()``, before routes added after it exist, and on
+        every interface (0.0.0.0) with no setting to change it."""
+        self.put_routes_in_place()
+        host, port = listen_address()
+        self._uvicorn_server = uvicorn.Server(uvicorn.Config(app=self.app, host=host, port=port,
+                                                             ws="websockets"))
         self._uvicorn_server.run()
 
-    def _run_server_in_thread(self):
-        """:meth:`_run_server` in a daemon thread (quick deploy: ``Kosmos2(model=..., device=...)``
-        in Python). Overridden for the same reasons."""
-        self._server_thread = threading.Thread(target=self._run_server, daemon=True)
-        self._server_thread.start()
-
-    def _register_extra_routes(self) -> None:
-        if not self._extra_routes_registered:
-            register_task_routes(self, self._app.get_server())
-            register_image_error_handlers(self._app.get_server(), self.max_image_pixels)
-            register_body_check(self._app.get_server())
-            self._extra_routes_registered = True
+    def put_routes_in_place(self) -> None:
+        """Once: the task routes, the app's handlers of the SDK's image and deploy routes,
+        error handlers, and :class:`~.request_guard.RequestGuard` in front of everything."""
+        if self._routes_in_place:
+            return
+        server = sdk.server_of(self)
+        register_task_routes(self, server)
+        ImageRoutes(self, ImageFetcher(self.fetch_policy)).register(server)
+        DeployRoute(self).register(server)
+        register_error_handlers(server, self.max_image_pixels)
+        server.add_middleware(RequestGuard, policy=self.access_policy,
+                              is_widget_callback=sdk.is_widget_callback, max_body_bytes=max_body_bytes())
+        self._routes_in_place = True
 
     def get_info(self) -> dict[str, Any]:
         """The SDK's info, claiming only what works: images, batches, async image jobs; no video,
@@ -268,11 +305,6 @@ class Kosmos2(sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
-
-
-def _uvicorn_server(app) -> uvicorn.Server:
-    host, port = listen_address()
-    return uvicorn.Server(uvicorn.Config(app=app, host=host, port=port, ws="websockets"))
 
 
 def _precision_name(engine) -> str:

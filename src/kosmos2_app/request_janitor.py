@@ -21,13 +21,15 @@ from __future__ import annotations
 import threading
 import time
 
+from .sdk_internals import finished_requests
+
 
 class FinishedRequestJanitor:
     """Sweeps an SDK ``InferenceRequestsManager``; see the module docstring.
 
-    The manager has no public way to list its requests, so :meth:`sweep` reads its
-    ``_inference_requests`` dict (copied under the manager's own lock) and uses only public
-    methods of each request and of the manager.
+    The manager has no public way to list its requests, so :meth:`sweep` lists them through
+    :func:`~.sdk_internals.finished_requests` and uses only public methods of each request and
+    of the manager.
     """
 
     def __init__(self, manager, keep_s: float = 60.0, every_s: float = 1.0):
@@ -36,6 +38,7 @@ class FinishedRequestJanitor:
         self.every_s = every_s
         self._last_sweep = float("-inf")
         self._sweeping = threading.Lock()
+        self.failed = False  # a sweep raised (the app logs that once)
 
     def maybe_sweep(self) -> None:
         """:meth:`sweep`, unless one ran less than ``every_s`` ago or is running now."""
@@ -50,12 +53,8 @@ class FinishedRequestJanitor:
     def sweep(self) -> int:
         """Drop finished requests' traceback frames; remove the old, fully popped ones.
         Returns how many requests were removed."""
-        with self.manager._lock:
-            requests = list(self.manager._inference_requests.values())
         now, removed = time.monotonic(), 0
-        for request in requests:
-            if not request.is_finished():
-                continue
+        for request in finished_requests(self.manager):
             _drop_frames(request.exception)
             if request.pending_num() == 0 and now - request.updated_at > self.keep_s:
                 self.manager.remove(request.uuid)

@@ -11,7 +11,7 @@ Typical use::
 
 from .batcher import RequestBatcher
 from .checkpoint import CHECKPOINT_ENV, CheckpointError, default_dtype
-from .engine import Kosmos2Engine, PreparedRun
+from .engine import Kosmos2Engine, PreparedRun, available_devices, check_device, default_device
 from .generation import Generation
 from .grounding import (
     GroundedBox,
@@ -44,6 +44,9 @@ __all__ = [
     "GroundedPhrase",
     "GroundedText",
     "Kosmos2Engine",
+    "available_devices",
+    "check_device",
+    "default_device",
     "MAX_ITEMS",
     "NamedBox",
     "PreparedRun",

@@ -88,7 +88,7 @@ class Kosmos2Engine:
              max_batch_size: int = 16, compile_decoder: bool | None = None) -> "Kosmos2Engine":
         """Load from a folder or hub id (see :mod:`.checkpoint`), in ``dtype`` (default: bf16 or
         fp16 on CUDA, fp32 on CPU)."""
-        _check_device(device)
+        check_device(device)
         model, processor = load_checkpoint(checkpoint, dtype or default_dtype(device))
         return cls(model, processor, device, max_batch_size, compile_decoder)
 
@@ -103,7 +103,7 @@ class Kosmos2Engine:
     def to(self, device: str, dtype: torch.dtype | None = None) -> "Kosmos2Engine":
         """Move the model to ``device`` (and ``dtype``, default for that device) in place; the
         decoder's caches (and compiled graphs) are rebuilt for it."""
-        _check_device(device)
+        check_device(device)
         with self._lock:
             self.decoder.release_caches()
             self.model.to(device=device, dtype=dtype or default_dtype(device))
@@ -310,13 +310,28 @@ def _to_rgb(image: ImageInput) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _check_device(device: str) -> None:
-    """Accept what torch calls a CPU or CUDA device (``cpu``, ``cpu:0``, ``cuda``, ``cuda:N``)."""
+def available_devices() -> list[str]:
+    """The devices of this machine an engine can use: ``cpu``, then ``cuda:0`` … ``cuda:N-1``."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu", *(f"cuda:{index}" for index in range(count))]
+
+
+def default_device() -> str:
+    """``cuda:0`` where CUDA is available, else ``cpu``."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` unless ``device`` is a CPU or CUDA device of this machine (``cpu``,
+    ``cpu:0``, ``cuda``, ``cuda:N`` with N below the device count)."""
     try:
-        kind = torch.device(device).type
+        parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        kind = None
-    if kind not in ("cpu", "cuda"):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda") or (parsed.type == "cpu" and parsed.index not in (None, 0)):
         raise ValueError(f"Unknown device '{device}': use 'cpu', 'cuda' or 'cuda:N'.")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"Device '{device}' is not on this machine: it has {torch.cuda.device_count()} "
+                         "CUDA device(s).")

@@ -5,13 +5,10 @@ row); ``KOSMOS2_BACKEND`` overrides it for local runs."""
 
 from __future__ import annotations
 
-import os
-
 from kosmos2_engine import Kosmos2Engine
 
-from .options import ServingOptions
+from .config import BACKEND_ENV, ServingOptions, backend_override
 
-BACKEND_ENV = "KOSMOS2_BACKEND"
 PYTORCH = "pytorch"
 OPENVINO_PREFIX = "openvino-"
 BACKENDS = (PYTORCH, "openvino-int8", "openvino-int4", "openvino-fp32")
@@ -19,8 +16,7 @@ BACKENDS = (PYTORCH, "openvino-int8", "openvino-int4", "openvino-fp32")
 
 def backend_of(model_info: dict | None) -> str:
     """``KOSMOS2_BACKEND`` if set, else the row's ``meta.backend``, else ``pytorch``; checked."""
-    backend = os.environ.get(BACKEND_ENV, "").strip().lower()
-    source = BACKEND_ENV
+    backend, source = backend_override(), BACKEND_ENV
     if not backend:
         backend = ((model_info or {}).get("meta") or {}).get("backend") or PYTORCH
         source = "meta.backend of the model row"
@@ -29,14 +25,19 @@ def backend_of(model_info: dict | None) -> str:
     return backend
 
 
+def check_backend_device(backend: str, device: str) -> None:
+    """``ValueError`` when ``backend`` cannot run on ``device`` (OpenVINO runs on CPU only)."""
+    if backend != PYTORCH and not device.startswith("cpu"):
+        raise ValueError(f"The OpenVINO variants run on CPU; deploy '{backend}' with device 'cpu', not '{device}'.")
+
+
 def load_engine(checkpoint: str, backend: str, device: str, options: ServingOptions) -> Kosmos2Engine:
     """A loaded engine. An OpenVINO backend runs on CPU only, and exports its IR beside the
     weights first if there is none for this checkpoint yet (minutes for the real model)."""
+    check_backend_device(backend, device)
     if backend == PYTORCH:
         return Kosmos2Engine.load(checkpoint, device=device, max_batch_size=options.max_batch_size,
                                   compile_decoder=options.compile_decoder)
-    if not device.startswith("cpu"):
-        raise ValueError(f"The OpenVINO variants run on CPU; deploy '{backend}' with device 'cpu', not '{device}'.")
     from kosmos2_engine.openvino.engine import OpenVINOEngine
 
     return OpenVINOEngine.load(checkpoint, backend[len(OPENVINO_PREFIX):], options.max_batch_size)

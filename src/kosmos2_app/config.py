@@ -1,0 +1,224 @@
+"""Every environment variable the app reads, parsed and checked here and nowhere else.
+
+This module imports only the standard library: ``src/main.py`` calls
+:func:`limit_opencv_decoding` through it before anything imports ``cv2``.
+
+=============================  ============================================================  ==========
+variable                       meaning                                                       default
+=============================  ============================================================  ==========
+``KOSMOS2_CHECKPOINT``         weights to load instead of the ``models.json`` checkpoint      unset
+                               (a folder or a hub id); the operator's choice, never a
+                               request's
+``KOSMOS2_BACKEND``            ``pytorch``, ``openvino-int8``, ``-int4``, ``-fp32``:           the row's
+                               overrides the model row's backend
+``KOSMOS2_MAX_BATCH``          most prompts per decode batch (and images per vision pass)     64 GPU, 16 CPU
+``KOSMOS2_BATCH_WAIT_MS``      how long a request waits for concurrent ones to share its      10
+                               batch (0: no waiting)
+``KOSMOS2_COMPILE``            ``1`` / ``0``: compile the decode step with CUDA graphs        1 on GPU
+``KOSMOS2_MAX_IMAGE_PIXELS``   most pixels (width x height) an image may have; larger ones    100000000
+                               get a 400 before they are decoded
+``KOSMOS2_HOST`` / ``_PORT``   where a server this app starts itself listens                  127.0.0.1 / 8000
+``KOSMOS2_API_KEY``            when set, every route but the health checks needs this key     unset
+                               (HTTP Basic password, or ``Authorization: Bearer``)
+``KOSMOS2_URL_ALLOWLIST``      hosts, ``host:port``, IPs or CIDRs that ``image_url`` may      none
+                               reach although they are loopback, private or link-local
+``KOSMOS2_URL_TIMEOUT_S``      connect and read timeout of one ``image_url`` fetch; the      10
+                               whole fetch gets twice this
+``KOSMOS2_URL_MAX_MB``         largest ``image_url`` body                                     50
+``KOSMOS2_URL_CONCURRENCY``    ``image_url`` fetches in flight at once; more wait             4
+``KOSMOS2_MAX_REQUEST_MB``     largest request body (uploads included); a larger one is a     256
+                               413
+``KOSMOS2_DEBUG_ROUTE``        ``1``: keep the SDK's ``/debug`` route (starts debugpy)         0
+=============================  ============================================================  ==========
+
+The SDK's own variables that the app reads too: ``ENV`` (``production`` on the platform),
+``SERVER_ADDRESS`` (the configured Supervisely instance) and ``API_TOKEN`` (redacted from logs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+
+CHECKPOINT_ENV = "KOSMOS2_CHECKPOINT"
+BACKEND_ENV = "KOSMOS2_BACKEND"
+MAX_BATCH_ENV = "KOSMOS2_MAX_BATCH"
+BATCH_WAIT_ENV = "KOSMOS2_BATCH_WAIT_MS"
+COMPILE_ENV = "KOSMOS2_COMPILE"
+MAX_IMAGE_PIXELS_ENV = "KOSMOS2_MAX_IMAGE_PIXELS"
+HOST_ENV = "KOSMOS2_HOST"
+PORT_ENV = "KOSMOS2_PORT"
+API_KEY_ENV = "KOSMOS2_API_KEY"
+URL_ALLOWLIST_ENV = "KOSMOS2_URL_ALLOWLIST"
+URL_TIMEOUT_ENV = "KOSMOS2_URL_TIMEOUT_S"
+URL_MAX_MB_ENV = "KOSMOS2_URL_MAX_MB"
+URL_CONCURRENCY_ENV = "KOSMOS2_URL_CONCURRENCY"
+DEBUG_ROUTE_ENV = "KOSMOS2_DEBUG_ROUTE"
+MAX_REQUEST_MB_ENV = "KOSMOS2_MAX_REQUEST_MB"
+OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+OPENCV_CEILING = 2**30
+
+
+def _text(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+def integer_from_environment(name: str, default: int, low: int, high: int) -> int:
+    """Integer environment variable ``name`` in [``low``, ``high``], ``default`` when unset;
+    ``ValueError`` naming it when malformed."""
+    raw = _text(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got '{raw}'") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value}")
+    return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = _text(name)
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"{name} must be 0 or 1, got '{raw}'")
+    return default if raw == "" else raw == "1"
+
+
+def max_image_pixels() -> int:
+    """``KOSMOS2_MAX_IMAGE_PIXELS``: the most pixels an image may have (a small compressed file
+    can decode to gigabytes; Kosmos-2 sees 224 x 224 anyway)."""
+    return integer_from_environment(MAX_IMAGE_PIXELS_ENV, 100_000_000, 1, OPENCV_CEILING)
+
+
+def limit_opencv_decoding() -> int:
+    """Set OpenCV's pixel ceiling (read once, when ``cv2`` is imported) to
+    :func:`max_image_pixels`; call before ``import cv2``. Returns the limit."""
+    limit = max_image_pixels()
+    os.environ[OPENCV_PIXELS_ENV] = str(limit)
+    return limit
+
+
+def max_body_bytes() -> int:
+    """``KOSMOS2_MAX_REQUEST_MB`` in bytes: the largest request body accepted."""
+    return integer_from_environment(MAX_REQUEST_MB_ENV, 256, 1, 4096) << 20
+
+
+def listen_address() -> tuple[str, int]:
+    """``(host, port)`` for a server this app starts itself (CLI ``deploy``, quick deploy):
+    loopback unless ``KOSMOS2_HOST`` says otherwise. ``uvicorn main:model.app`` takes its own
+    ``--host`` / ``--port``."""
+    host = _text(HOST_ENV) or "127.0.0.1"
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"{HOST_ENV} must be a host name or IP address, got '{host}'")
+    return host, integer_from_environment(PORT_ENV, 8000, 1, 65535)
+
+
+def checkpoint_override() -> str | None:
+    """``KOSMOS2_CHECKPOINT``: the operator's folder or hub id, standing for the listed one."""
+    return _text(CHECKPOINT_ENV) or None
+
+
+def backend_override() -> str | None:
+    """``KOSMOS2_BACKEND``, lower-cased, or None when unset (checked by the caller)."""
+    return _text(BACKEND_ENV).lower() or None
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the engine runs on ``device``: batch size, cross-request wait, compiled decoding."""
+
+    max_batch_size: int
+    batch_wait_s: float
+    compile_decoder: bool
+
+    @classmethod
+    def from_environment(cls, device: str) -> "ServingOptions":
+        """Options for ``device`` ("cpu", "cuda", "cuda:N"); ``ValueError`` naming the variable
+        when one is malformed."""
+        on_gpu = device.startswith("cuda")
+        max_batch = integer_from_environment(MAX_BATCH_ENV, 64 if on_gpu else 16, 1, 256)
+        wait_ms = integer_from_environment(BATCH_WAIT_ENV, 10, 0, 1000)
+        return cls(max_batch, wait_ms / 1000, _flag(COMPILE_ENV, on_gpu))
+
+
+@dataclass(frozen=True)
+class UrlFetchPolicy:
+    """Where and how ``image_url`` may be fetched.
+
+    Attributes:
+        allowlist: entries the operator allows although they are not public addresses: a host
+            name (``minio.local``), ``host:port``, an IP, or a CIDR (``10.0.0.0/8``).
+        timeout_s: connect timeout and read timeout; a whole fetch may take twice this.
+        max_bytes: largest body read; a larger one is refused.
+        concurrency: fetches in flight at once; further ones wait for a slot.
+    """
+
+    allowlist: tuple[str, ...] = ()
+    timeout_s: float = 10.0
+    max_bytes: int = 50 << 20
+    concurrency: int = 4
+
+    @classmethod
+    def from_environment(cls) -> "UrlFetchPolicy":
+        entries = tuple(e.strip().lower() for e in _text(URL_ALLOWLIST_ENV).split(",") if e.strip())
+        for entry in entries:
+            _check_allowlist_entry(entry)
+        return cls(entries, float(integer_from_environment(URL_TIMEOUT_ENV, 10, 1, 300)),
+                   integer_from_environment(URL_MAX_MB_ENV, 50, 1, 1024) << 20,
+                   integer_from_environment(URL_CONCURRENCY_ENV, 4, 1, 64))
+
+
+def _check_allowlist_entry(entry: str) -> None:
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return
+    except ValueError:
+        pass
+    host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if not host or any(c.isspace() or c in "/?#@" for c in host) or (port and not port.isdigit()):
+        raise ValueError(f"{URL_ALLOWLIST_ENV} entries must be host names, host:port, IPs or CIDRs; "
+                         f"got '{entry}'")
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Who may call what.
+
+    Attributes:
+        api_key: ``KOSMOS2_API_KEY``; when set, every route but the health checks needs it.
+        production: running on the Supervisely platform (``ENV=production``).
+        server_address: the configured Supervisely instance (``SERVER_ADDRESS``), normalised;
+            a request may name no other.
+        debug_route: keep the SDK's ``/debug`` (debugpy) route.
+    """
+
+    api_key: str | None = None
+    production: bool = False
+    server_address: str | None = None
+    debug_route: bool = False
+
+    @classmethod
+    def from_environment(cls) -> "AccessPolicy":
+        key = _text(API_KEY_ENV) or None
+        if key is not None and len(key) < 16:
+            raise ValueError(f"{API_KEY_ENV} must be at least 16 characters (a random string)")
+        return cls(key, _text("ENV") == "production", normalise_server_address(_text("SERVER_ADDRESS")),
+                   _flag(DEBUG_ROUTE_ENV, False))
+
+
+def normalise_server_address(address: str | None) -> str | None:
+    """``https://host[:port]`` form of a Supervisely address (scheme added when missing, no
+    trailing slash), lower-cased; None for nothing."""
+    address = (address or "").strip()
+    if not address:
+        return None
+    if "://" not in address:
+        address = "https://" + address
+    return address.rstrip("/").lower()
+
+
+def api_token() -> str | None:
+    """The SDK's ``API_TOKEN`` (the session's token), kept out of every log."""
+    return _text("API_TOKEN") or None

@@ -1,0 +1,62 @@
+"""Image bytes to RGB arrays, in memory: uploads, ``image_url`` bodies and base64 fields.
+
+Nothing is written to disk and no name a client sent is used. Decoding is OpenCV's, as in the
+SDK's own upload route (``sly.image.read_bytes``), so annotations are the same; EXIF
+orientation is applied (an image is boxed as it is shown). The pixel count is read from the
+header first (Pillow), so a small file that would decode to gigabytes is refused undecoded.
+NRRD, which the SDK also reads, is refused: its header may name a data file on the server.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+BAD_IMAGE_MESSAGE = ("The image could not be read: the file is empty, truncated, or not in an image format "
+                     "this server reads (JPEG, PNG, BMP, TIFF, WebP, GIF).")
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not an image this server serves. ``too_large`` when over the pixel limit."""
+
+    def __init__(self, message: str, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def too_large_message(max_pixels: int) -> str:
+    return (f"The image has more than {max_pixels} pixels (width x height), the most this server "
+            f"decodes; send a smaller image or raise KOSMOS2_MAX_IMAGE_PIXELS.")
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of encoded image ``data``; :class:`ImageDecodeError` when it is not
+    a readable image or has more than ``max_pixels`` pixels."""
+    if not data or data.startswith(b"NRRD"):
+        raise ImageDecodeError(BAD_IMAGE_MESSAGE)
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageDecodeError(too_large_message(max_pixels), too_large=True)
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as error:  # OpenCV's own pixel ceiling, for formats Pillow cannot size
+        raise ImageDecodeError(too_large_message(max_pixels), too_large=True) from error
+    if decoded is None:
+        raise ImageDecodeError(BAD_IMAGE_MESSAGE)
+    if decoded.shape[0] * decoded.shape[1] > max_pixels:
+        raise ImageDecodeError(too_large_message(max_pixels), too_large=True)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header, or None when Pillow does not know the format."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError:  # over twice Pillow's own limit (about 179 Mpx)
+        return (Image.MAX_IMAGE_PIXELS or 0) * 2 + 1, 1
+    except Exception:  # noqa: BLE001 - any unreadable header: OpenCV decides
+        return None
