@@ -3,17 +3,22 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export PYTHONPATH := src:.
 
-.PHONY: venv test test-fast serve demo tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## venv: create .venv (if missing) and install the pinned dependencies
+## venv: create .venv (if missing), install the pinned dependencies and this project (editable)
 venv: $(STAMP)
+
+## lint: ruff check and ruff format --check (configured in pyproject.toml)
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## test: the whole suite, end-to-end tests included
 test: venv

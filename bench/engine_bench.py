@@ -20,7 +20,6 @@ Writes ``bench/results/<date>-<device>.json`` and ``.md`` and prints the summary
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,6 +86,7 @@ def summary(latencies: list[float], images_per_call: int) -> dict:
 
 def bench_reference(model, processor, images, new_tokens: int) -> dict:
     """HF generate, fp32, one image per call, pixels in (vision tower included)."""
+
     def one(image):
         inputs = processor(images=image, text=CAPTION_PROMPT, return_tensors="pt").to(model.device)
         out = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
@@ -94,7 +94,7 @@ def bench_reference(model, processor, images, new_tokens: int) -> dict:
 
     one(images[0])  # warm-up
     reset_peak_memory()
-    result = summary([timed(lambda: one(image)) for image in images], 1)
+    result = summary([timed(lambda image=image: one(image)) for image in images], 1)
     return {**result, "peak_memory_mib": peak_memory_mib()}
 
 
@@ -105,7 +105,7 @@ def bench_batches(engine, images, batches, new_tokens, repeats) -> list[dict]:
         chunk = images[:batch]
         engine.run(chunk, policy)  # warm-up (graphs for this bucket are already recorded)
         reset_peak_memory()
-        latencies = [timed(lambda: engine.run(chunk, policy)) for _ in range(repeats)]
+        latencies = [timed(lambda chunk=chunk: engine.run(chunk, policy)) for _ in range(repeats)]
         rows.append({"batch": batch, **summary(latencies, batch), "peak_memory_mib": peak_memory_mib()})
     return rows
 
@@ -113,10 +113,15 @@ def bench_batches(engine, images, batches, new_tokens, repeats) -> list[dict]:
 def bench_phrases(engine, image, phrase_counts, repeats) -> list[dict]:
     rows = []
     for count in phrase_counts:
-        policy = policy_from_settings({"task": "phrase_grounding", "max_new_tokens": GROUNDING_TOKENS,
-                                       "phrases": [f"object number {i}" for i in range(count)]})
+        policy = policy_from_settings(
+            {
+                "task": "phrase_grounding",
+                "max_new_tokens": GROUNDING_TOKENS,
+                "phrases": [f"object number {i}" for i in range(count)],
+            }
+        )
         engine.run([image], policy)
-        latencies = [timed(lambda: engine.run([image], policy)) for _ in range(repeats)]
+        latencies = [timed(lambda policy=policy: engine.run([image], policy)) for _ in range(repeats)]
         rows.append({"phrases": count, "p50_s": statistics.median(latencies)})
     return rows
 
@@ -131,8 +136,13 @@ def bench_concurrency(engine, images, clients, new_tokens) -> dict:
     with ThreadPoolExecutor(clients) as pool:
         concurrent = timed(lambda: list(pool.map(lambda request: batcher.run(request, policy), requests)))
     batcher.close()
-    return {"clients": clients, "sequential_s": sequential, "concurrent_s": concurrent,
-            "speedup": sequential / concurrent, "joint_runs": batcher.joint_runs}
+    return {
+        "clients": clients,
+        "sequential_s": sequential,
+        "concurrent_s": concurrent,
+        "speedup": sequential / concurrent,
+        "joint_runs": batcher.joint_runs,
+    }
 
 
 def bench_decode_bandwidth(engine, image, new_tokens) -> dict:
@@ -146,8 +156,12 @@ def bench_decode_bandwidth(engine, image, new_tokens) -> dict:
     text = engine.model.text_model
     weight_bytes = sum(p.numel() * p.element_size() for p in text.parameters())
     achieved = weight_bytes / step_s / 1e9
-    return {"step_ms": step_s * 1e3, "decoder_weight_gb": weight_bytes / 1e9,
-            "achieved_gb_per_s": achieved, **bandwidth_share(achieved)}
+    return {
+        "step_ms": step_s * 1e3,
+        "decoder_weight_gb": weight_bytes / 1e9,
+        "achieved_gb_per_s": achieved,
+        **bandwidth_share(achieved),
+    }
 
 
 def main(argv=None) -> dict:
@@ -163,8 +177,7 @@ def main(argv=None) -> dict:
     report = {"environment": environment(args.device), "settings": {k: str(v) for k, v in vars(args).items()}}
     reference_model = random_model(args.device, torch.float32)
     log("reference path")
-    report["reference"] = bench_reference(reference_model, processor, images[:args.reference_images],
-                                          args.new_tokens)
+    report["reference"] = bench_reference(reference_model, processor, images[: args.reference_images], args.new_tokens)
     on_gpu = args.device.startswith("cuda")
     model = random_model(args.device, torch.bfloat16) if on_gpu else reference_model
     del reference_model

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,9 @@ def server_arguments(description: str, clients: int) -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def deployed_server(checkpoint: str | None, device: str, folder: Path,
-                    extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+def deployed_server(
+    checkpoint: str | None, device: str, folder: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
     """``uvicorn main:model.app`` (as ``make serve``) with ``checkpoint`` (default: the tiny
     model), deployed on ``device`` with ``ModelAPI.load``; yields its URL and process id,
     stops it after."""

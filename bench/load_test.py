@@ -6,7 +6,8 @@ each must get a 200 with the same annotation (no cross-talk between requests; co
 outside the image) its 400. Every upload has the same file name, ``image.png``, and requests
 go three ways: ``/inference_image`` (one image), ``/inference_batch`` (two images of one task,
 both called ``image.png``) and ``ModelAPI.predict`` (a file ``image.png`` in a folder per
-kind, through ``/inference_batch_async``): names must never mix answers up. After a warm-up of the same mix (65 s: the server drops finished
+kind, through ``/inference_batch_async``): names must never mix answers up.
+After a warm-up of the same mix (65 s: the server drops finished
 requests after 60 s), the server's RSS, at its peak and at the end, may grow by at most 10 %.
 The server must still answer afterwards. Reports throughput and p50/p95 latency per kind.
 
@@ -28,13 +29,12 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import requests
 from PIL import Image
-
 from supervisely import logger as sly_logger
 from supervisely.nn.model.model_api import ModelAPI
 
@@ -64,15 +64,17 @@ def request_kinds(seed: int) -> dict[str, tuple[bytes, dict, int]]:
     every task on every image size; bad kinds are named for what is wrong."""
     rng = np.random.default_rng(seed)
     images = {name: png(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for name, (h, w) in SIZES.items()}
-    kinds = {f"{task}/{size}": (images[size], settings, 200)
-             for task, settings in GOOD_SETTINGS.items() for size in SIZES}
-    kinds.update({
-        "bad/garbage_bytes": (rng.bytes(2048), {}, 400),
-        "bad/oversized": (png(np.zeros((2500, 2000, 3), np.uint8)), {}, 400),
-        "bad/max_new_tokens": (images["small"], {"max_new_tokens": -3}, 400),
-        "bad/region_outside": (images["small"], {"task": "region_description",
-                                                 "regions": [[0, 0, 500, 500]]}, 400),
-    })
+    kinds = {
+        f"{task}/{size}": (images[size], settings, 200) for task, settings in GOOD_SETTINGS.items() for size in SIZES
+    }
+    kinds.update(
+        {
+            "bad/garbage_bytes": (rng.bytes(2048), {}, 400),
+            "bad/oversized": (png(np.zeros((2500, 2000, 3), np.uint8)), {}, 400),
+            "bad/max_new_tokens": (images["small"], {"max_new_tokens": -3}, 400),
+            "bad/region_outside": (images["small"], {"task": "region_description", "regions": [[0, 0, 500, 500]]}, 400),
+        }
+    )
     return kinds
 
 
@@ -87,22 +89,28 @@ def send(url: str, route: str, batch: tuple[str, ...], kinds: dict, folder: Path
     if route == "model_api":
         [kind] = batch
         try:
-            [prediction] = ModelAPI(url=url).predict(input=str(folder / kind.replace("/", "_") / "image.png"),
-                                                     inference_settings=settings, show_progress=False)
+            [prediction] = ModelAPI(url=url).predict(
+                input=str(folder / kind.replace("/", "_") / "image.png"),
+                inference_settings=settings,
+                show_progress=False,
+            )
             status, annotations = 200, [prediction.annotation.to_json()]
         except Exception as error:  # noqa: BLE001 - reported as a wrong answer
             status, annotations = getattr(getattr(error, "response", None), "status_code", 599), [None]
     else:
         files = [("files", ("image.png", kinds[kind][0], "image/png")) for kind in batch]
-        response = requests.post(f"{url}/inference_{route}", files=files,
-                                 data={"settings": json.dumps({"settings": settings})}, timeout=300)
+        response = requests.post(
+            f"{url}/inference_{route}", files=files, data={"settings": json.dumps({"settings": settings})}, timeout=300
+        )
         status = response.status_code
         body = response.json() if status == 200 else None
         results = [body] if route == "image" and body is not None else (body or [None] * len(batch))
         annotations = [result["annotation"] if result else None for result in results]
     seconds = time.perf_counter() - start
-    return [(kind, status, None if annotation is None else canonical(annotation), seconds)
-            for kind, annotation in zip(batch, annotations)]
+    return [
+        (kind, status, None if annotation is None else canonical(annotation), seconds)
+        for kind, annotation in zip(batch, annotations)
+    ]
 
 
 def plan_requests(kinds: dict, count: int, rng: random.Random) -> list[tuple[str, tuple[str, ...]]]:
@@ -134,13 +142,19 @@ def check(outcomes: list, kinds: dict, alone: dict[str, str]) -> tuple[list[str]
     for kind, (_, _, expected) in kinds.items():
         mine = [(status, annotation, s) for k, status, annotation, s in outcomes if k == kind]
         wrong += [f"{kind}: status {status}" for status, _, _ in mine if status != expected]
-        wrong += [f"{kind}: annotation differs from the request alone" for status, annotation, _ in mine
-                  if status == 200 and annotation != alone.get(kind)]
+        wrong += [
+            f"{kind}: annotation differs from the request alone"
+            for status, annotation, _ in mine
+            if status == 200 and annotation != alone.get(kind)
+        ]
         latencies = sorted(s for _, _, s in mine)
         if latencies:
-            per_kind[kind] = {"count": len(mine), "expected_status": expected,
-                              "p50_s": statistics.median(latencies),
-                              "p95_s": latencies[round(0.95 * (len(latencies) - 1))]}
+            per_kind[kind] = {
+                "count": len(mine),
+                "expected_status": expected,
+                "p50_s": statistics.median(latencies),
+                "p95_s": latencies[round(0.95 * (len(latencies) - 1))],
+            }
     return wrong, per_kind
 
 
@@ -156,7 +170,7 @@ class RssSampler:
         while not self._stop.wait(0.25):
             self.samples.append(status_mb("VmRSS", self.pid))
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -194,8 +208,9 @@ def write_kind_files(kinds: dict, folder: Path) -> None:
 def run_load(url: str, pid: int, clients: int, total: int, warm_up_s: float, seed: int, folder: Path) -> dict:
     kinds = request_kinds(seed)
     write_kind_files(kinds, folder)
-    alone = {kind: send(url, "image", (kind,), kinds, folder)[0][2]
-             for kind, (_, _, code) in kinds.items() if code == 200}
+    alone = {
+        kind: send(url, "image", (kind,), kinds, folder)[0][2] for kind, (_, _, code) in kinds.items() if code == 200
+    }
     rng = random.Random(seed)
     with RssSampler(pid) as warm:
         warm_up_requests = warm_up(url, kinds, clients, warm_up_s, rng, folder)
@@ -204,18 +219,35 @@ def run_load(url: str, pid: int, clients: int, total: int, warm_up_s: float, see
         outcomes, elapsed = run_plan(url, plan, kinds, clients, folder)
     wrong, per_kind = check(outcomes, kinds, alone)
     growth = {"end": load.end / warm.end - 1, "peak": load.peak / warm.peak - 1}
-    wrong += [f"RSS {name} grew {value:.1%} over the warm-up's (limit {MAX_RSS_GROWTH:.0%})"
-              for name, value in growth.items() if value > MAX_RSS_GROWTH]
+    wrong += [
+        f"RSS {name} grew {value:.1%} over the warm-up's (limit {MAX_RSS_GROWTH:.0%})"
+        for name, value in growth.items()
+        if value > MAX_RSS_GROWTH
+    ]
     all_seconds = sorted(s for *_, s in outcomes)
     routes = {route: sum(1 for r, _ in plan if r == route) for route in ROUTES}
-    return {"requests": total, "routes": routes, "images": len(outcomes), "file_name": "image.png (all)",
-            "clients": clients, "seconds": elapsed, "requests_per_s": total / elapsed,
-            "wrong": wrong, "warm_up": {"requests": warm_up_requests, "seconds": warm_up_s},
-            "p50_s": statistics.median(all_seconds), "p95_s": all_seconds[round(0.95 * (total - 1))],
-            "rss_mb": {"warm_up_end": warm.end, "warm_up_peak": warm.peak,
-                       "load_end": load.end, "load_peak": load.peak, "growth": growth},
-            "kinds": per_kind,
-            "alive_after": requests.get(f"{url}/is_ready", timeout=10).status_code == 200}
+    return {
+        "requests": total,
+        "routes": routes,
+        "images": len(outcomes),
+        "file_name": "image.png (all)",
+        "clients": clients,
+        "seconds": elapsed,
+        "requests_per_s": total / elapsed,
+        "wrong": wrong,
+        "warm_up": {"requests": warm_up_requests, "seconds": warm_up_s},
+        "p50_s": statistics.median(all_seconds),
+        "p95_s": all_seconds[round(0.95 * (total - 1))],
+        "rss_mb": {
+            "warm_up_end": warm.end,
+            "warm_up_peak": warm.peak,
+            "load_end": load.end,
+            "load_peak": load.peak,
+            "growth": growth,
+        },
+        "kinds": per_kind,
+        "alive_after": requests.get(f"{url}/is_ready", timeout=10).status_code == 200,
+    }
 
 
 def main(argv=None) -> int:
@@ -227,10 +259,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         limit = {"KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
         with deployed_server(args.checkpoint, args.device, Path(tmp), limit) as (url, pid):
-            report = run_load(url, pid, args.clients, args.requests, args.warm_up_s, seed=0,
-                              folder=Path(tmp) / "files")
-    report.update(date=datetime.now(timezone.utc).isoformat(timespec="seconds"), device=args.device,
-                  checkpoint=args.checkpoint or "tiny")
+            report = run_load(url, pid, args.clients, args.requests, args.warm_up_s, seed=0, folder=Path(tmp) / "files")
+    report.update(
+        date=datetime.now(UTC).isoformat(timespec="seconds"), device=args.device, checkpoint=args.checkpoint or "tiny"
+    )
     write_result(report, args.out, f"load-{report['date'][:10]}-{args.device}.json")
     return 1 if report["wrong"] or not report["alive_after"] else 0
 

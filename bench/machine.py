@@ -7,7 +7,7 @@ import platform
 import resource
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import torch
 import transformers
@@ -21,7 +21,7 @@ def environment(device: str) -> dict:
     """Device, versions and host: recorded with every result."""
     _state["device"] = device
     info = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device,
         "device_name": _device_name(device),
         "python": sys.version.split()[0],

@@ -45,8 +45,12 @@ NEW_TOKENS = 32
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=3, help="timed images per variant (after one warm-up)")
-    parser.add_argument("--work", type=Path, default=REPO / ".cache" / "openvino-bench",
-                        help="where the IRs of the random model are written")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / ".cache" / "openvino-bench",
+        help="where the IRs of the random model are written",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # child process
     return parser.parse_args(argv)
@@ -98,8 +102,10 @@ def export_irs(work: Path) -> dict[str, float]:
             shutil.copy(fp32 / IMAGE_ENCODER, folder / IMAGE_ENCODER)
             shutil.copy(fp32 / IMAGE_ENCODER.replace(".xml", ".bin"), folder / IMAGE_ENCODER.replace(".xml", ".bin"))
             save(compress_decoder(ov.Core().read_model(str(fp32 / DECODER)), weights), folder / DECODER)
-    return {f"openvino-{w}": sum(f.stat().st_size for f in (work / f"openvino-{w}").iterdir()) / 2**20
-            for w in ("fp32", "int8", "int4")}
+    return {
+        f"openvino-{w}": sum(f.stat().st_size for f in (work / f"openvino-{w}").iterdir()) / 2**20
+        for w in ("fp32", "int8", "int4")
+    }
 
 
 def caption_runner(variant: str, work: Path):
@@ -116,6 +122,7 @@ def caption_runner(variant: str, work: Path):
             inputs = processor(images=image, text=CAPTION_PROMPT, return_tensors="pt")
             out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
             return out.shape[1] - inputs["input_ids"].shape[1]
+
         return time.perf_counter() - started, run
     if variant == "torch-engine":
         from kosmos2_engine import Kosmos2Engine
@@ -132,6 +139,7 @@ def caption_runner(variant: str, work: Path):
     def run(image) -> int:
         embeds = engine.encode_images([image])
         return engine.decoder.decode(embeds, [prompt], NEW_TOKENS, stop_ids=()).tokens.shape[1]
+
     return time.perf_counter() - started, run
 
 
@@ -151,16 +159,32 @@ def measure(variant: str, work: Path, count: int) -> dict:
         latencies.append(time.perf_counter() - start)
         assert tokens == NEW_TOKENS
     median = statistics.median(latencies)
-    return {"load_s": load_s, "p50_s": median, "latencies_s": latencies, "tokens_per_s": NEW_TOKENS / median,
-            "rss_after_load_mb": loaded_rss, "serving_peak_rss_mb": status_mb("VmHWM"),
-            "rss_anon_mb": status_mb("RssAnon"), "rss_file_mb": status_mb("RssFile"),
-            "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "load_s": load_s,
+        "p50_s": median,
+        "latencies_s": latencies,
+        "tokens_per_s": NEW_TOKENS / median,
+        "rss_after_load_mb": loaded_rss,
+        "serving_peak_rss_mb": status_mb("VmHWM"),
+        "rss_anon_mb": status_mb("RssAnon"),
+        "rss_file_mb": status_mb("RssFile"),
+        "lifetime_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_variant(variant: str, args) -> dict:
     log(f"{variant}: measuring {args.images} images")
-    command = [sys.executable, "-m", "bench.openvino_bench", "--variant", variant, "--images", str(args.images),
-               "--work", str(args.work)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.openvino_bench",
+        "--variant",
+        variant,
+        "--images",
+        str(args.images),
+        "--work",
+        str(args.work),
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{result.stderr[-3000:]}")
@@ -174,10 +198,10 @@ def main(argv=None) -> int:
     if args.variant:
         print(json.dumps(measure(args.variant, args.work, args.images)))
         return 0
-    from bench.machine import environment
-
     import nncf
     import openvino
+
+    from bench.machine import environment
 
     sizes = export_irs(args.work)
     results = {variant: run_variant(variant, args) for variant in VARIANTS}
@@ -188,20 +212,42 @@ def main(argv=None) -> int:
         measured["anon_rss_vs_torch_reference"] = measured["rss_anon_mb"] / reference["rss_anon_mb"]
         measured["ir_size_mb"] = sizes.get(variant)
     int8 = results["openvino-int8"]
-    report = {"benchmark": "openvino", "environment": {**environment("cpu"), "openvino": openvino.__version__,
-                                                       "nncf": nncf.__version__},
-              "model": "Kosmos2Config() defaults, random weights (seed 0)", "new_tokens": NEW_TOKENS,
-              "images_per_variant": args.images, "results": results,
-              "targets": {"int8_at_least_3x_faster": int8["speedup_vs_torch_reference"] >= 3,
-                          "int8_peak_rss_at_most_half": int8["rss_vs_torch_reference"] <= 0.5,
-                          "int8_private_rss_at_most_half": int8["anon_rss_vs_torch_reference"] <= 0.5}}
+    report = {
+        "benchmark": "openvino",
+        "environment": {**environment("cpu"), "openvino": openvino.__version__, "nncf": nncf.__version__},
+        "model": "Kosmos2Config() defaults, random weights (seed 0)",
+        "new_tokens": NEW_TOKENS,
+        "images_per_variant": args.images,
+        "results": results,
+        "targets": {
+            "int8_at_least_3x_faster": int8["speedup_vs_torch_reference"] >= 3,
+            "int8_peak_rss_at_most_half": int8["rss_vs_torch_reference"] <= 0.5,
+            "int8_private_rss_at_most_half": int8["anon_rss_vs_torch_reference"] <= 0.5,
+        },
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"openvino-{report['environment']['date'][:10]}-cpu.json"
     (args.out / name).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({v: {k: round(m[k], 3) if isinstance(m[k], float) else m[k] for k in
-                          ("p50_s", "tokens_per_s", "serving_peak_rss_mb", "rss_anon_mb", "rss_file_mb",
-                           "speedup_vs_torch_reference", "ir_size_mb")}
-                      for v, m in results.items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                v: {
+                    k: round(m[k], 3) if isinstance(m[k], float) else m[k]
+                    for k in (
+                        "p50_s",
+                        "tokens_per_s",
+                        "serving_peak_rss_mb",
+                        "rss_anon_mb",
+                        "rss_file_mb",
+                        "speedup_vs_torch_reference",
+                        "ir_size_mb",
+                    )
+                }
+                for v, m in results.items()
+            },
+            indent=2,
+        )
+    )
     print(json.dumps(report["targets"]))
     return 0
 

@@ -33,11 +33,16 @@ def to_markdown(report: dict) -> str:
         f"| reference (HF generate, fp32, 1 per call) | 1 | {ref['images_per_s']:.3f} | {ref['p50_s']:.3f} "
         f"| {ref['p95_s']:.3f} | {ref['peak_memory_mib']:.0f} |",
     ]
-    lines += [f"| engine | {row['batch']} | {row['images_per_s']:.3f} | {row['p50_s']:.3f} | {row['p95_s']:.3f} "
-              f"| {row['peak_memory_mib']:.0f} |" for row in report["engine"]]
+    lines += [
+        f"| engine | {row['batch']} | {row['images_per_s']:.3f} | {row['p50_s']:.3f} | {row['p95_s']:.3f} "
+        f"| {row['peak_memory_mib']:.0f} |"
+        for row in report["engine"]
+    ]
     caption = report["caption_batch1_s"]
-    phrases = ", ".join(f"{row['phrases']}: {row['p50_s']:.3f} s ({row['p50_s'] / caption:.2f}x one caption)"
-                        for row in report["phrase_grounding"])
+    phrases = ", ".join(
+        f"{row['phrases']}: {row['p50_s']:.3f} s ({row['p50_s'] / caption:.2f}x one caption)"
+        for row in report["phrase_grounding"]
+    )
     conc, band = report["concurrency"], report["decode_bandwidth"]
     share = f"{band['share_of_peak']:.1%}" if band["share_of_peak"] is not None else "unknown"
     lines += [

@@ -14,7 +14,7 @@ import argparse
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +44,16 @@ def measure(url: str, paths: list[Path], tokens: int) -> dict:
     sequential_s = time.perf_counter() - start
     with ThreadPoolExecutor(len(paths)) as pool:
         start = time.perf_counter()
-        concurrent = list(pool.map(lambda pair: pair[0].inference_image_path(str(pair[1])),
-                                   zip(clients, paths)))
+        concurrent = list(pool.map(lambda pair: pair[0].inference_image_path(str(pair[1])), zip(clients, paths)))
         concurrent_s = time.perf_counter() - start
     same = [a.to_json() == b.to_json() for a, b in zip(sequential, concurrent)]
-    return {"clients": len(paths), "sequential_s": sequential_s, "concurrent_s": concurrent_s,
-            "speedup": sequential_s / concurrent_s, "identical_annotations": sum(same)}
+    return {
+        "clients": len(paths),
+        "sequential_s": sequential_s,
+        "concurrent_s": concurrent_s,
+        "speedup": sequential_s / concurrent_s,
+        "identical_annotations": sum(same),
+    }
 
 
 def main(argv=None) -> dict:
@@ -61,8 +65,13 @@ def main(argv=None) -> dict:
             Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(path)
         with deployed_server(args.checkpoint, args.device, Path(tmp)) as (url, _):
             result = measure(url, paths, args.tokens)
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
-              "checkpoint": args.checkpoint or "tiny", "max_new_tokens": args.tokens, **result}
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": args.device,
+        "checkpoint": args.checkpoint or "tiny",
+        "max_new_tokens": args.tokens,
+        **result,
+    }
     write_result(report, args.out, f"server-{report['date'][:10]}-{args.device}.json")
     return report
 

@@ -1,8 +1,8 @@
 """Serve Kosmos-2 as a Supervisely app.
 
-    uvicorn main:model.app --app-dir src            # the serving GUI (model table, Serve button)
-    python src/main.py deploy --device cpu          # SDK CLI: headless server on 127.0.0.1:8000
-    python src/main.py predict IMAGES --device cpu  # SDK CLI: annotations written to ./predictions
+uvicorn main:model.app --app-dir src            # the serving GUI (model table, Serve button)
+python src/main.py deploy --device cpu          # SDK CLI: headless server on 127.0.0.1:8000
+python src/main.py predict IMAGES --device cpu  # SDK CLI: annotations written to ./predictions
 """
 
 from kosmos2_app.config import limit_opencv_decoding

@@ -35,8 +35,12 @@ def app_environment(tmp_path: Path, checkpoint: str):
     from supervisely.app.singleton import Singleton
 
     env = read_env_file(REPO / "local.env")
-    env.update(DEBUG_APP_DIR=str(tmp_path / "app_data"), SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
-               SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"), KOSMOS2_CHECKPOINT=checkpoint)
+    env.update(
+        DEBUG_APP_DIR=str(tmp_path / "app_data"),
+        SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
+        SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"),
+        KOSMOS2_CHECKPOINT=checkpoint,
+    )
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "AUTOSTART", "modal.state.autostart"):
             patch.delenv(name, raising=False)
@@ -57,9 +61,12 @@ def client_for(model) -> TestClient:
 
 
 def deploy_on_cpu(client: TestClient):
-    return client.post("/deploy_from_api", json={"state": {
-        "deploy_params": {"model_source": "Pretrained models", "device": "cpu"},
-        "model_name": "Kosmos-2"}})
+    return client.post(
+        "/deploy_from_api",
+        json={
+            "state": {"deploy_params": {"model_source": "Pretrained models", "device": "cpu"}, "model_name": "Kosmos-2"}
+        },
+    )
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -70,8 +77,11 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def infer_image(client: TestClient, image: np.ndarray, **settings):
     """POST /inference_image the way ``Session.inference_image_path`` sends it."""
-    return client.post("/inference_image", files=[("files", ("scene.png", png_bytes(image), "image/png"))],
-                       data={"settings": json.dumps({"settings": settings})})
+    return client.post(
+        "/inference_image",
+        files=[("files", ("scene.png", png_bytes(image), "image/png"))],
+        data={"settings": json.dumps({"settings": settings})},
+    )
 
 
 def rectangles(annotation_json: dict) -> list[dict]:
@@ -80,8 +90,14 @@ def rectangles(annotation_json: dict) -> list[dict]:
     for obj in annotation_json["objects"]:
         (left, top), (right, bottom) = obj["points"]["exterior"]
         confidence = [tag["value"] for tag in obj.get("tags", []) if tag["name"] == "confidence"]
-        found.append({"class": obj["classTitle"], "geometry": obj["geometryType"],
-                      "tlbr": (top, left, bottom, right), "confidence": confidence})
+        found.append(
+            {
+                "class": obj["classTitle"],
+                "geometry": obj["geometryType"],
+                "tlbr": (top, left, bottom, right),
+                "confidence": confidence,
+            }
+        )
     return found
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from kosmos2_app import Kosmos2
@@ -15,6 +17,19 @@ from tests.tiny_model.build import ensure_tiny_checkpoint
 def tiny_checkpoint() -> str:
     """Folder of the tiny trained Kosmos-2 (built on first use, then cached)."""
     return str(ensure_tiny_checkpoint())
+
+
+@pytest.fixture(scope="session")
+def openvino_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
+    """A copy of the tiny checkpoint with its int8 and fp32 OpenVINO IR exported beside it,
+    once per test session (each export takes seconds)."""
+    from kosmos2_engine.openvino.export import export_openvino
+
+    folder = tmp_path_factory.mktemp("openvino") / "tiny"
+    shutil.copytree(tiny_checkpoint, folder)
+    for weights in ("int8", "fp32"):
+        export_openvino(str(folder), weights, progress=lambda line: None)
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

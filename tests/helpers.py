@@ -56,6 +56,7 @@ def tlbr_iou(tlbr, drawn: DrawnShape) -> float:
 def canonical(annotation: dict) -> str:
     """An annotation JSON as text, floats rounded to 4 decimals: batch composition may move the
     last bits of a probability; classes, boxes and texts must match exactly."""
+
     def rounded(value):
         if isinstance(value, float):
             return round(value, 4)
@@ -64,6 +65,7 @@ def canonical(annotation: dict) -> str:
         if isinstance(value, list):
             return [rounded(item) for item in value]
         return value
+
     return json.dumps(rounded(annotation), sort_keys=True)
 
 

@@ -17,8 +17,20 @@ from tests.app_harness import REPO, read_env_file
 
 def server_command(port: int) -> list[str]:
     """What ``make serve`` runs, on ``port``."""
-    return [sys.executable, "-m", "uvicorn", "main:model.app", "--app-dir", "src", "--host",
-            "127.0.0.1", "--port", str(port), "--ws", "websockets"]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "main:model.app",
+        "--app-dir",
+        "src",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ws",
+        "websockets",
+    ]
 
 
 def free_port() -> int:
@@ -29,12 +41,14 @@ def free_port() -> int:
 
 def app_env(tmp_path: Path, checkpoint: str) -> dict[str, str]:
     """The process environment plus local.env, with data under ``tmp_path`` and the tiny model."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "AUTOSTART")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "AUTOSTART")}
     env.update(read_env_file(REPO / "local.env"))
-    env.update(DEBUG_APP_DIR=str(tmp_path / "app_data"), SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
-               SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"), KOSMOS2_CHECKPOINT=checkpoint,
-               PYTHONPATH="src")
+    env.update(
+        DEBUG_APP_DIR=str(tmp_path / "app_data"),
+        SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
+        SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"),
+        KOSMOS2_CHECKPOINT=checkpoint,
+    )
     return env
 
 

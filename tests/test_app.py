@@ -60,8 +60,9 @@ def test_max_new_tokens_is_honoured_on_the_batch_path(served):
     image = scene(*SCENE_CASES[0])[0]
     files = [("files", (f"img{i}.png", png_bytes(image), "image/png")) for i in range(2)]
     for tokens, expected in ((3, 0), (40, 1)):
-        response = client.post("/inference_batch", files=files,
-                               data={"settings": f'{{"settings": {{"max_new_tokens": {tokens}}}}}'})
+        response = client.post(
+            "/inference_batch", files=files, data={"settings": f'{{"settings": {{"max_new_tokens": {tokens}}}}}'}
+        )
         assert response.status_code == 200, response.text
         assert [len(r["annotation"]["objects"]) for r in response.json()] == [expected, expected]
 
@@ -75,9 +76,14 @@ def test_confidence_threshold_and_classes_whitelist(served):
     assert [r["class"] for r in kept] == [drawn.phrase]
 
 
-@pytest.mark.parametrize("settings,field", [({"max_new_tokens": 0}, "max_new_tokens"),
-                                            ({"confidence_threshold": 2}, "confidence_threshold"),
-                                            ({"task": "custom", "prompt": ""}, "prompt")])
+@pytest.mark.parametrize(
+    "settings,field",
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"confidence_threshold": 2}, "confidence_threshold"),
+        ({"task": "custom", "prompt": ""}, "prompt"),
+    ],
+)
 def test_bad_settings_get_400_naming_the_field_and_the_server_keeps_serving(served, settings, field):
     _, client = served
     image = scene(*SCENE_CASES[0])[0]
@@ -141,8 +147,9 @@ def test_concurrent_http_requests_share_model_passes_and_get_their_own_answers(s
     finally:
         model._batcher.max_wait_s = 0.01
     assert answers.pop("bad").status_code == 400
-    assert [answers[i].json()["annotation"]["objects"] for i in range(len(images))] == \
-        [answer["annotation"]["objects"] for answer in alone]
+    assert [answers[i].json()["annotation"]["objects"] for i in range(len(images))] == [
+        answer["annotation"]["objects"] for answer in alone
+    ]
     assert model._batcher.joint_runs > joint_before
 
 
@@ -165,8 +172,13 @@ def test_headless_app_deploys_and_infers_without_a_gui(tmp_path, tiny_checkpoint
         model = Kosmos2(use_gui=False, sliding_window_mode="none")
         assert model.gui is None
         row = model.pretrained_models[0]
-        model._load_model_headless(model_files=dict(row["meta"]["model_files"]), model_info=row,
-                                   model_source="Pretrained models", device="cpu", runtime="PyTorch")
+        model._load_model_headless(
+            model_files=dict(row["meta"]["model_files"]),
+            model_info=row,
+            model_source="Pretrained models",
+            device="cpu",
+            runtime="PyTorch",
+        )
         image, drawn = scene(*SCENE_CASES[4])
         annotation = model.inference(image)
         [label] = annotation.labels
@@ -204,9 +216,13 @@ def _noise(size=(40, 30)) -> Image.Image:
     return Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
-UNREADABLE = {"empty": b"", "random bytes": bytes(range(256)) * 4, "text": b"hello, world\n",
-              "truncated PNG": _png("RGB")[:60],
-              "truncated JPEG": _encoded(_noise((200, 150)), format="JPEG")[:400]}
+UNREADABLE = {
+    "empty": b"",
+    "random bytes": bytes(range(256)) * 4,
+    "text": b"hello, world\n",
+    "truncated PNG": _png("RGB")[:60],
+    "truncated JPEG": _encoded(_noise((200, 150)), format="JPEG")[:400],
+}
 
 
 @pytest.mark.parametrize("route", ["/inference_image", "/inference_batch"])
@@ -223,8 +239,9 @@ def test_unreadable_images_get_400_and_the_next_request_succeeds(served, route, 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
 def test_valid_png_modes_are_served(served, mode):
     _, client = served
-    response = client.post("/inference_image", files=[("files", ("m.png", _png(mode), "image/png"))],
-                           data={"settings": '{"settings": {}}'})
+    response = client.post(
+        "/inference_image", files=[("files", ("m.png", _png(mode), "image/png"))], data={"settings": '{"settings": {}}'}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["annotation"]["size"] == {"height": 30, "width": 40}
 
@@ -240,18 +257,23 @@ def _animated_gif() -> bytes:
     return _encoded(frames[0], format="GIF", save_all=True, append_images=frames[1:], duration=100)
 
 
-VALID_FILES = {"palette with transparency.png": _palette_with_transparency(),
-               "cmyk.jpg": _encoded(_noise().convert("CMYK"), format="JPEG"),
-               "animated.gif": _animated_gif(),
-               "strip 20000x300.png": _png("RGB", (20000, 300))}
+VALID_FILES = {
+    "palette with transparency.png": _palette_with_transparency(),
+    "cmyk.jpg": _encoded(_noise().convert("CMYK"), format="JPEG"),
+    "animated.gif": _animated_gif(),
+    "strip 20000x300.png": _png("RGB", (20000, 300)),
+}
 
 
 @pytest.mark.parametrize("name", sorted(VALID_FILES))
 def test_other_valid_files_are_served_at_their_size(served, name):
     _, client = served
     size = (300, 20000) if "20000" in name else (30, 40)
-    response = client.post("/inference_image", files=[("files", (name, VALID_FILES[name], "image/*"))],
-                           data={"settings": '{"settings": {}}'})
+    response = client.post(
+        "/inference_image",
+        files=[("files", (name, VALID_FILES[name], "image/*"))],
+        data={"settings": '{"settings": {}}'},
+    )
     assert response.status_code == 200, response.text
     annotation = response.json()["annotation"]
     assert annotation["size"] == {"height": size[0], "width": size[1]}
@@ -268,8 +290,11 @@ def test_an_exif_rotated_jpeg_is_boxed_as_it_is_shown(served):
     exif = Image.Exif()
     exif[0x0112] = 6
     stored = _encoded(Image.fromarray(np.rot90(shown, 1).copy()), format="JPEG", quality=95, exif=exif)
-    response = client.post("/inference_image", files=[("files", ("photo.jpg", stored, "image/jpeg"))],
-                           data={"settings": '{"settings": {}}'})
+    response = client.post(
+        "/inference_image",
+        files=[("files", ("photo.jpg", stored, "image/jpeg"))],
+        data={"settings": '{"settings": {}}'},
+    )
     assert response.status_code == 200, response.text
     annotation = response.json()["annotation"]
     assert annotation["size"] == {"height": shown.shape[0], "width": shown.shape[1]}
@@ -277,14 +302,20 @@ def test_an_exif_rotated_jpeg_is_boxed_as_it_is_shown(served):
     assert tlbr_iou(rect["tlbr"], drawn) >= 0.5
 
 
-@pytest.mark.parametrize("raw,field", [
-    (b'{"settings": {"task": "vqa", "question": "\\ud800 why?"}}', "question"),
-    (b'{"settings": {"max_new_token": 8}}', "max_new_token"),
-])
+@pytest.mark.parametrize(
+    "raw,field",
+    [
+        (b'{"settings": {"task": "vqa", "question": "\\ud800 why?"}}', "question"),
+        (b'{"settings": {"max_new_token": 8}}', "max_new_token"),
+    ],
+)
 def test_broken_text_and_misspelt_keys_get_400_naming_the_field(served, raw, field):
     _, client = served
-    response = client.post("/inference_image", data={"settings": raw},
-                           files=[("files", ("a.png", png_bytes(scene(*SCENE_CASES[0])[0]), "image/png"))])
+    response = client.post(
+        "/inference_image",
+        data={"settings": raw},
+        files=[("files", ("a.png", png_bytes(scene(*SCENE_CASES[0])[0]), "image/png"))],
+    )
     assert response.status_code == 400, response.text
     assert f"'{field}'" in response.json()["message"]
 

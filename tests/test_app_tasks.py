@@ -71,21 +71,26 @@ def test_region_description_tags_each_given_region(served):
     objects = result["annotation"]["objects"]
     assert [obj["classTitle"] for obj in objects] == ["region", "region"]
     assert [label_tags(obj) for obj in objects] == [{"description": f"{s.phrase}."} for s in shapes]
-    assert [obj["points"]["exterior"] for obj in objects] == [[[l, t], [r, b]] for l, t, r, b in regions]
+    assert [obj["points"]["exterior"] for obj in objects] == [
+        [[left, top], [right, bottom]] for left, top, right, bottom in regions
+    ]
     assert result["data"]["descriptions"] == [f"{s.phrase}." for s in shapes]
 
 
-@pytest.mark.parametrize("settings,field", [
-    ({"task": "segmentation"}, "task"),
-    ({"task": "phrase_grounding"}, "phrases"),
-    ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(40)]}, "phrases"),
-    ({"task": "phrase_grounding", "phrases": ["cat</phrase><object>"]}, "phrases[0]"),
-    ({"task": "vqa", "question": "What is <patch_index_0001>?"}, "question"),
-    ({"task": "vqa", "question": 7}, "question"),
-    ({"task": "region_description", "regions": [[0, 0, 500, 10]]}, "regions[0]"),
-    ({"task": "region_description"}, "regions"),
-    ({"question": "What colour?"}, "question"),
-])
+@pytest.mark.parametrize(
+    "settings,field",
+    [
+        ({"task": "segmentation"}, "task"),
+        ({"task": "phrase_grounding"}, "phrases"),
+        ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(40)]}, "phrases"),
+        ({"task": "phrase_grounding", "phrases": ["cat</phrase><object>"]}, "phrases[0]"),
+        ({"task": "vqa", "question": "What is <patch_index_0001>?"}, "question"),
+        ({"task": "vqa", "question": 7}, "question"),
+        ({"task": "region_description", "regions": [[0, 0, 500, 10]]}, "regions[0]"),
+        ({"task": "region_description"}, "regions"),
+        ({"question": "What colour?"}, "question"),
+    ],
+)
 def test_bad_task_settings_get_400_naming_the_field_and_serving_goes_on(served, settings, field):
     _, client = served
     image, _ = two_shapes(*TWO_SHAPE_CASES[0])
@@ -106,8 +111,9 @@ def encoded(image) -> str:
 def test_visual_question_answering_route(served):
     _, client = served
     image, (_, right) = two_shapes(*TWO_SHAPE_CASES[1])
-    response = post_state(client, "/visual_question_answering", image_base64=encoded(image),
-                          question=f"What colour is the {right.shape}?")
+    response = post_state(
+        client, "/visual_question_answering", image_base64=encoded(image), question=f"What colour is the {right.shape}?"
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["answer"] == f"The {right.shape} is {right.colour}."
@@ -117,8 +123,9 @@ def test_visual_question_answering_route(served):
 def test_describe_regions_route_with_given_regions(served):
     _, client = served
     image, shapes = two_shapes(*TWO_SHAPE_CASES[2])
-    response = post_state(client, "/describe_regions", image_base64=encoded(image),
-                          regions=[list(shape.pixel_ltrb) for shape in shapes])
+    response = post_state(
+        client, "/describe_regions", image_base64=encoded(image), regions=[list(shape.pixel_ltrb) for shape in shapes]
+    )
     assert response.status_code == 200, response.text
     assert response.json()["descriptions"] == [f"{s.phrase}." for s in shapes]
 
@@ -127,8 +134,9 @@ class FakeImageApi:
     """The few Supervisely API calls /describe_regions makes for an image id, served locally."""
 
     def __init__(self, image, ann: sly.Annotation, meta: sly.ProjectMeta):
-        self.image = SimpleNamespace(download_np=lambda image_id: image,
-                                     get_info_by_id=lambda image_id: SimpleNamespace(dataset_id=7))
+        self.image = SimpleNamespace(
+            download_np=lambda image_id: image, get_info_by_id=lambda image_id: SimpleNamespace(dataset_id=7)
+        )
         self.dataset = SimpleNamespace(get_info_by_id=lambda dataset_id: SimpleNamespace(project_id=3))
         self.project = SimpleNamespace(get_meta=lambda project_id: meta.to_json())
         self.annotation = SimpleNamespace(download_json=lambda image_id: ann.to_json())
@@ -141,9 +149,20 @@ def test_describe_regions_route_describes_the_existing_labels(served, monkeypatc
     poly = sly.ObjClass("outline", sly.Polygon)
     meta = sly.ProjectMeta(obj_classes=[cls, poly])
     (l1, t1, r1, b1), (l2, t2, r2, b2) = (shape.pixel_ltrb for shape in shapes)
-    labels = [sly.Label(sly.Rectangle(t1, l1, b1, r1), cls),
-              sly.Label(sly.Polygon([sly.PointLocation(t2, l2), sly.PointLocation(t2, r2),
-                                     sly.PointLocation(b2, r2), sly.PointLocation(b2, l2)]), poly)]
+    labels = [
+        sly.Label(sly.Rectangle(t1, l1, b1, r1), cls),
+        sly.Label(
+            sly.Polygon(
+                [
+                    sly.PointLocation(t2, l2),
+                    sly.PointLocation(t2, r2),
+                    sly.PointLocation(b2, r2),
+                    sly.PointLocation(b2, l2),
+                ]
+            ),
+            poly,
+        ),
+    ]
     ann = sly.Annotation(image.shape[:2], labels)
     monkeypatch.setattr(model, "api_from_request", lambda request: FakeImageApi(image, ann, meta))
     response = post_state(client, "/describe_regions", image_id=11)
@@ -156,12 +175,15 @@ def test_describe_regions_route_describes_the_existing_labels(served, monkeypatc
     assert [label_tags(o) for o in objects] == [{"description": d} for d in body["descriptions"]]
 
 
-@pytest.mark.parametrize("route,state,message", [
-    ("/visual_question_answering", {"question": "Why?"}, "image_id"),
-    ("/visual_question_answering", {"image_base64": "not base64!", "question": "Why?"}, "image_base64"),
-    ("/describe_regions", {"image_base64": "AAAA"}, "image_base64"),
-    ("/visual_question_answering", {"image_id": "12", "question": "Why?"}, "image_id"),
-])
+@pytest.mark.parametrize(
+    "route,state,message",
+    [
+        ("/visual_question_answering", {"question": "Why?"}, "image_id"),
+        ("/visual_question_answering", {"image_base64": "not base64!", "question": "Why?"}, "image_base64"),
+        ("/describe_regions", {"image_base64": "AAAA"}, "image_base64"),
+        ("/visual_question_answering", {"image_id": "12", "question": "Why?"}, "image_id"),
+    ],
+)
 def test_routes_refuse_bad_images_with_400(served, route, state, message):
     _, client = served
     response = post_state(client, route, **state)
@@ -184,8 +206,7 @@ def test_routes_refuse_an_image_over_the_pixel_limit_before_decoding_it(served, 
 def test_routes_validate_like_inference(served):
     _, client = served
     image, _ = two_shapes(*TWO_SHAPE_CASES[0])
-    response = post_state(client, "/visual_question_answering", image_base64=encoded(image),
-                          question="<grounding> hi")
+    response = post_state(client, "/visual_question_answering", image_base64=encoded(image), question="<grounding> hi")
     assert response.status_code == 400 and "'question'" in response.json()["message"]
     response = post_state(client, "/describe_regions", image_base64=encoded(image))
     assert response.status_code == 400 and "regions" in response.json()["message"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -31,8 +31,10 @@ def rounded(outcome):
     """Results with box scores rounded: batch composition moves them by float noise (~1e-7)."""
     if isinstance(outcome, Exception):
         return outcome
-    return [replace(result, boxes=tuple(replace(box, score=round(box.score, 4)) for box in result.boxes))
-            for result in outcome]
+    return [
+        replace(result, boxes=tuple(replace(box, score=round(box.score, 4)) for box in result.boxes))
+        for result in outcome
+    ]
 
 
 def concurrently(batcher, requests, barrier_wait=True):
@@ -64,8 +66,9 @@ def test_concurrent_single_image_requests_share_one_vision_pass_and_decode(engin
 
 def test_requests_of_different_tasks_batched_together_equal_running_alone(engine, images):
     batcher = RequestBatcher(engine, max_wait_s=0.5)
-    requests = [([images[i], images[-1 - i]], policy_from_settings(settings))
-                for i, settings in enumerate(MIXED_SETTINGS)]
+    requests = [
+        ([images[i], images[-1 - i]], policy_from_settings(settings)) for i, settings in enumerate(MIXED_SETTINGS)
+    ]
     expected = [rounded(engine.run(*request)) for request in requests]
     assert concurrently(batcher, requests) == expected
     assert batcher.joint_runs >= 1

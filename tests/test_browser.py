@@ -26,9 +26,14 @@ from tests.server_process import app_env, free_port, server_command, start, stop
 from tests.webdriver import CHROMEDRIVER, CHROMIUM, HeadlessChromium
 
 # Skipped where Chromium is missing, unless KOSMOS2_REQUIRE_BROWSER is set (.ci/run sets it).
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM) and not os.environ.get("KOSMOS2_REQUIRE_BROWSER"),
-                                 reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMEDRIVER and CHROMIUM) and not os.environ.get("KOSMOS2_REQUIRE_BROWSER"),
+        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+    ),
+]
 
 POST_JSON = """
 const [url, body, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
@@ -37,8 +42,12 @@ fetch(url, {method: body === null ? 'GET' : 'POST', headers: {'Content-Type': 'a
   .then(r => r.text().then(t => done({status: r.status, text: t})))
   .catch(e => done({status: 0, text: String(e)}));
 """
-EXTERNAL_HOSTS = ("cdn.supervisely.com", "cdn-public-cloudstore.supervisely.com", "cdn.jsdelivr.net",
-                  "app.supervisely.com")
+EXTERNAL_HOSTS = (
+    "cdn.supervisely.com",
+    "cdn-public-cloudstore.supervisely.com",
+    "cdn.jsdelivr.net",
+    "app.supervisely.com",
+)
 
 
 def fetch_json(browser: HeadlessChromium, url: str, body: dict | None = None) -> tuple[int, object]:
@@ -51,8 +60,11 @@ def fetch_json(browser: HeadlessChromium, url: str, body: dict | None = None) ->
 
 def buttons(data: dict) -> dict[str, dict]:
     """Text -> widget data of each button of the page."""
-    return {value["text"]: {**value, "id": key} for key, value in data.items()
-            if key.startswith("Button") and isinstance(value, dict) and value.get("text")}
+    return {
+        value["text"]: {**value, "id": key}
+        for key, value in data.items()
+        if key.startswith("Button") and isinstance(value, dict) and value.get("text")
+    }
 
 
 @pytest.fixture
@@ -69,9 +81,13 @@ def test_the_page_lists_the_models_and_serve_deploys_from_it(server, tmp_path):
         browser.open(server)
         time.sleep(2)  # let the CDN requests fail
         assert browser.run("return document.title") == "Serve Kosmos-2"
-        failed = [entry["message"] for entry in browser.console()
-                  if entry["level"] == "SEVERE" and "Failed to load resource" in entry["message"]
-                  or "ERR_" in entry["message"]]
+        failed = [
+            entry["message"]
+            for entry in browser.console()
+            if entry["level"] == "SEVERE"
+            and "Failed to load resource" in entry["message"]
+            or "ERR_" in entry["message"]
+        ]
         failed_urls = {m.split()[0] for m in failed}
         assert all(any(host in u for host in EXTERNAL_HOSTS) for u in failed_urls), failed  # none of ours
         if any("SlyApp.js" in u or "sly-app-widgets" in u for u in failed_urls):  # offline: no widgets
@@ -90,8 +106,9 @@ def test_the_page_lists_the_models_and_serve_deploys_from_it(server, tmp_path):
         assert fetch_json(browser, "/is_ready", None)[0] == 503
 
         _, state = fetch_json(browser, "/sly/state", {})
-        status, _ = fetch_json(browser, f"/{page_buttons['SERVE']['id']}/button_clicked_cb",
-                               {"state": state, "context": {}})
+        status, _ = fetch_json(
+            browser, f"/{page_buttons['SERVE']['id']}/button_clicked_cb", {"state": state, "context": {}}
+        )
         assert status == 200
         deadline = time.monotonic() + 120
         while fetch_json(browser, "/is_ready", None)[0] != 200 and time.monotonic() < deadline:

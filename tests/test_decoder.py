@@ -43,8 +43,14 @@ def images():
 
 def reference_tokens(engine, embeds, row, prompt, policy):
     stops = stop_token_ids(engine.tokenizer, policy)
-    out = hf_greedy(engine.model, engine.tokenizer, embeds[row:row + 1],
-                    encode_prompt(engine.tokenizer, prompt), policy.max_new_tokens, list(stops))
+    out = hf_greedy(
+        engine.model,
+        engine.tokenizer,
+        embeds[row : row + 1],
+        encode_prompt(engine.tokenizer, prompt),
+        policy.max_new_tokens,
+        list(stops),
+    )
     return until_stop(out.tokens[0].tolist(), out.probs[0].tolist(), stops)
 
 
@@ -74,16 +80,18 @@ def test_every_task_batched_together_equals_hf_generate_one_by_one(engine, image
 def test_engine_run_equals_hf_generate_from_pixels(engine, images):
     """The whole engine (embedding reuse, batching, our decoder) against the plain HF path the
     public app uses: processor(images, text) then model.generate(pixel_values=...)."""
-    policy = policy_from_settings({"task": "phrase_grounding", "phrases": ["circle", "the red square"],
-                                   "max_new_tokens": 24})
+    policy = policy_from_settings(
+        {"task": "phrase_grounding", "phrases": ["circle", "the red square"], "max_new_tokens": 24}
+    )
     stops = list(stop_token_ids(engine.tokenizer, policy))
     jobs = plan_jobs(policy, [(200, 150)] * len(images))
-    generations = engine.generate(engine.encode_images(images), [job.prompt for job in jobs], policy,
-                                  image_rows=[job.image for job in jobs])
+    generations = engine.generate(
+        engine.encode_images(images), [job.prompt for job in jobs], policy, image_rows=[job.image for job in jobs]
+    )
     for job, generation in zip(jobs, generations):
         inputs = engine.processor(images=images[job.image], text=job.prompt, return_tensors="pt")
         out = engine.model.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=stops)
-        expected = out[0, inputs["input_ids"].shape[1]:].tolist()
+        expected = out[0, inputs["input_ids"].shape[1] :].tolist()
         assert list(generation.token_ids) == until_stop(expected, expected, stops)[0]
 
 
@@ -91,8 +99,10 @@ def test_padding_does_not_change_a_prompt_output(engine, images):
     """transformers' Kosmos-2 shifts a left-padded row's positions; ours must not."""
     embeds = engine.encode_images(images[:1])
     short = encode_prompt(engine.tokenizer, "<grounding>An image of")
-    long = encode_prompt(engine.tokenizer, "<grounding> Question: What colour is the circle on the "
-                                          "right of the image? Answer: a picture of")
+    long = encode_prompt(
+        engine.tokenizer,
+        "<grounding> Question: What colour is the circle on the right of the image? Answer: a picture of",
+    )
     decoder = StaticDecoder(engine.model)
     alone = decoder.decode(embeds, [short], 20, [engine.tokenizer.eos_token_id])
     padded = decoder.decode(embeds.expand(2, -1, -1), [short, long], 20, [engine.tokenizer.eos_token_id])
@@ -123,8 +133,7 @@ def test_prompts_sharing_an_image_share_its_prefix_and_decode_the_same(engine, i
 def test_decoding_stops_when_every_row_has_stopped(engine, images):
     embeds = engine.encode_images(images[:1])
     prompt = encode_prompt(engine.tokenizer, "<grounding><phrase> a shape</phrase>")
-    stops = stop_token_ids(engine.tokenizer, policy_from_settings({"task": "phrase_grounding",
-                                                                   "phrases": "shape"}))
+    stops = stop_token_ids(engine.tokenizer, policy_from_settings({"task": "phrase_grounding", "phrases": "shape"}))
     out = StaticDecoder(engine.model).decode(embeds, [prompt], 200, stops)
     assert out.tokens.shape[1] <= 8  # </object> comes at step 4; stops are read every 8 steps
     forced = StaticDecoder(engine.model).decode(embeds, [prompt], 30, stop_ids=())

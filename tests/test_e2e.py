@@ -18,8 +18,8 @@ from supervisely.nn.model.model_api import ModelAPI
 
 from kosmos2_app.predictions import class_colour
 from tests.app_harness import REPO, label_tlbr, rectangles
-from tests.server_process import app_env, free_port, server_command, start, stop
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
+from tests.server_process import app_env, free_port, server_command, start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -109,8 +109,9 @@ def test_an_image_over_the_pixel_limit_is_a_400_and_the_server_keeps_serving(ser
     bomb = tmp_path / "bomb.png"
     Image.new("RGB", (3000, 3000)).save(bomb)
     with bomb.open("rb") as image:
-        response = requests.post(f"{server}{route}", files={"files": ("bomb.png", image, "image/png")},
-                                 data={"settings": "{}"})
+        response = requests.post(
+            f"{server}{route}", files={"files": ("bomb.png", image, "image/png")}, data={"settings": "{}"}
+        )
     assert response.status_code == 400, response.text
     assert f"more than {MAX_PIXELS} pixels" in response.json()["message"]
     path, _ = scene_files[0]
@@ -120,8 +121,11 @@ def test_an_image_over_the_pixel_limit_is_a_400_and_the_server_keeps_serving(ser
 def test_bad_setting_is_a_400_and_the_server_keeps_serving(server, scene_files):
     path, _ = scene_files[0]
     with path.open("rb") as image:
-        response = requests.post(f"{server}/inference_image", files={"files": image},
-                                 data={"settings": json.dumps({"settings": {"max_new_tokens": -1}})})
+        response = requests.post(
+            f"{server}/inference_image",
+            files={"files": image},
+            data={"settings": json.dumps({"settings": {"max_new_tokens": -1}})},
+        )
     assert response.status_code == 400 and "max_new_tokens" in response.json()["message"]
     assert len(session(server).inference_image_path(str(path)).labels) == 1
 
@@ -129,10 +133,25 @@ def test_bad_setting_is_a_400_and_the_server_keeps_serving(server, scene_files):
 def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files, tiny_checkpoint, tmp_path):
     folder = scene_files[0][0].parent
     result = subprocess.run(
-        [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output",
-         str(tmp_path / "out"), "--settings", "max_new_tokens=64", "--draw"],
-        cwd=REPO, env={**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_MAX_BATCH": "2"},
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "src/main.py",
+            "predict",
+            str(folder),
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "out"),
+            "--settings",
+            "max_new_tokens=64",
+            "--draw",
+        ],
+        cwd=REPO,
+        env={**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_MAX_BATCH": "2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Kosmos-2: 100%" in result.stderr and f"{len(scene_files)}/{len(scene_files)}" in result.stderr  # progress
     client = session(server)
@@ -178,15 +197,19 @@ def test_session_runs_every_task(server, two_shape_files):
     phrase = f"the {right.colour} {right.shape}"
     [label] = session(server, task="phrase_grounding", phrases=[phrase]).inference_image_path(str(path)).labels
     assert label.obj_class.name == phrase and tlbr_iou(label_tlbr(label), right) >= 0.5
-    [label] = session(server, task="referring_expression", expression="the shape on the left"
-                      ).inference_image_path(str(path)).labels
+    [label] = (
+        session(server, task="referring_expression", expression="the shape on the left")
+        .inference_image_path(str(path))
+        .labels
+    )
     assert label.obj_class.name == "the shape on the left" and tlbr_iou(label_tlbr(label), left) >= 0.5
     regions = [list(left.pixel_ltrb), list(right.pixel_ltrb)]
     ann = session(server, task="region_description", regions=regions).inference_image_path(str(path))
     assert [tag_values(label.tags)["description"] for label in ann.labels] == [f"{left.phrase}.", f"{right.phrase}."]
     ann = session(server, task="detailed_caption").inference_image_path(str(path))
-    assert tag_values(ann.img_tags)["caption"] == (f"There is {left.phrase} on the left and "
-                                                    f"{right.phrase} on the right.")
+    assert tag_values(ann.img_tags)["caption"] == (
+        f"There is {left.phrase} on the left and {right.phrase} on the right."
+    )
     ann = session(server, task="custom", prompt="An image of").inference_image_path(str(path))
     assert tag_values(ann.img_tags)["caption"] == f"An image of {left.phrase} and {right.phrase} ."
 
@@ -203,8 +226,12 @@ def test_model_api_predict_takes_task_keywords(server, two_shape_files):
 
 def test_vqa_route_over_http(server, two_shape_files):
     path, (left, _) = two_shape_files[2]
-    body = {"state": {"image_base64": base64.b64encode(path.read_bytes()).decode(),
-                      "question": f"What colour is the {left.shape}?"}}
+    body = {
+        "state": {
+            "image_base64": base64.b64encode(path.read_bytes()).decode(),
+            "question": f"What colour is the {left.shape}?",
+        }
+    }
     response = requests.post(f"{server}/visual_question_answering", json=body, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json()["answer"] == f"The {left.shape} is {left.colour}."
@@ -222,9 +249,25 @@ def test_cli_predict_runs_a_task_from_settings(server, two_shape_files, tiny_che
     folder = two_shape_files[0][0].parent
     path, (asked, _) = two_shape_files[1]
     result = subprocess.run(
-        [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output",
-         str(tmp_path / "out"), "--settings", "task=vqa", f"question=What colour is the {asked.shape}?"],
-        cwd=REPO, env=app_env(tmp_path, tiny_checkpoint), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "src/main.py",
+            "predict",
+            str(folder),
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "out"),
+            "--settings",
+            "task=vqa",
+            f"question=What colour is the {asked.shape}?",
+        ],
+        cwd=REPO,
+        env=app_env(tmp_path, tiny_checkpoint),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for other, _ in two_shape_files:  # one annotation per image, each with an answer
         written = json.loads((tmp_path / "out" / folder.name / f"{other.name}.json").read_text())

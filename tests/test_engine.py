@@ -53,14 +53,21 @@ def test_reused_image_embeddings_match_plain_transformers_generate(engine):
     for image in images:
         inputs = processor(images=image, text=CAPTION_PROMPT, return_tensors="pt")
         reference = model.generate(**inputs, max_new_tokens=CAPTION.max_new_tokens, do_sample=False)
-        expected = reference[0, inputs["input_ids"].shape[1]:].tolist()
+        expected = reference[0, inputs["input_ids"].shape[1] :].tolist()
         [ours] = engine.caption([image], CAPTION)
         assert list(ours.token_ids) == expected[: len(ours.token_ids)]
         assert len(ours.token_ids) == len(expected) or ours.token_ids[-1] == engine.tokenizer.eos_token_id
 
 
-@pytest.mark.parametrize("prompt", ["<grounding> An image of", "<grounding><phrase> a red circle</phrase>",
-                                    "Question: what colour is it? Answer:", "<grounding>"])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "<grounding> An image of",
+        "<grounding><phrase> a red circle</phrase>",
+        "Question: what colour is it? Answer:",
+        "<grounding>",
+    ],
+)
 def test_prompt_layout_matches_the_processor(engine, prompt):
     image = scene(*SCENE_CASES[0])[0]
     expected = engine.processor(images=[image], text=[prompt])
@@ -127,10 +134,10 @@ def test_unreachable_hub_fails_fast_with_what_to_set(monkeypatch, env):
 
 
 def test_engine_imports_nothing_of_supervisely():
-    code = ("import sys, kosmos2_engine; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'supervisely', 'fastapi'}))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO / "src", capture_output=True,
-                         text=True, check=True)
+    code = (
+        "import sys, kosmos2_engine; print(sorted({m.split('.')[0] for m in sys.modules} & {'supervisely', 'fastapi'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO / "src", capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
@@ -146,7 +153,8 @@ def imported_top_modules(path: Path) -> set[str]:
 
 def test_only_the_adapter_imports_supervisely():
     offenders = [
-        str(path.relative_to(REPO)) for path in (REPO / "src").rglob("*.py")
+        str(path.relative_to(REPO))
+        for path in (REPO / "src").rglob("*.py")
         if "supervisely" in imported_top_modules(path) and path.parent.name != "kosmos2_app"
     ]
     assert offenders == []

@@ -62,9 +62,15 @@ def served_on_cpu0(tmp_path_factory, tiny_checkpoint):
         model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
         model.serve()
         client = client_for(model)
-        response = client.post("/deploy_from_api", json={"state": {
-            "deploy_params": {"model_source": "Pretrained models", "device": "cpu:0"},
-            "model_name": "Kosmos-2"}})
+        response = client.post(
+            "/deploy_from_api",
+            json={
+                "state": {
+                    "deploy_params": {"model_source": "Pretrained models", "device": "cpu:0"},
+                    "model_name": "Kosmos-2",
+                }
+            },
+        )
         assert response.status_code == 200, response.text
         yield model, client
 
@@ -104,14 +110,16 @@ class FakeProject:
     def __init__(self, images: list[np.ndarray]):
         self.images = dict(enumerate(images, start=100))
         self.logger = __import__("logging").getLogger("fake-api")
-        self.project = SimpleNamespace(get_info_by_id=lambda project_id: SimpleNamespace(
-            id=project_id, type="images", workspace_id=1, name="p"))
+        self.project = SimpleNamespace(
+            get_info_by_id=lambda project_id: SimpleNamespace(id=project_id, type="images", workspace_id=1, name="p")
+        )
         dataset = SimpleNamespace(id=10, project_id=1, name="ds", items_count=len(images))
         self.dataset = SimpleNamespace(get_list=lambda project_id, recursive=True: [dataset])
         self.image = SimpleNamespace(
             get_list=lambda dataset_id: [SimpleNamespace(id=i, name=f"{i}.png") for i in self.images],
             download_np=lambda image_id: self.images[image_id],
-            download_nps_generator=lambda dataset_id, ids, **_: ((i, self.images[i]) for i in ids))
+            download_nps_generator=lambda dataset_id, ids, **_: ((i, self.images[i]) for i in ids),
+        )
 
 
 def _progress(client, uuid: str) -> dict:
@@ -123,8 +131,10 @@ def test_a_cancelled_project_inference_stops_and_frees_what_it_held(served_on_cp
     images = [scene(seed, 64, 48)[0] for seed in range(40)]
     monkeypatch.setattr(model, "api_from_request", lambda request: FakeProject(images))
     threads_before = threading.active_count()
-    started = client.post("/inference_project_id_async", json={"state": {
-        "projectId": 1, "batch_size": 2, "settings": {"max_new_tokens": 24}}})
+    started = client.post(
+        "/inference_project_id_async",
+        json={"state": {"projectId": 1, "batch_size": 2, "settings": {"max_new_tokens": 24}}},
+    )
     assert started.status_code == 200, started.text
     uuid = started.json()["inference_request_uuid"]
     deadline = time.monotonic() + 60

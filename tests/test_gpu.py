@@ -17,8 +17,7 @@ from kosmos2_engine.prompts import encode_prompt
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 from tests.tiny_model.build import ensure_tiny_checkpoint
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 MIN_SHARE_WITHIN_ONE_BIN = 0.95
 
@@ -38,12 +37,18 @@ def images():
 
 
 def test_compiled_decoder_equals_eager_on_cuda(images):
-    engine = Kosmos2Engine.load(str(ensure_tiny_checkpoint()), device="cuda", dtype=torch.float32,
-                                compile_decoder=False)
+    engine = Kosmos2Engine.load(
+        str(ensure_tiny_checkpoint()), device="cuda", dtype=torch.float32, compile_decoder=False
+    )
     embeds = engine.encode_images(images)
-    prompts = [encode_prompt(engine.tokenizer, text) for text in
-               ["<grounding>An image of", "<grounding><phrase> the blue circle</phrase>",
-                "<grounding> Question: What colour is the square? Answer:"]]
+    prompts = [
+        encode_prompt(engine.tokenizer, text)
+        for text in [
+            "<grounding>An image of",
+            "<grounding><phrase> the blue circle</phrase>",
+            "<grounding> Question: What colour is the square? Answer:",
+        ]
+    ]
     prompts = [prompts[i % 3] for i in range(len(images))]
     stops = [engine.tokenizer.eos_token_id]
     eager = StaticDecoder(engine.model).decode(embeds, prompts, 24, stops)
@@ -82,9 +87,13 @@ def test_bf16_location_bins_within_one_of_fp32_on_the_real_size_model():
     for dtype in (torch.float32, torch.bfloat16):
         model.to(dtype)
         with torch.inference_mode():
-            logits = model(pixel_values=pixels.to(dtype), input_ids=ids, image_embeds_position_mask=mask,
-                           attention_mask=torch.ones_like(ids)).logits[:, -1]
-        cells[dtype] = logits[:, first_location:first_location + GRID * GRID].float().argmax(-1).tolist()
+            logits = model(
+                pixel_values=pixels.to(dtype),
+                input_ids=ids,
+                image_embeds_position_mask=mask,
+                attention_mask=torch.ones_like(ids),
+            ).logits[:, -1]
+        cells[dtype] = logits[:, first_location : first_location + GRID * GRID].float().argmax(-1).tolist()
     pairs = list(zip(cells[torch.float32], cells[torch.bfloat16]))
     share = sum(within_one_bin(a, b) for a, b in pairs) / len(pairs)
     assert share >= MIN_SHARE_WITHIN_ONE_BIN

@@ -21,10 +21,32 @@ from kosmos2_engine import (
 )
 
 SP = "\u2581"
-SNOWMAN = [SP + "An", SP + "image", SP + "of", "<phrase>", SP + "a", SP + "snowman", "</phrase>",
-           "<object>", "<patch_index_0044>", "<patch_index_0863>", "</object>", SP + "warming",
-           SP + "himself", SP + "by", "<phrase>", SP + "a", SP + "fire", "</phrase>", "<object>",
-           "<patch_index_0005>", "<patch_index_0911>", "</object>", ".", "</s>"]
+SNOWMAN = [
+    SP + "An",
+    SP + "image",
+    SP + "of",
+    "<phrase>",
+    SP + "a",
+    SP + "snowman",
+    "</phrase>",
+    "<object>",
+    "<patch_index_0044>",
+    "<patch_index_0863>",
+    "</object>",
+    SP + "warming",
+    SP + "himself",
+    SP + "by",
+    "<phrase>",
+    SP + "a",
+    SP + "fire",
+    "</phrase>",
+    "<object>",
+    "<patch_index_0005>",
+    "<patch_index_0911>",
+    "</object>",
+    ".",
+    "</s>",
+]
 
 
 def hf_entities(pieces):
@@ -58,17 +80,28 @@ def test_confidence_is_geometric_mean_of_the_two_location_probabilities():
 
 
 def test_several_boxes_for_one_phrase():
-    pieces = ["<phrase>", SP + "two", SP + "dogs", "</phrase>", "<object>", "<patch_index_0015>",
-              "<patch_index_1020>", "</delimiter_of_multi_objects/>", "<patch_index_0039>",
-              "<patch_index_0975>", "</object>"]
+    pieces = [
+        "<phrase>",
+        SP + "two",
+        SP + "dogs",
+        "</phrase>",
+        "<object>",
+        "<patch_index_0015>",
+        "<patch_index_1020>",
+        "</delimiter_of_multi_objects/>",
+        "<patch_index_0039>",
+        "<patch_index_0975>",
+        "</object>",
+    ]
     text, entities = ours(pieces)
-    assert entities == [("two dogs", (0, 8), [patch_index_to_coordinate(15, 1020, 32),
-                                              patch_index_to_coordinate(39, 975, 32)])]
+    assert entities == [
+        ("two dogs", (0, 8), [patch_index_to_coordinate(15, 1020, 32), patch_index_to_coordinate(39, 975, 32)])
+    ]
     assert (text, entities) == hf_entities(pieces)
 
 
 def _random_well_formed_stream(rng: random.Random) -> list[str]:
-    words = [SP + w for w in "a the red dog cat on left of image an".split()] + [".", ","]
+    words = [SP + w for w in ["a", "the", "red", "dog", "cat", "on", "left", "of", "image", "an"]] + [".", ","]
     pieces: list[str] = []
     for _ in range(rng.randint(1, 5)):
         pieces += rng.choices(words, k=rng.randint(0, 3))
@@ -96,9 +129,17 @@ def test_agrees_with_transformers_on_well_formed_streams(seed):
 @pytest.mark.parametrize("seed", range(200))
 def test_malformed_streams_never_raise_nor_invert(seed):
     rng = random.Random(seed)
-    vocab = ["<phrase>", "</phrase>", "<object>", "</object>", "</delimiter_of_multi_objects/>",
-             "<grounding>", SP + "a", SP + "dog", "."] + [f"<patch_index_{rng.randrange(1024):04d}>"
-                                                          for _ in range(6)]
+    vocab = [
+        "<phrase>",
+        "</phrase>",
+        "<object>",
+        "</object>",
+        "</delimiter_of_multi_objects/>",
+        "<grounding>",
+        SP + "a",
+        SP + "dog",
+        ".",
+    ] + [f"<patch_index_{rng.randrange(1024):04d}>" for _ in range(6)]
     pieces = rng.choices(vocab, k=rng.randint(0, 40))
     grounded = parse_grounded_pieces(pieces, [rng.random() for _ in pieces])
     for phrase in grounded.phrases:
@@ -113,8 +154,18 @@ def test_reversed_corners_are_swapped_not_inverted():
 
 
 def test_parsing_stops_at_end_of_text_and_drops_phrase_without_object():
-    pieces = ["<phrase>", SP + "a", SP + "cat", "</phrase>", SP + "sits", "</s>", "<object>",
-              "<patch_index_0000>", "<patch_index_0001>", "</object>"]
+    pieces = [
+        "<phrase>",
+        SP + "a",
+        SP + "cat",
+        "</phrase>",
+        SP + "sits",
+        "</s>",
+        "<object>",
+        "<patch_index_0000>",
+        "<patch_index_0001>",
+        "</object>",
+    ]
     grounded = parse_grounded_pieces(pieces, [1.0] * len(pieces))
     assert grounded.text == "a cat sits" and grounded.phrases == ()
 

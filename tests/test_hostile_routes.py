@@ -9,6 +9,7 @@ that reaches it. The last test shuts the keyed server down with its key.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -52,10 +53,16 @@ def marked_png(image: np.ndarray) -> bytes:
 def multipart(files: list[tuple[bytes, bytes]], fields: dict[str, str]) -> tuple[bytes, str]:
     """A multipart body with raw file names (NUL, backslashes and all, unescaped)."""
     boundary = uuid.uuid4().hex
-    parts = [b"--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n"
-             % (boundary.encode(), name.encode(), value.encode()) for name, value in fields.items()]
-    parts += [b"--%s\r\nContent-Disposition: form-data; name=\"files\"; filename=\"%s\"\r\n"
-              b"Content-Type: image/png\r\n\r\n%s\r\n" % (boundary.encode(), name, data) for name, data in files]
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (boundary.encode(), name.encode(), value.encode())
+        for name, value in fields.items()
+    ]
+    parts += [
+        b'--%s\r\nContent-Disposition: form-data; name="files"; filename="%s"\r\n'
+        b"Content-Type: image/png\r\n\r\n%s\r\n" % (boundary.encode(), name, data)
+        for name, data in files
+    ]
     return b"".join(parts) + b"--%s--\r\n" % boundary.encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -104,8 +111,7 @@ def _server(tmp: Path, checkpoint: str, **extra):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     (tmp / "server_tmp").mkdir()
-    env = {**app_env(tmp, checkpoint), "TMPDIR": str(tmp / "server_tmp"), "KOSMOS2_URL_TIMEOUT_S": "2",
-           **extra}
+    env = {**app_env(tmp, checkpoint), "TMPDIR": str(tmp / "server_tmp"), "KOSMOS2_URL_TIMEOUT_S": "2", **extra}
     process = start(server_command(port), env, tmp / "server.log", url)
     return process, url
 
@@ -127,8 +133,7 @@ def keyed_server(tmp_path_factory, tiny_checkpoint, recorder):
     """With KOSMOS2_API_KEY, and the recorder's port allowed for image_url: (process, url, url with key)."""
     tmp = tmp_path_factory.mktemp("keyed")
     port, _ = recorder
-    process, url = _server(tmp, tiny_checkpoint, KOSMOS2_API_KEY=KEY,
-                           KOSMOS2_URL_ALLOWLIST=f"127.0.0.1:{port}")
+    process, url = _server(tmp, tiny_checkpoint, KOSMOS2_API_KEY=KEY, KOSMOS2_URL_ALLOWLIST=f"127.0.0.1:{port}")
     keyed = url.replace("http://", f"http://kosmos:{KEY}@")
     try:
         ModelAPI(url=keyed).load("Kosmos-2", device="cpu")
@@ -168,22 +173,38 @@ def files_holding(marker: bytes, roots: list[Path]) -> list[str]:
 def wait_until_finished(url: str, uuid_: str, headers=None) -> dict:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        progress = requests.post(f"{url}/get_inference_progress", headers=headers,
-                                 json={"state": {"inference_request_uuid": uuid_}}).json()
+        progress = requests.post(
+            f"{url}/get_inference_progress", headers=headers, json={"state": {"inference_request_uuid": uuid_}}
+        ).json()
         if progress["finished"]:
             return progress
         time.sleep(0.1)
     raise TimeoutError(uuid_)
 
 
-UPLOAD_ROUTES = ["/inference_image", "/inference_batch", "/inference_batch_async", "/smart_cache_files",
-                 "/inference_video_async"]
+UPLOAD_ROUTES = [
+    "/inference_image",
+    "/inference_batch",
+    "/inference_batch_async",
+    "/smart_cache_files",
+    "/inference_video_async",
+]
 
 
 def hostile_names(sentinel: Path) -> list[bytes]:
-    return [str(sentinel / "victim.png").encode(), str(sentinel / "new.py").encode(),
-            b"../../../escape.png", b"..\\..\\..\\escape.png", b"%2e%2e%2f%2e%2e%2fescape.png",
-            b"a\x00b.png", b"x" * 4096 + b".png", "ünïcødé/../../ü.png".encode(), b"...", b"..", b""]
+    return [
+        str(sentinel / "victim.png").encode(),
+        str(sentinel / "new.py").encode(),
+        b"../../../escape.png",
+        b"..\\..\\..\\escape.png",
+        b"%2e%2e%2f%2e%2e%2fescape.png",
+        b"a\x00b.png",
+        b"x" * 4096 + b".png",
+        "ünïcødé/../../ü.png".encode(),
+        b"...",
+        b"..",
+        b"",
+    ]
 
 
 def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, tmp_path_factory):
@@ -204,8 +225,13 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
                 uuids.append(response.json()["inference_request_uuid"])
     for uuid_ in uuids:
         assert wait_until_finished(url, uuid_)["exception"] is None
-    assert statuses == {"/inference_image": {200}, "/inference_batch": {200}, "/inference_batch_async": {200},
-                        "/smart_cache_files": {400}, "/inference_video_async": {400}}
+    assert statuses == {
+        "/inference_image": {200},
+        "/inference_batch": {200},
+        "/inference_batch_async": {200},
+        "/smart_cache_files": {400},
+        "/inference_video_async": {400},
+    }
     assert snapshot(roots, own) == before  # nothing written, overwritten or deleted
     assert (sentinel / "victim.png").read_bytes() == b"the victim's own bytes"
     assert files_holding(MARKER.encode(), [*own[:3], sentinel, tmp_path_factory.getbasetemp(), Path("/tmp")]) == []
@@ -222,8 +248,11 @@ def test_the_same_file_name_from_concurrent_clients_gets_each_its_own_answer(ope
         folder = tmp_path / name
         folder.mkdir()
         (folder / "same.png").write_bytes(data)
-        response = requests.post(f"{url}/inference_image", files={"files": ("same.png", data, "image/png")},
-                                 data={"settings": json.dumps({"settings": SETTINGS})})
+        response = requests.post(
+            f"{url}/inference_image",
+            files={"files": ("same.png", data, "image/png")},
+            data={"settings": json.dumps({"settings": SETTINGS})},
+        )
         alone[name] = canonical(response.json()["annotation"])
     assert alone["a"] != alone["b"]
 
@@ -235,8 +264,9 @@ def test_the_same_file_name_from_concurrent_clients_gets_each_its_own_answer(ope
             [prediction] = ModelAPI(url=url).predict(input=str(tmp_path / names[0] / "same.png"), **SETTINGS)
             return [(names[0], canonical(prediction.annotation.to_json()))]
         files = [("files", ("same.png", images[name], "image/png")) for name in names]
-        response = requests.post(f"{url}/inference_{route}", files=files,
-                                 data={"settings": json.dumps({"settings": SETTINGS})}, timeout=120)
+        response = requests.post(
+            f"{url}/inference_{route}", files=files, data={"settings": json.dumps({"settings": SETTINGS})}, timeout=120
+        )
         assert response.status_code == 200, response.text
         results = response.json() if route == "batch" else [response.json()]
         return [(name, canonical(result["annotation"])) for name, result in zip(names, results)]
@@ -256,12 +286,21 @@ def test_no_request_reaches_an_address_the_operator_did_not_allow(open_server, r
         response = requests.post(f"{url}/inference_image_url", json={"state": {"image_url": image_url}})
         assert response.status_code == 400 and "loopback address" in response.json()["message"]
     foreign = {"server_address": here, "api_token": CLIENT_TOKEN}
-    attempts = [("/get_session_info", {**foreign, "state": {}}),
-                ("/inference_image_id", {**foreign, "state": {"image_id": 1}}),
-                ("/describe_regions", {**foreign, "state": {"image_id": 1}}),
-                ("/smart_cache", {"state": {**foreign, "image_ids": [1]}}),
-                ("/deploy_from_api", {"state": {"model_name": "Kosmos-2", "deploy_params": {
-                    "model_files": {"checkpoint": f"{here}/weights.bin"}}}})]
+    attempts = [
+        ("/get_session_info", {**foreign, "state": {}}),
+        ("/inference_image_id", {**foreign, "state": {"image_id": 1}}),
+        ("/describe_regions", {**foreign, "state": {"image_id": 1}}),
+        ("/smart_cache", {"state": {**foreign, "image_ids": [1]}}),
+        (
+            "/deploy_from_api",
+            {
+                "state": {
+                    "model_name": "Kosmos-2",
+                    "deploy_params": {"model_files": {"checkpoint": f"{here}/weights.bin"}},
+                }
+            },
+        ),
+    ]
     for route, body in attempts:
         response = requests.post(f"{url}{route}", json=body)
         assert response.status_code == 400, (route, response.text)
@@ -274,31 +313,43 @@ def test_an_allowed_url_is_served_and_slow_urls_do_not_starve_inference(keyed_se
     _, _, keyed = keyed_server
     port, seen = recorder
     seen.clear()
-    fetched = requests.post(f"{keyed}/inference_image_url",
-                            json={"state": {"image_url": f"http://127.0.0.1:{port}/img.png", "settings": SETTINGS}})
+    fetched = requests.post(
+        f"{keyed}/inference_image_url",
+        json={"state": {"image_url": f"http://127.0.0.1:{port}/img.png", "settings": SETTINGS}},
+    )
     assert fetched.status_code == 200, fetched.text
-    uploaded = requests.post(f"{keyed}/inference_image", files={"files": ("x.png", Recorder.image, "image/png")},
-                             data={"settings": json.dumps({"settings": SETTINGS})})
+    uploaded = requests.post(
+        f"{keyed}/inference_image",
+        files={"files": ("x.png", Recorder.image, "image/png")},
+        data={"settings": json.dumps({"settings": SETTINGS})},
+    )
     assert canonical(fetched.json()["annotation"]) == canonical(uploaded.json()["annotation"])
     assert seen == [("GET", "/img.png")]
-    hop = requests.post(f"{keyed}/inference_image_url",
-                        json={"state": {"image_url": f"http://127.0.0.1:{port}/to-other-loopback"}})
+    hop = requests.post(
+        f"{keyed}/inference_image_url", json={"state": {"image_url": f"http://127.0.0.1:{port}/to-other-loopback"}}
+    )
     assert hop.status_code == 400 and "'127.0.0.2'" in hop.json()["message"]  # the redirect is checked too
     started = time.monotonic()
-    slow = requests.post(f"{keyed}/inference_image_url", json={"state": {"image_url": f"http://127.0.0.1:{port}/sleep"}})
+    slow = requests.post(
+        f"{keyed}/inference_image_url", json={"state": {"image_url": f"http://127.0.0.1:{port}/sleep"}}
+    )
     assert slow.status_code == 400 and "did not answer within 2 s" in slow.json()["message"]
     assert time.monotonic() - started < 6
 
     def sleepy(_):
-        return requests.post(f"{keyed}/inference_image_url", timeout=60,
-                             json={"state": {"image_url": f"http://127.0.0.1:{port}/sleep"}}).status_code
+        return requests.post(
+            f"{keyed}/inference_image_url", timeout=60, json={"state": {"image_url": f"http://127.0.0.1:{port}/sleep"}}
+        ).status_code
 
     with ThreadPoolExecutor(40) as pool:
         in_flight = pool.map(sleepy, range(40))
         time.sleep(0.5)
         started = time.monotonic()
-        normal = requests.post(f"{keyed}/inference_image", files={"files": ("x.png", Recorder.image, "image/png")},
-                               data={"settings": json.dumps({"settings": SETTINGS})})
+        normal = requests.post(
+            f"{keyed}/inference_image",
+            files={"files": ("x.png", Recorder.image, "image/png")},
+            data={"settings": json.dumps({"settings": SETTINGS})},
+        )
         took = time.monotonic() - started
         codes = list(in_flight)
     assert normal.status_code == 200 and took < 2, took
@@ -317,8 +368,12 @@ BAD_DEPLOYS = [
 def _still_serving(url: str, info_before: dict, headers=None) -> None:
     assert requests.get(f"{url}/is_ready").status_code == 200
     assert requests.post(f"{url}/get_deploy_info", json={}, headers=headers).json() == info_before
-    response = requests.post(f"{url}/inference_image", headers=headers, data={"settings": "{}"},
-                             files={"files": ("x.png", Recorder.image or marked_png(scene(*SCENE_CASES[0])[0]))})
+    response = requests.post(
+        f"{url}/inference_image",
+        headers=headers,
+        data={"settings": "{}"},
+        files={"files": ("x.png", Recorder.image or marked_png(scene(*SCENE_CASES[0])[0]))},
+    )
     assert response.status_code == 200 and response.json()["annotation"]["objects"]
 
 
@@ -362,19 +417,27 @@ def test_with_a_key_every_route_but_health_needs_it_and_serving_goes_on(keyed_se
 
 
 MALFORMED = [
-    ("/deploy_from_api", {"json": [1, 2]}), ("/deploy_from_api", {"json": "x"}),
-    ("/deploy_from_api", {"json": {"state": None}}), ("/deploy_from_api", {"json": {}}),
-    ("/deploy_from_api", {"data": b'{"state": {}}'}), ("/deploy_from_api", {"data": b""}),
-    ("/inference_image_url", {"json": {"state": {"image_url": 5}}}), ("/inference_image_url", {"json": {}}),
+    ("/deploy_from_api", {"json": [1, 2]}),
+    ("/deploy_from_api", {"json": "x"}),
+    ("/deploy_from_api", {"json": {"state": None}}),
+    ("/deploy_from_api", {"json": {}}),
+    ("/deploy_from_api", {"data": b'{"state": {}}'}),
+    ("/deploy_from_api", {"data": b""}),
+    ("/inference_image_url", {"json": {"state": {"image_url": 5}}}),
+    ("/inference_image_url", {"json": {}}),
     ("/inference_image_url", {"json": {"state": {"image_url": "http://x/", "settings": "abc"}}}),
-    ("/visual_question_answering", {"json": {"state": None}}), ("/visual_question_answering", {"json": [1]}),
+    ("/visual_question_answering", {"json": {"state": None}}),
+    ("/visual_question_answering", {"json": [1]}),
     ("/describe_regions", {"json": {"state": {"image_base64": "not base64!"}}}),
-    ("/get_inference_progress", {"json": {"state": None}}), ("/get_inference_progress", {"json": ["x"]}),
+    ("/get_inference_progress", {"json": {"state": None}}),
+    ("/get_inference_progress", {"json": ["x"]}),
     ("/get_inference_progress", {"json": {"state": {"inference_request_uuid": "nope"}}}),
     ("/pop_inference_results", {"json": {"state": {"inference_request_uuid": "nope"}}}),
     ("/inference_image", {"form": {"settings": '{"settings": "abc"}'}}),
-    ("/inference_image", {"form": {"settings": "[1]"}}), ("/inference_image", {"form": {"settings": "not json"}}),
-    ("/inference_image", {"form": {"state": '"x"'}}), ("/inference_image", {"form": {}, "no_file": True}),
+    ("/inference_image", {"form": {"settings": "[1]"}}),
+    ("/inference_image", {"form": {"settings": "not json"}}),
+    ("/inference_image", {"form": {"state": '"x"'}}),
+    ("/inference_image", {"form": {}, "no_file": True}),
     ("/inference_batch", {"form": {"settings": '{"settings": [1]}'}}),
     ("/inference_batch", {"form": {"state": '{"batch_size": 100000}'}}),
     ("/inference_batch", {"form": {"state": '{"batch_size": "many"}'}}),
@@ -404,12 +467,22 @@ def test_logs_hold_no_token_no_url_password_and_no_whole_body(open_server, monke
     [prediction] = ModelAPI(url=url).predict(input=str(tmp_path / "a.png"), max_new_tokens=4)
     assert prediction.annotation is not None
     in_form = json.dumps({"settings": {"max_new_tokens": 4}, "api_token": CLIENT_TOKEN})
-    response = requests.post(f"{url}/inference_image", data={"settings": in_form},
-                             files={"files": ("a.png", (tmp_path / "a.png").read_bytes(), "image/png")})
+    response = requests.post(
+        f"{url}/inference_image",
+        data={"settings": in_form},
+        files={"files": ("a.png", (tmp_path / "a.png").read_bytes(), "image/png")},
+    )
     assert response.status_code == 200, response.text
-    body = {"state": {"settings": {"max_new_tokens": 4}, "api_token": CLIENT_TOKEN,
-                      "image_url": "https://alice:hunter2-password@example.com/a.png", "blob": "Z" * 5_000_000},
-            "api_token": CLIENT_TOKEN, "context": {"apiToken": CLIENT_TOKEN}}
+    body = {
+        "state": {
+            "settings": {"max_new_tokens": 4},
+            "api_token": CLIENT_TOKEN,
+            "image_url": "https://alice:hunter2-password@example.com/a.png",
+            "blob": "Z" * 5_000_000,
+        },
+        "api_token": CLIENT_TOKEN,
+        "context": {"apiToken": CLIENT_TOKEN},
+    }
     assert requests.post(f"{url}/get_inference_progress", json=body).status_code == 400
     time.sleep(0.5)
     text = (tmp / "server.log").read_text()
@@ -423,9 +496,7 @@ def test_the_key_stops_the_server_through_sly_shutdown(keyed_server):
     """Last, since it ends the keyed server: /sly/shutdown with the key is what an operator uses."""
     process, url, keyed = keyed_server
     assert requests.post(f"{url}/sly/shutdown").status_code == 401 and process.poll() is None
-    try:
+    with contextlib.suppress(requests.ConnectionError):  # it may close the connection as it stops
         requests.post(f"{keyed}/sly/shutdown", timeout=10)
-    except requests.ConnectionError:
-        pass  # the server may close the connection as it stops
     process.wait(timeout=30)
     assert process.returncode is not None

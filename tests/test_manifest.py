@@ -10,10 +10,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pins() -> dict[str, str]:
-    lines = [l.strip() for l in (REPO / "requirements.txt").read_text().splitlines()]
-    lines = [l for l in lines if l and not l.startswith("#")]
-    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", l) for l in lines), "every line pinned with =="
-    return {l.split("==")[0].lower(): l.split("==")[1] for l in lines}
+    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[^=\s]+", line) for line in lines), "every line pinned with =="
+    return {line.split("==")[0].lower(): line.split("==")[1] for line in lines}
 
 
 def test_requirements_pin_the_stack():
@@ -41,7 +41,11 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
 def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
     rows = json.loads((REPO / "src" / "models.json").read_text())
     assert [row["meta"]["model_name"] for row in rows] == [
-        "Kosmos-2", "Kosmos-2 OpenVINO int8", "Kosmos-2 OpenVINO int4", "Kosmos-2 OpenVINO fp32"]
+        "Kosmos-2",
+        "Kosmos-2 OpenVINO int8",
+        "Kosmos-2 OpenVINO int4",
+        "Kosmos-2 OpenVINO fp32",
+    ]
     assert [row["meta"]["backend"] for row in rows] == ["pytorch", "openvino-int8", "openvino-int4", "openvino-fp32"]
     for row in rows:
         assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
@@ -60,8 +64,14 @@ def test_publish_pushes_the_image_config_json_names(tmp_path):
     import subprocess
 
     image = json.loads((REPO / "config.json").read_text())["docker_image"]
-    result = subprocess.run(["bash", "docker/publish.sh"], cwd=REPO, env={"DRY_RUN": "1", "PATH": "/usr/bin:/bin"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "docker/publish.sh"],
+        cwd=REPO,
+        env={"DRY_RUN": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert f"+ docker build -f docker/Dockerfile --build-arg OPENVINO_WEIGHTS=int8 -t {image} ." in result.stdout
     assert f"+ docker push {image}" in result.stdout
@@ -75,8 +85,13 @@ def test_a_failed_weight_download_fails_the_build(tmp_path):
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run([sys.executable, "docker/download_weights.py", "microsoft/kosmos-2-patch14-224",
-                             str(tmp_path / "weights")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "docker/download_weights.py", "microsoft/kosmos-2-patch14-224", str(tmp_path / "weights")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0 and "Traceback" in result.stderr
     assert not list((tmp_path / "weights").glob("*.safetensors"))

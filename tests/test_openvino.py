@@ -16,12 +16,13 @@ from kosmos2_engine import Kosmos2Engine, policy_from_settings
 from kosmos2_engine.decoder import StaticDecoder
 from kosmos2_engine.grounding import GRID
 from kosmos2_engine.openvino.engine import OpenVINOEngine
-from kosmos2_engine.openvino.export import INFO_FILE, cached_ir, export_openvino, ir_folder
+from kosmos2_engine.openvino.export import cached_ir, export_openvino, ir_folder
 from kosmos2_engine.prompts import encode_prompt
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 
 EVERY_TASK = [
-    {}, {"task": "detailed_caption"},
+    {},
+    {"task": "detailed_caption"},
     {"task": "phrase_grounding", "phrases": "circle. square. triangle"},
     {"task": "referring_expression", "expression": "the red circle"},
     {"task": "referring_expression", "expression": "the blue square", "top_k": 3},
@@ -32,11 +33,9 @@ EVERY_TASK = [
 
 
 @pytest.fixture(scope="module")
-def checkpoint_copy(tmp_path_factory, tiny_checkpoint):
-    """The tiny checkpoint copied where its IR may be written beside it."""
-    folder = tmp_path_factory.mktemp("ov") / "tiny"
-    shutil.copytree(tiny_checkpoint, folder)
-    return folder
+def checkpoint_copy(openvino_checkpoint):
+    """The tiny checkpoint with its int8 and fp32 IR beside it (exported once per session)."""
+    return openvino_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -60,35 +59,45 @@ def ov_int8(checkpoint_copy):
 
 
 def test_the_fp32_ir_decodes_the_torch_decoders_tokens(torch_engine, ov_fp32, images):
-    prompts = [encode_prompt(torch_engine.tokenizer, text) for text in
-               ["<grounding>An image of", "<grounding><phrase> the blue circle</phrase>",
-                "<grounding> Question: What colour is the square? Answer:", "<grounding> Describe this image in detail:"]]
+    prompts = [
+        encode_prompt(torch_engine.tokenizer, text)
+        for text in [
+            "<grounding>An image of",
+            "<grounding><phrase> the blue circle</phrase>",
+            "<grounding> Question: What colour is the square? Answer:",
+            "<grounding> Describe this image in detail:",
+        ]
+    ]
     prompts = [prompts[i % len(prompts)] for i in range(len(images))]  # mixed lengths: left padding
     stops = [torch_engine.tokenizer.eos_token_id]
     expected = StaticDecoder(torch_engine.model).decode(torch_engine.encode_images(images), prompts, 24, stops)
     got = ov_fp32.decoder.decode(ov_fp32.encode_images(images), prompts, 24, stops)
     width = expected.tokens.shape[1]  # the torch loop checks stops every 8 steps, ours every step
-    assert got.tokens.tolist() == expected.tokens[:, :got.tokens.shape[1]].tolist() and got.tokens.shape[1] <= width
-    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, :got.tokens.shape[1]], atol=1e-4)
+    assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist() and got.tokens.shape[1] <= width
+    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
 
 
-def test_prompts_sharing_an_image_run_its_prefix_once_and_decode_the_same(torch_engine, ov_fp32, images,
-                                                                          monkeypatch):
-    texts = ["<grounding><phrase> the circle</phrase>", "<grounding><phrase> a square</phrase>",
-             "<grounding> Question: What colour is the triangle? Answer:"]
+def test_prompts_sharing_an_image_run_its_prefix_once_and_decode_the_same(torch_engine, ov_fp32, images, monkeypatch):
+    texts = [
+        "<grounding><phrase> the circle</phrase>",
+        "<grounding><phrase> a square</phrase>",
+        "<grounding> Question: What colour is the triangle? Answer:",
+    ]
     prompts = [encode_prompt(torch_engine.tokenizer, text) for text in texts] * 3
     rows = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     stops = [torch_engine.tokenizer.eos_token_id]
-    expected = StaticDecoder(torch_engine.model).decode(torch_engine.encode_images(images[:3]), prompts, 16,
-                                                        stops, image_rows=rows)
+    expected = StaticDecoder(torch_engine.model).decode(
+        torch_engine.encode_images(images[:3]), prompts, 16, stops, image_rows=rows
+    )
     prefix_runs = []
     shared = ov_fp32.decoder._prefill_sharing_prefixes
-    monkeypatch.setattr(ov_fp32.decoder, "_prefill_sharing_prefixes",
-                        lambda *args: prefix_runs.append(args[2]) or shared(*args))
+    monkeypatch.setattr(
+        ov_fp32.decoder, "_prefill_sharing_prefixes", lambda *args: prefix_runs.append(args[2]) or shared(*args)
+    )
     got = ov_fp32.decoder.decode(ov_fp32.encode_images(images[:3]), prompts, 16, stops, image_rows=rows)
     assert prefix_runs == [rows]
-    assert got.tokens.tolist() == expected.tokens[:, :got.tokens.shape[1]].tolist()
-    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, :got.tokens.shape[1]], atol=1e-4)
+    assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist()
+    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
 
 
 @pytest.mark.parametrize("settings", EVERY_TASK, ids=lambda s: s.get("task", "caption") + str(s.get("top_k", "")))
@@ -109,6 +118,7 @@ def test_the_int8_ir_gives_the_same_phrases_and_boxes_within_one_bin(torch_engin
             assert max(abs(a - b) for a, b in zip(box.xyxy, reference.xyxy)) <= 1 / GRID + 1e-9
 
 
+@pytest.mark.slow
 def test_an_export_is_reused_and_a_changed_checkpoint_is_noticed(tiny_checkpoint, tmp_path):
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_checkpoint, folder)
@@ -152,7 +162,13 @@ def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
         OpenVINOEngine.load(str(folder), "int2")
 
 
+@pytest.mark.slow
 def test_the_export_command_says_what_to_do_when_weights_are_absent(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "kosmos2_engine.openvino.export", str(tmp_path / "nothing")],
-                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": "src"})
+    result = subprocess.run(
+        [sys.executable, "-m", "kosmos2_engine.openvino.export", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr

@@ -5,7 +5,6 @@ backend. The tiny checkpoint is copied first, so that its IR is written beside t
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -23,25 +22,35 @@ OPENVINO_INT8 = "Kosmos-2 OpenVINO int8"
 
 
 @pytest.fixture(scope="module")
-def checkpoint_copy(tmp_path_factory, tiny_checkpoint) -> str:
-    folder = tmp_path_factory.mktemp("ov-app") / "tiny"
-    shutil.copytree(tiny_checkpoint, folder)
-    return str(folder)
+def checkpoint_copy(openvino_checkpoint) -> str:
+    """The tiny checkpoint with its int8 and fp32 IR beside it (exported once per session)."""
+    return openvino_checkpoint
 
 
 def _deploy(client, model_name: str, device: str = "cpu"):
-    return client.post("/deploy_from_api", json={"state": {
-        "deploy_params": {"model_source": "Pretrained models", "device": device}, "model_name": model_name}})
+    return client.post(
+        "/deploy_from_api",
+        json={
+            "state": {
+                "deploy_params": {"model_source": "Pretrained models", "device": device},
+                "model_name": model_name,
+            }
+        },
+    )
 
 
+@pytest.mark.slow  # exports the int4 IR
 def test_each_openvino_row_deploys_and_serves(tmp_path, checkpoint_copy):
     image, drawn = scene(*SCENE_CASES[1])
     with app_environment(tmp_path, checkpoint_copy):
         model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
         model.serve()
         client = client_for(model)
-        for name, precision in (("Kosmos-2 OpenVINO fp32", "FP32"), (OPENVINO_INT8, "INT8"),
-                                ("Kosmos-2 OpenVINO int4", "INT8")):
+        for name, precision in (
+            ("Kosmos-2 OpenVINO fp32", "FP32"),
+            (OPENVINO_INT8, "INT8"),
+            ("Kosmos-2 OpenVINO int4", "INT8"),
+        ):
             assert _deploy(client, name).status_code == 200
             info = client.post("/get_deploy_info", json={}).json()
             assert info["model_precision"] == precision and info["device"] == "cpu"
@@ -77,8 +86,9 @@ def test_model_api_deploys_the_int8_row_on_the_real_server(tmp_path, checkpoint_
         for path, drawn in scene_files:
             [label] = client.inference_image_path(str(path)).labels
             assert label.obj_class.name == drawn.phrase
-        [prediction] = ModelAPI(url=url).predict(input=str(scene_files[0][0]), task="phrase_grounding",
-                                                 phrases="circle")
+        [prediction] = ModelAPI(url=url).predict(
+            input=str(scene_files[0][0]), task="phrase_grounding", phrases="circle"
+        )
         assert [label.obj_class.name for label in prediction.annotation.labels] == ["circle"]
         assert requests.post(f"{url}/get_session_info", json={}).json()["backend"] == "openvino-int8"
     finally:
@@ -89,9 +99,24 @@ def test_model_api_deploys_the_int8_row_on_the_real_server(tmp_path, checkpoint_
 def test_cli_predict_with_the_int8_row(tmp_path, checkpoint_copy, scene_files):  # noqa: F811
     folder = scene_files[0][0].parent
     result = subprocess.run(
-        [sys.executable, "src/main.py", "predict", str(folder), "--model", OPENVINO_INT8, "--device", "cpu",
-         "--output", str(tmp_path / "out")],
-        cwd=REPO, env=app_env(tmp_path, checkpoint_copy), capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "src/main.py",
+            "predict",
+            str(folder),
+            "--model",
+            OPENVINO_INT8,
+            "--device",
+            "cpu",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        env=app_env(tmp_path, checkpoint_copy),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for path, drawn in scene_files:
         [rect] = rectangles(json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text()))

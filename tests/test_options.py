@@ -40,8 +40,17 @@ def test_environment_overrides(monkeypatch):
     assert ServingOptions.from_environment("cuda") == ServingOptions(8, 0.0, False)
 
 
-@pytest.mark.parametrize("name,value", [(MAX_BATCH_ENV, "0"), (MAX_BATCH_ENV, "many"), (MAX_BATCH_ENV, "257"),
-                                        (BATCH_WAIT_ENV, "-1"), (BATCH_WAIT_ENV, "1.5"), (COMPILE_ENV, "yes")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        (MAX_BATCH_ENV, "0"),
+        (MAX_BATCH_ENV, "many"),
+        (MAX_BATCH_ENV, "257"),
+        (BATCH_WAIT_ENV, "-1"),
+        (BATCH_WAIT_ENV, "1.5"),
+        (COMPILE_ENV, "yes"),
+    ],
+)
 def test_bad_values_name_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):
@@ -71,8 +80,9 @@ def test_listen_address_is_loopback_unless_told(monkeypatch):
     assert listen_address() == ("0.0.0.0", 9000)
 
 
-@pytest.mark.parametrize("name,value", [(HOST_ENV, "http://x/"), (HOST_ENV, "a b"), (PORT_ENV, "0"),
-                                        (PORT_ENV, "65536"), (PORT_ENV, "http")])
+@pytest.mark.parametrize(
+    "name,value", [(HOST_ENV, "http://x/"), (HOST_ENV, "a b"), (PORT_ENV, "0"), (PORT_ENV, "65536"), (PORT_ENV, "http")]
+)
 def test_bad_listen_address_names_the_variable(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=name):

@@ -26,16 +26,23 @@ CLIENT_TOKEN = "CLIENT-SECRET-93be27"
 KEY = "k" * 24
 
 
-@pytest.mark.parametrize("value,expected", [
-    ('{"settings": {"max_new_tokens": 4}, "api_token": "abc123"}',
-     '{"settings": {"max_new_tokens": 4}, "api_token": "***"}'),
-    ({"state": {"apiToken": "x"}, "items": [{"x-api-key": "y", "n": 1}]},
-     {"state": {"apiToken": REDACTED}, "items": [{"x-api-key": REDACTED, "n": 1}]}),
-    ("GET /x?api_token=abc&page=2", "GET /x?api_token=***&page=2"),
-    ("max_new_token=5 max_new_tokens: 7", "max_new_token=5 max_new_tokens: 7"),
-    ("fetching https://alice:s3cret@example.com/a.png now", "fetching https://***@example.com/a.png now"),
-    ({"image_url": "http://u:p@h/x"}, {"image_url": "http://***@h/x"}),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (
+            '{"settings": {"max_new_tokens": 4}, "api_token": "abc123"}',
+            '{"settings": {"max_new_tokens": 4}, "api_token": "***"}',
+        ),
+        (
+            {"state": {"apiToken": "x"}, "items": [{"x-api-key": "y", "n": 1}]},
+            {"state": {"apiToken": REDACTED}, "items": [{"x-api-key": REDACTED, "n": 1}]},
+        ),
+        ("GET /x?api_token=abc&page=2", "GET /x?api_token=***&page=2"),
+        ("max_new_token=5 max_new_tokens: 7", "max_new_token=5 max_new_tokens: 7"),
+        ("fetching https://alice:s3cret@example.com/a.png now", "fetching https://***@example.com/a.png now"),
+        ({"image_url": "http://u:p@h/x"}, {"image_url": "http://***@h/x"}),
+    ],
+)
 def test_tidy_replaces_secrets_and_nothing_else(value, expected):
     assert tidy(value) == expected
 
@@ -92,12 +99,19 @@ def loopback_site():
     server.shutdown()
 
 
-@pytest.mark.parametrize("url,kind", [
-    ("http://127.0.0.1:{port}/a.png", "loopback"), ("http://localhost:{port}/a.png", "loopback"),
-    ("http://[::1]:{port}/a.png", "loopback"), ("http://169.254.169.254/latest/meta-data/", "link-local"),
-    ("http://10.1.2.3/x.png", "private"), ("http://192.168.0.1/x.png", "private"),
-    ("http://[::ffff:127.0.0.1]:{port}/a.png", "loopback"), ("http://0.0.0.0:{port}/a.png", "private"),
-])
+@pytest.mark.parametrize(
+    "url,kind",
+    [
+        ("http://127.0.0.1:{port}/a.png", "loopback"),
+        ("http://localhost:{port}/a.png", "loopback"),
+        ("http://[::1]:{port}/a.png", "loopback"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.1.2.3/x.png", "private"),
+        ("http://192.168.0.1/x.png", "private"),
+        ("http://[::ffff:127.0.0.1]:{port}/a.png", "loopback"),
+        ("http://0.0.0.0:{port}/a.png", "private"),
+    ],
+)
 def test_non_public_addresses_are_refused_before_any_connection(loopback_site, url, kind):
     port, seen = loopback_site
     before = len(seen)
@@ -165,8 +179,9 @@ def _guarded(policy: AccessPolicy, widgets=()):
 
     async def echo(request: Request):
         body = await request.body()
-        return JSONResponse({"path": request.url.path, "body": body.decode(),
-                             "type": request.headers.get("content-type")})
+        return JSONResponse(
+            {"path": request.url.path, "body": body.decode(), "type": request.headers.get("content-type")}
+        )
 
     app = Starlette()
     app.add_route("/{path:path}", echo, methods=["GET", "POST"])
@@ -196,6 +211,7 @@ def test_without_a_key_control_routes_are_for_loopback_callers_and_shutdown_for_
     assert local.post("/sly/shutdown").status_code == 403
     assert local.post("/deploy_from_api", json={}).status_code == 200  # the test client is local
     from starlette.testclient import TestClient
+
     remote = TestClient(local.app, client=("10.0.0.7", 5000))
     for path in ("/deploy_from_api", "/freeze_model", "/ButtonAutoIdX/button_clicked_cb", "/sly/shutdown"):
         assert remote.post(path, json={}).status_code == 403, path
@@ -204,8 +220,18 @@ def test_without_a_key_control_routes_are_for_loopback_callers_and_shutdown_for_
     assert platform.post("/deploy_from_api", json={}).status_code == 200  # through the platform's proxy
 
 
-@pytest.mark.parametrize("path", ["/debug", "/docs", "/sly/docs", "/sly/openapi.json", "/sly/css/__init__.py",
-                                  "/sly/css/app/fastapi/subapp.py", "/sly/css/app/widgets/card/template.html"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/debug",
+        "/docs",
+        "/sly/docs",
+        "/sly/openapi.json",
+        "/sly/css/__init__.py",
+        "/sly/css/app/fastapi/subapp.py",
+        "/sly/css/app/widgets/card/template.html",
+    ],
+)
 def test_routes_nobody_needs_are_gone(path):
     client = _guarded(AccessPolicy())
     assert client.post(path).status_code == 404 and client.get(path).status_code == 404
@@ -213,13 +239,19 @@ def test_routes_nobody_needs_are_gone(path):
     assert _guarded(AccessPolicy(debug_route=True)).post("/debug").status_code == 200
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"[1, 2]", "must be a JSON object"), (b'"state"', "must be a JSON object"),
-    (b'{"state": [1]}', "'state' must be a JSON object"), (b'{"context": "x"}', "'context' must be"),
-    (b'{"state": {"x": "\xff"}}', "not UTF-8 JSON"), (b"{", "not UTF-8 JSON"),
-    (b'{"server_address": "http://127.0.0.1:1", "api_token": "t"}', "'server_address' must be"),
-    (b'{"state": {"server_address": "https://evil.example", "api_token": "t"}}', "'state.server_address' must be"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"state"', "must be a JSON object"),
+        (b'{"state": [1]}', "'state' must be a JSON object"),
+        (b'{"context": "x"}', "'context' must be"),
+        (b'{"state": {"x": "\xff"}}', "not UTF-8 JSON"),
+        (b"{", "not UTF-8 JSON"),
+        (b'{"server_address": "http://127.0.0.1:1", "api_token": "t"}', "'server_address' must be"),
+        (b'{"state": {"server_address": "https://evil.example", "api_token": "t"}}', "'state.server_address' must be"),
+    ],
+)
 def test_json_bodies_of_the_wrong_shape_are_400s_that_say_so(body, message):
     client = _guarded(AccessPolicy(server_address="https://app.supervisely.com"))
     for headers in ({"Content-Type": "application/json"}, {}):
@@ -245,34 +277,60 @@ def test_session_info_keeps_the_server_token_away_from_the_platform():
     assert _guarded(AccessPolicy(production=True)).post("/sly/session-info").json()["path"] == "/sly/session-info"
 
 
-ROWS = [{"meta": {"model_name": "Kosmos-2", "backend": "pytorch",
-                  "model_files": {"checkpoint": "microsoft/kosmos-2-patch14-224"}}},
-        {"meta": {"model_name": "Kosmos-2 OpenVINO int8", "backend": "openvino-int8",
-                  "model_files": {"checkpoint": "microsoft/kosmos-2-patch14-224"}}}]
+ROWS = [
+    {
+        "meta": {
+            "model_name": "Kosmos-2",
+            "backend": "pytorch",
+            "model_files": {"checkpoint": "microsoft/kosmos-2-patch14-224"},
+        }
+    },
+    {
+        "meta": {
+            "model_name": "Kosmos-2 OpenVINO int8",
+            "backend": "openvino-int8",
+            "model_files": {"checkpoint": "microsoft/kosmos-2-patch14-224"},
+        }
+    },
+]
 
 
-@pytest.mark.parametrize("state,field", [
-    (None, "deploy_params"), ({}, "deploy_params"), ({"deploy_params": "cpu"}, "deploy_params"),
-    ({"deploy_params": {}, "model_name": "Kosmos-9"}, "model_name"),
-    ({"deploy_params": {}}, "model_name"),
-    ({"deploy_params": {"model_source": "Custom models"}, "model_name": "Kosmos-2"}, "model_source"),
-    ({"deploy_params": {"device": "cuda:7"}, "model_name": "Kosmos-2"}, "device"),
-    ({"deploy_params": {"device": "tpu"}, "model_name": "Kosmos-2"}, "device"),
-    ({"deploy_params": {"device": 3}, "model_name": "Kosmos-2"}, "device"),
-    ({"deploy_params": {"device": "cuda"}, "model_name": "Kosmos-2 OpenVINO int8"}, "device"),
-    ({"deploy_params": {"runtime": "TensorRT"}, "model_name": "Kosmos-2"}, "runtime"),
-    ({"deploy_params": {"model_files": {"checkpoint": "/etc"}}, "model_name": "Kosmos-2"}, "model_files"),
-])
+@pytest.mark.parametrize(
+    "state,field",
+    [
+        (None, "deploy_params"),
+        ({}, "deploy_params"),
+        ({"deploy_params": "cpu"}, "deploy_params"),
+        ({"deploy_params": {}, "model_name": "Kosmos-9"}, "model_name"),
+        ({"deploy_params": {}}, "model_name"),
+        ({"deploy_params": {"model_source": "Custom models"}, "model_name": "Kosmos-2"}, "model_source"),
+        ({"deploy_params": {"device": "cuda:7"}, "model_name": "Kosmos-2"}, "device"),
+        ({"deploy_params": {"device": "tpu"}, "model_name": "Kosmos-2"}, "device"),
+        ({"deploy_params": {"device": 3}, "model_name": "Kosmos-2"}, "device"),
+        ({"deploy_params": {"device": "cuda"}, "model_name": "Kosmos-2 OpenVINO int8"}, "device"),
+        ({"deploy_params": {"runtime": "TensorRT"}, "model_name": "Kosmos-2"}, "runtime"),
+        ({"deploy_params": {"model_files": {"checkpoint": "/etc"}}, "model_name": "Kosmos-2"}, "model_files"),
+    ],
+)
 def test_a_deploy_request_is_checked_before_anything_is_touched(state, field):
     from fastapi import HTTPException
+
     with pytest.raises(HTTPException) as refused:
         plan_deploy(state, ROWS)
     assert refused.value.status_code == 400 and field in refused.value.detail
 
 
 def test_a_deploy_request_as_model_api_sends_it_is_planned():
-    state = {"deploy_params": {"model_files": {}, "model_source": "Pretrained models", "model_info": {},
-                               "device": "cpu", "runtime": None}, "model_name": "kosmos-2 openvino INT8"}
+    state = {
+        "deploy_params": {
+            "model_files": {},
+            "model_source": "Pretrained models",
+            "model_info": {},
+            "device": "cpu",
+            "runtime": None,
+        },
+        "model_name": "kosmos-2 openvino INT8",
+    }
     plan = plan_deploy(state, ROWS)
     assert (plan.model_name, plan.device, plan.runtime) == ("Kosmos-2 OpenVINO int8", "cpu", "PyTorch")
 

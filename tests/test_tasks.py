@@ -33,8 +33,8 @@ def vision_calls(engine):
     """Counts the images the vision tower sees: a list of batch sizes, one entry per call."""
     calls: list[int] = []
     hook = engine.model.vision_model.register_forward_hook(
-        lambda module, args, kwargs, output: calls.append(kwargs["pixel_values"].shape[0]),
-        with_kwargs=True)
+        lambda module, args, kwargs, output: calls.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
     try:
         yield calls
     finally:
@@ -85,8 +85,7 @@ def test_referring_expression_by_side_and_its_top_k(engine):
     image, (left, right) = two_shapes(*TWO_SHAPE_CASES[1])
     [best] = run_one(engine, image, task="referring_expression", expression="the shape on the right").boxes
     assert iou(best.xyxy, right.xyxy) >= 0.5 and iou(best.xyxy, left.xyxy) < 0.2
-    ranked = run_one(engine, image, task="referring_expression", expression="the shape on the right",
-                     top_k=4).boxes
+    ranked = run_one(engine, image, task="referring_expression", expression="the shape on the right", top_k=4).boxes
     assert len(ranked) == 4 and {box.name for box in ranked} == {"the shape on the right"}
     assert [box.score for box in ranked] == sorted((box.score for box in ranked), reverse=True)
     greedy = [box for box in ranked if box.xyxy == best.xyxy]
@@ -103,8 +102,7 @@ def test_describing_a_region_names_the_shape_in_it(engine):
 def test_region_descriptions_on_held_out_scenes(engine):
     right = total = 0
     for image, shapes in held_out_pairs():
-        result = run_one(engine, image, task="region_description",
-                         regions=[list(s.pixel_ltrb) for s in shapes])
+        result = run_one(engine, image, task="region_description", regions=[list(s.pixel_ltrb) for s in shapes])
         right += sum(d == f"{s.phrase}." for d, s in zip(result.descriptions, shapes))
         total += len(shapes)
     assert right / total >= MIN_DESCRIPTION_RATE, right

@@ -27,9 +27,10 @@ class HeadlessChromium:
         self.driver: subprocess.Popen | None = None
         self.session = ""
 
-    def __enter__(self) -> "HeadlessChromium":
-        self.driver = subprocess.Popen([CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
+    def __enter__(self) -> HeadlessChromium:
+        self.driver = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -37,8 +38,11 @@ class HeadlessChromium:
                     break
             except requests.ConnectionError:
                 time.sleep(0.2)
-        options = {"binary": CHROMIUM, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                                                 "--disable-dev-shm-usage", f"--window-size={self.size[0]},{self.size[1]}"]}
+        size = f"--window-size={self.size[0]},{self.size[1]}"
+        options = {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", size],
+        }
         capabilities = {"browserName": "chrome", "goog:chromeOptions": options, "goog:loggingPrefs": {"browser": "ALL"}}
         self.session = self._call("post", "/session", {"capabilities": {"alwaysMatch": capabilities}})["sessionId"]
         return self

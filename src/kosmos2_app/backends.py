@@ -36,8 +36,9 @@ def load_engine(checkpoint: str, backend: str, device: str, options: ServingOpti
     weights first if there is none for this checkpoint yet (minutes for the real model)."""
     check_backend_device(backend, device)
     if backend == PYTORCH:
-        return Kosmos2Engine.load(checkpoint, device=device, max_batch_size=options.max_batch_size,
-                                  compile_decoder=options.compile_decoder)
+        return Kosmos2Engine.load(
+            checkpoint, device=device, max_batch_size=options.max_batch_size, compile_decoder=options.compile_decoder
+        )
     from kosmos2_engine.openvino.engine import OpenVINOEngine
 
-    return OpenVINOEngine.load(checkpoint, backend[len(OPENVINO_PREFIX):], options.max_batch_size)
+    return OpenVINOEngine.load(checkpoint, backend[len(OPENVINO_PREFIX) :], options.max_batch_size)

@@ -134,7 +134,7 @@ class ServingOptions:
     compile_decoder: bool
 
     @classmethod
-    def from_environment(cls, device: str) -> "ServingOptions":
+    def from_environment(cls, device: str) -> ServingOptions:
         """Options for ``device`` ("cpu", "cuda", "cuda:N"); ``ValueError`` naming the variable
         when one is malformed."""
         on_gpu = device.startswith("cuda")
@@ -161,13 +161,16 @@ class UrlFetchPolicy:
     concurrency: int = 4
 
     @classmethod
-    def from_environment(cls) -> "UrlFetchPolicy":
+    def from_environment(cls) -> UrlFetchPolicy:
         entries = tuple(e.strip().lower() for e in _text(URL_ALLOWLIST_ENV).split(",") if e.strip())
         for entry in entries:
             _check_allowlist_entry(entry)
-        return cls(entries, float(integer_from_environment(URL_TIMEOUT_ENV, 10, 1, 300)),
-                   integer_from_environment(URL_MAX_MB_ENV, 50, 1, 1024) << 20,
-                   integer_from_environment(URL_CONCURRENCY_ENV, 4, 1, 64))
+        return cls(
+            entries,
+            float(integer_from_environment(URL_TIMEOUT_ENV, 10, 1, 300)),
+            integer_from_environment(URL_MAX_MB_ENV, 50, 1, 1024) << 20,
+            integer_from_environment(URL_CONCURRENCY_ENV, 4, 1, 64),
+        )
 
 
 def _check_allowlist_entry(entry: str) -> None:
@@ -178,8 +181,7 @@ def _check_allowlist_entry(entry: str) -> None:
         pass
     host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
     if not host or any(c.isspace() or c in "/?#@" for c in host) or (port and not port.isdigit()):
-        raise ValueError(f"{URL_ALLOWLIST_ENV} entries must be host names, host:port, IPs or CIDRs; "
-                         f"got '{entry}'")
+        raise ValueError(f"{URL_ALLOWLIST_ENV} entries must be host names, host:port, IPs or CIDRs; got '{entry}'")
 
 
 @dataclass(frozen=True)
@@ -200,12 +202,16 @@ class AccessPolicy:
     debug_route: bool = False
 
     @classmethod
-    def from_environment(cls) -> "AccessPolicy":
+    def from_environment(cls) -> AccessPolicy:
         key = _text(API_KEY_ENV) or None
         if key is not None and len(key) < 16:
             raise ValueError(f"{API_KEY_ENV} must be at least 16 characters (a random string)")
-        return cls(key, _text("ENV") == "production", normalise_server_address(_text("SERVER_ADDRESS")),
-                   _flag(DEBUG_ROUTE_ENV, False))
+        return cls(
+            key,
+            _text("ENV") == "production",
+            normalise_server_address(_text("SERVER_ADDRESS")),
+            _flag(DEBUG_ROUTE_ENV, False),
+        )
 
 
 def normalise_server_address(address: str | None) -> str | None:

@@ -50,13 +50,11 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
     """Check a deploy request's state against the model table; ``HTTPException(400)`` naming
     the field and what is allowed."""
     if not isinstance(state, dict) or not isinstance(state.get("deploy_params"), dict):
-        raise _bad("deploy_params: required, an object such as {\"model_source\": \"Pretrained models\", "
-                   "\"device\": \"cpu\"}")
+        raise _bad('deploy_params: required, an object such as {"model_source": "Pretrained models", "device": "cpu"}')
     params = state["deploy_params"]
     source = params.get("model_source", PRETRAINED)
     if source != PRETRAINED:
-        raise _bad(f"deploy_params.model_source: this app serves only its own models "
-                   f"('{PRETRAINED}'), got {source!r}")
+        raise _bad(f"deploy_params.model_source: this app serves only its own models ('{PRETRAINED}'), got {source!r}")
     names = {row["meta"]["model_name"].lower(): row for row in rows}
     name = state.get("model_name") or ((params.get("model_info") or {}).get("meta") or {}).get("model_name")
     row = names.get(name.lower()) if isinstance(name, str) else None
@@ -65,9 +63,11 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
     files = params.get("model_files")
     if files and files != row["meta"]["model_files"]:
         listed = sorted({r["meta"]["model_files"]["checkpoint"] for r in rows})
-        raise _bad(f"model_files.checkpoint must be one of this app's models {listed}, got "
-                   f"{(files or {}).get('checkpoint') if isinstance(files, dict) else files!r}. To serve "
-                   "another folder or hub id, set KOSMOS2_CHECKPOINT on the server.")
+        raise _bad(
+            f"model_files.checkpoint must be one of this app's models {listed}, got "
+            f"{(files or {}).get('checkpoint') if isinstance(files, dict) else files!r}. To serve "
+            "another folder or hub id, set KOSMOS2_CHECKPOINT on the server."
+        )
     device = params.get("device") or default_device()
     if not isinstance(device, str):
         raise _bad(f"deploy_params.device: expected a string such as 'cpu' or 'cuda:0', got {device!r}")
@@ -78,8 +78,10 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
         raise _bad(f"deploy_params.device: {error} This machine has: {', '.join(available_devices())}.") from None
     runtime = params.get("runtime") or PYTORCH_RUNTIME
     if not isinstance(runtime, str) or runtime.lower() != PYTORCH_RUNTIME.lower():
-        raise _bad(f"deploy_params.runtime: must be '{PYTORCH_RUNTIME}' (the OpenVINO variants are rows "
-                   f"of the model table), got {runtime!r}")
+        raise _bad(
+            f"deploy_params.runtime: must be '{PYTORCH_RUNTIME}' (the OpenVINO variants are rows "
+            f"of the model table), got {runtime!r}"
+        )
     return DeployPlan(row["meta"]["model_name"], device, PYTORCH_RUNTIME)
 
 

@@ -79,12 +79,27 @@ class DrawnAnnotation(sly.Annotation):
     band) and the full drawing is written to ``output_path``."""
 
     @classmethod
-    def of(cls, ann: sly.Annotation) -> "DrawnAnnotation":
-        return cls(ann.img_size, ann.labels, ann.img_tags, ann.img_description, ann.pixelwise_scores_labels,
-                   ann.custom_data, ann.image_id)
+    def of(cls, ann: sly.Annotation) -> DrawnAnnotation:
+        return cls(
+            ann.img_size,
+            ann.labels,
+            ann.img_tags,
+            ann.img_description,
+            ann.pixelwise_scores_labels,
+            ann.custom_data,
+            ann.image_id,
+        )
 
-    def draw_pretty(self, bitmap: np.ndarray, color=None, thickness=None, opacity=0.5, draw_tags=False,
-                    output_path: str | None = None, fill_rectangles=True) -> None:
+    def draw_pretty(
+        self,
+        bitmap: np.ndarray,
+        color=None,
+        thickness=None,
+        opacity=0.5,
+        draw_tags=False,
+        output_path: str | None = None,
+        fill_rectangles=True,
+    ) -> None:
         drawn = draw_annotation(bitmap, self)
         if drawn.shape == bitmap.shape:
             bitmap[...] = drawn

@@ -31,8 +31,9 @@ def register_error_handlers(server, max_pixels: int) -> None:
         if isinstance(error, OSError) and not str(error).startswith("OpenCV can not open the file"):
             return error_response(status.HTTP_500_INTERNAL_SERVER_ERROR, "Internal error reading a file.")
         too_large = isinstance(error, cv2.error) and "CV_IO_MAX_IMAGE_PIXELS" in str(error)
-        return error_response(status.HTTP_400_BAD_REQUEST,
-                              too_large_message(max_pixels) if too_large else BAD_IMAGE_MESSAGE)
+        return error_response(
+            status.HTTP_400_BAD_REQUEST, too_large_message(max_pixels) if too_large else BAD_IMAGE_MESSAGE
+        )
 
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)

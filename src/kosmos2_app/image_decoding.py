@@ -15,8 +15,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-BAD_IMAGE_MESSAGE = ("The image could not be read: the file is empty, truncated, or not in an image format "
-                     "this server reads (JPEG, PNG, BMP, TIFF, WebP, GIF).")
+BAD_IMAGE_MESSAGE = (
+    "The image could not be read: the file is empty, truncated, or not in an image format "
+    "this server reads (JPEG, PNG, BMP, TIFF, WebP, GIF)."
+)
 
 
 class ImageDecodeError(ValueError):
@@ -28,8 +30,10 @@ class ImageDecodeError(ValueError):
 
 
 def too_large_message(max_pixels: int) -> str:
-    return (f"The image has more than {max_pixels} pixels (width x height), the most this server "
-            f"decodes; send a smaller image or raise KOSMOS2_MAX_IMAGE_PIXELS.")
+    return (
+        f"The image has more than {max_pixels} pixels (width x height), the most this server "
+        f"decodes; send a smaller image or raise KOSMOS2_MAX_IMAGE_PIXELS."
+    )
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:

@@ -67,8 +67,9 @@ class ImageFetcher:
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(url)
             try:
-                response = session.get(url, stream=True, allow_redirects=False,
-                                       timeout=(self.policy.timeout_s, self.policy.timeout_s))
+                response = session.get(
+                    url, stream=True, allow_redirects=False, timeout=(self.policy.timeout_s, self.policy.timeout_s)
+                )
             except FetchRefused:
                 raise
             except requests.Timeout:
@@ -96,8 +97,7 @@ class ImageFetcher:
                 if len(body) > limit:
                     raise FetchRefused(f"the image is more than the {limit} bytes allowed", 413)
                 if time.monotonic() > deadline:
-                    raise FetchRefused(f"{_host(url)} sent too slowly (more than "
-                                       f"{2 * self.policy.timeout_s:g} s)")
+                    raise FetchRefused(f"{_host(url)} sent too slowly (more than {2 * self.policy.timeout_s:g} s)")
         except requests.RequestException as error:
             raise FetchRefused(f"{_host(url)} broke off ({_reason(error)})") from None
         return bytes(body)
@@ -120,8 +120,11 @@ class ImageFetcher:
         ip = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
         if _is_public(ip) or self._allowed(ip, host.lower(), port):
             return
-        raise FetchRefused(f"'{host}' is {ip}, a {_kind(ip)} address; this server fetches only public "
-                           f"addresses unless the operator lists it in {URL_ALLOWLIST_ENV}", 400)
+        raise FetchRefused(
+            f"'{host}' is {ip}, a {_kind(ip)} address; this server fetches only public "
+            f"addresses unless the operator lists it in {URL_ALLOWLIST_ENV}",
+            400,
+        )
 
     def _allowed(self, ip, host: str, port: int) -> bool:
         for entry in self.policy.allowlist:
@@ -154,8 +157,14 @@ def _host(url: str) -> str:
 def _reason(error: Exception) -> str:
     """A short reason without the upstream's text: the exception's class and errno-like tail."""
     text = str(error)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "certificate verify failed", "No route to host"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "Connection reset",
+        "certificate verify failed",
+        "No route to host",
+    ):
         if marker in text:
             return marker.lower()
     return type(error).__name__
@@ -179,8 +188,10 @@ class _GuardedConnectionMixin:
 def _adapter_classes(fetcher: ImageFetcher) -> dict:
     http = type("GuardedHTTPConnection", (_GuardedConnectionMixin, HTTPConnection), {"fetcher": fetcher})
     https = type("GuardedHTTPSConnection", (_GuardedConnectionMixin, HTTPSConnection), {"fetcher": fetcher})
-    return {"http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
-            "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https})}
+    return {
+        "http": type("GuardedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+        "https": type("GuardedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+    }
 
 
 class _GuardedAdapter(HTTPAdapter):

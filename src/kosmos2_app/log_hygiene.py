@@ -28,7 +28,9 @@ MAX_DEPTH = 6
 TOKEN_KEYS = ("api_token", "apitoken", "x-api-key", "access_token", "token", "authorization")
 _TOKEN_IN_TEXT = re.compile(
     r"""(?P<key>(?<![\w-])["']?(?:api_token|apiToken|x-api-key|access_token|API_TOKEN|token)["']?\s*[:=]\s*["']?)"""
-    r"""(?P<value>[^"'\s,}&]+)""", re.IGNORECASE)
+    r"""(?P<value>[^"'\s,}&]+)""",
+    re.IGNORECASE,
+)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@\"']+@", re.IGNORECASE)
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -47,8 +49,10 @@ def tidy(value: Any, secret: str | None = None, depth: int = 0) -> Any:
         return f"<{type(value).__name__} of {len(value)}>"
     if isinstance(value, dict):
         items = list(value.items())
-        tidied = {key: REDACTED if str(key).lower() in TOKEN_KEYS else tidy(item, secret, depth + 1)
-                  for key, item in items[:MAX_ITEMS]}
+        tidied = {
+            key: REDACTED if str(key).lower() in TOKEN_KEYS else tidy(item, secret, depth + 1)
+            for key, item in items[:MAX_ITEMS]
+        }
         if len(items) > MAX_ITEMS:
             tidied["…"] = f"{len(items) - MAX_ITEMS} more keys"
         return tidied

@@ -84,8 +84,15 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         super().__init__(*args, **kwargs)
         sdk.use_unguessable_request_ids(self)
 
-    def load_model(self, model_files: dict, model_info: dict, model_source: str, device: str,
-                   runtime: str = RuntimeType.PYTORCH, **kwargs) -> None:
+    def load_model(
+        self,
+        model_files: dict,
+        model_info: dict,
+        model_source: str,
+        device: str,
+        runtime: str = RuntimeType.PYTORCH,
+        **kwargs,
+    ) -> None:
         """Load Kosmos-2 on ``device`` and warm it up; safe to call again.
 
         :param model_files: ``{"checkpoint": hub id or local folder}``; the environment variable
@@ -106,9 +113,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         weights are then moved, not reloaded.
         """
         if runtime != RuntimeType.PYTORCH:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=(
-                f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' (the OpenVINO "
-                "variants are rows of the model table)."))
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                detail=(
+                    f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' (the OpenVINO "
+                    "variants are rows of the model table)."
+                ),
+            )
         checkpoint = self._listed_checkpoint(model_files)
         try:
             key = (checkpoint_override() or checkpoint, backend_of(model_info))
@@ -164,9 +175,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         listed = sorted({row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models})
         checkpoint = (model_files or {}).get("checkpoint")
         if checkpoint not in listed:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=(
-                f"model_files.checkpoint must be one of this app's models {listed}, got "
-                f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."))
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                detail=(
+                    f"model_files.checkpoint must be one of this app's models {listed}, got "
+                    f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."
+                ),
+            )
         return checkpoint
 
     def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
@@ -179,14 +194,19 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         try:
             policy = policy_from_settings(settings, self.custom_inference_settings_dict)
             if policy.task == "region_description" and not policy.regions:
-                raise SettingsError("regions", "task 'region_description' needs regions: pixel "
-                                    "[left, top, right, bottom] boxes; to describe an image's "
-                                    "existing labels, call /describe_regions with its image_id")
+                raise SettingsError(
+                    "regions",
+                    "task 'region_description' needs regions: pixel "
+                    "[left, top, right, bottom] boxes; to describe an image's "
+                    "existing labels, call /describe_regions with its image_id",
+                )
             results = batcher.run(images_np, policy)
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-        return [result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
-                for result, image in zip(results, images_np)]
+        return [
+            result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
+            for result, image in zip(results, images_np)
+        ]
 
     def _sweep_finished_requests(self) -> None:
         """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`). A
@@ -197,15 +217,18 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._janitor.maybe_sweep()
         except Exception as error:  # noqa: BLE001 - bookkeeping must not fail inference
             if not self._janitor.failed:
-                logging.getLogger(__name__).warning("Cleaning up finished requests failed (%s: %s); "
-                                                    "serving goes on.", type(error).__name__, error)
+                logging.getLogger(__name__).warning(
+                    "Cleaning up finished requests failed (%s: %s); serving goes on.", type(error).__name__, error
+                )
             self._janitor.failed = True
 
     def _require_batcher(self) -> RequestBatcher:
         batcher = self._batcher
         if batcher is None:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                detail="The model is not deployed yet: press Serve or call /deploy_from_api.")
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
+            )
         return batcher
 
     def api_from_request(self, request) -> sly.Api:
@@ -235,7 +258,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         anns, data = [], []
         with sly.tqdm_sly(total=len(source), desc="Kosmos-2", unit="image", disable=len(source) <= chunk) as bar:
             for start in range(0, len(source), chunk):
-                part_anns, part_data = sdk.sdk_batched_inference(self, source[start:start + chunk], settings)
+                part_anns, part_data = sdk.sdk_batched_inference(self, source[start : start + chunk], settings)
                 anns, data = anns + part_anns, data + part_data
                 bar.update(len(part_anns))
         for ann, item in zip(anns, data):
@@ -271,8 +294,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         every interface (0.0.0.0) with no setting to change it."""
         self.put_routes_in_place()
         host, port = listen_address()
-        self._uvicorn_server = uvicorn.Server(uvicorn.Config(app=self.app, host=host, port=port,
-                                                             ws="websockets"))
+        self._uvicorn_server = uvicorn.Server(uvicorn.Config(app=self.app, host=host, port=port, ws="websockets"))
         self._uvicorn_server.run()
 
     def put_routes_in_place(self) -> None:
@@ -285,8 +307,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         ImageRoutes(self, ImageFetcher(self.fetch_policy)).register(server)
         DeployRoute(self).register(server)
         register_error_handlers(server, self.max_image_pixels)
-        server.add_middleware(RequestGuard, policy=self.access_policy,
-                              is_widget_callback=sdk.is_widget_callback, max_body_bytes=max_body_bytes())
+        server.add_middleware(
+            RequestGuard,
+            policy=self.access_policy,
+            is_widget_callback=sdk.is_widget_callback,
+            max_body_bytes=max_body_bytes(),
+        )
         self._routes_in_place = True
 
     def get_info(self) -> dict[str, Any]:

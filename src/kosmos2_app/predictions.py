@@ -10,8 +10,8 @@ from __future__ import annotations
 import colorsys
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from supervisely.nn.prediction_dto import PredictionBBox
 
@@ -40,14 +40,12 @@ class DescribedRegion(PredictionBBox):
         self.description = description
 
 
-def result_to_predictions(result: TaskResult, width: int, height: int,
-                          regions: Sequence[Sequence[float]] = ()) -> list:
+def result_to_predictions(result: TaskResult, width: int, height: int, regions: Sequence[Sequence[float]] = ()) -> list:
     """DTOs of one image's result: boxes (inclusive pixel tlbr, clipped to the ``width`` x
     ``height`` image, named by phrase), the text as an :class:`ImageText`, and one
     :class:`DescribedRegion` per pixel ``[left, top, right, bottom]`` region."""
     predictions: list = [
-        PredictionBBox(box.name, list(box_to_pixel_tlbr(box.xyxy, width, height)),
-                       round(box.score, SCORE_DECIMALS))
+        PredictionBBox(box.name, list(box_to_pixel_tlbr(box.xyxy, width, height)), round(box.score, SCORE_DECIMALS))
         for box in result.boxes
     ]
     if result.text:
@@ -73,9 +71,13 @@ def region_to_tlbr(region: Sequence[float], width: int, height: int) -> list[int
     """Pixel ``[left, top, right, bottom]`` (maybe fractional) to integer inclusive
     ``[top, left, bottom, right]`` inside the image."""
     left, top, right, bottom = region
-    clip = lambda value, size: min(max(value, 0), size - 1)  # noqa: E731
-    return [clip(math.floor(top), height), clip(math.floor(left), width),
-            clip(math.ceil(bottom), height), clip(math.ceil(right), width)]
+    clip = lambda value, size: min(max(value, 0), size - 1)
+    return [
+        clip(math.floor(top), height),
+        clip(math.floor(left), width),
+        clip(math.ceil(bottom), height),
+        clip(math.ceil(right), width),
+    ]
 
 
 def class_colour(name: str) -> list[int]:

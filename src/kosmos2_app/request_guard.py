@@ -33,7 +33,7 @@ import ipaddress
 import json
 import logging
 import re
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .config import AccessPolicy, normalise_server_address
 
@@ -41,8 +41,18 @@ logger = logging.getLogger(__name__)
 
 HEALTH_PATHS = frozenset({"/is_alive", "/livez", "/is_ready", "/readyz", "/is_running"})
 CONTROL_PATHS = frozenset({"/sly/shutdown", "/deploy_from_api", "/freeze_model"})
-HIDDEN_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/sly/docs",
-                          "/sly/redoc", "/sly/openapi.json", "/sly/docs/oauth2-redirect"})
+HIDDEN_PATHS = frozenset(
+    {
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+        "/docs/oauth2-redirect",
+        "/sly/docs",
+        "/sly/redoc",
+        "/sly/openapi.json",
+        "/sly/docs/oauth2-redirect",
+    }
+)
 WIDGET_ASSET = re.compile(r"^/sly/css/app/widgets/[A-Za-z0-9_]+/[A-Za-z0-9_.-]+\.(?:css|js)$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -62,8 +72,7 @@ class RequestGuard:
         max_body_bytes: largest request body accepted.
     """
 
-    def __init__(self, app, policy: AccessPolicy, is_widget_callback: Callable[[str], bool],
-                 max_body_bytes: int):
+    def __init__(self, app, policy: AccessPolicy, is_widget_callback: Callable[[str], bool], max_body_bytes: int):
         self.app = app
         self.policy = policy
         self.is_widget_callback = is_widget_callback
@@ -104,30 +113,40 @@ class RequestGuard:
             return _message(404, "Not Found")
         if self.policy.api_key:
             if not self._has_key(scope):
-                return _message(401, "This server needs its key (KOSMOS2_API_KEY): send it as the HTTP "
-                                     "Basic password (http://user:KEY@host:port) or as 'Authorization: "
-                                     "Bearer KEY'.", {"www-authenticate": 'Basic realm="Kosmos-2"'})
+                return _message(
+                    401,
+                    "This server needs its key (KOSMOS2_API_KEY): send it as the HTTP "
+                    "Basic password (http://user:KEY@host:port) or as 'Authorization: "
+                    "Bearer KEY'.",
+                    {"www-authenticate": 'Basic realm="Kosmos-2"'},
+                )
             return None
         if self.policy.production:
             return None
         if path == "/sly/shutdown":
-            return self._refuse_control(scope, "stop the process instead (Ctrl+C, or stop the Supervisely "
-                                               "session), or set KOSMOS2_API_KEY and send it")
+            return self._refuse_control(
+                scope,
+                "stop the process instead (Ctrl+C, or stop the Supervisely "
+                "session), or set KOSMOS2_API_KEY and send it",
+            )
         if (path in CONTROL_PATHS or self.is_widget_callback(path)) and not _from_loopback(scope):
-            return self._refuse_control(scope, "outside Supervisely, control routes take calls from this "
-                                               "machine only, unless KOSMOS2_API_KEY is set and sent")
+            return self._refuse_control(
+                scope,
+                "outside Supervisely, control routes take calls from this "
+                "machine only, unless KOSMOS2_API_KEY is set and sent",
+            )
         return None
 
     def _session_info(self):
         """The page's session info without the server's ``API_TOKEN``: away from the platform
         no page needs it, and the SDK handed it to any caller."""
-        body = json.dumps({"TASK_ID": None, "SERVER_ADDRESS": self.policy.server_address,
-                           "API_TOKEN": None}).encode()
+        body = json.dumps({"TASK_ID": None, "SERVER_ADDRESS": self.policy.server_address, "API_TOKEN": None}).encode()
         return 200, body, {"content-type": "application/json"}
 
     def _refuse_control(self, scope, why: str):
-        logger.warning("Refused %s %s from %s: %s.", scope["method"], scope["path"],
-                       (scope.get("client") or ("?",))[0], why)
+        logger.warning(
+            "Refused %s %s from %s: %s.", scope["method"], scope["path"], (scope.get("client") or ("?",))[0], why
+        )
         return _message(403, f"{scope['path']} is refused: {why}.")
 
     def _has_key(self, scope) -> bool:
@@ -160,8 +179,10 @@ class RequestGuard:
             except (UnicodeDecodeError, ValueError) as error:
                 raise ValueError(f"The request body is not UTF-8 JSON: {error}") from None
         if not isinstance(content, dict):
-            raise ValueError("The request body must be a JSON object such as {\"state\": {...}}, "
-                             f"got a JSON {type(content).__name__}.")
+            raise ValueError(
+                'The request body must be a JSON object such as {"state": {...}}, '
+                f"got a JSON {type(content).__name__}."
+            )
         for field in ("state", "context"):
             if content.get(field) is None:
                 content[field] = {}
@@ -177,8 +198,10 @@ class RequestGuard:
         if address is None:
             return
         if not isinstance(address, str) or normalise_server_address(address) != self.policy.server_address:
-            raise ValueError(f"'{where}' must be this app's Supervisely instance (SERVER_ADDRESS) or "
-                             "left out; the server contacts no other instance and sends no token there.")
+            raise ValueError(
+                f"'{where}' must be this app's Supervisely instance (SERVER_ADDRESS) or "
+                "left out; the server contacts no other instance and sends no token there."
+            )
 
     def _capped(self, receive):
         """``receive`` that answers a body over the cap with a disconnect (the app then fails
@@ -193,6 +216,7 @@ class RequestGuard:
                 if seen > self.max_body_bytes:
                     return {"type": "http.disconnect"}
             return message
+
         return capped
 
 
@@ -223,6 +247,7 @@ def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
+
     return replay
 
 

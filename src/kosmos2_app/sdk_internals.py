@@ -17,7 +17,8 @@ from __future__ import annotations
 import inspect
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import HTTPException, status
 from supervisely.app.content import DataJson
@@ -61,8 +62,17 @@ PRIVATE_ATTRIBUTES: dict[type, dict[str, str]] = {
     },
 }
 # What a deploy changes on the model object, restored when a deploy fails.
-DEPLOYMENT_FIELDS = ("model_source", "device", "runtime", "model_precision", "checkpoint_info",
-                     "max_batch_size", "_hardware", "_model_served", "_deploy_params")
+DEPLOYMENT_FIELDS = (
+    "model_source",
+    "device",
+    "runtime",
+    "model_precision",
+    "checkpoint_info",
+    "max_batch_size",
+    "_hardware",
+    "_model_served",
+    "_deploy_params",
+)
 
 
 class SdkChangedError(ImportError):
@@ -72,15 +82,24 @@ class SdkChangedError(ImportError):
 def check_sdk() -> None:
     """Raise :class:`SdkChangedError` naming every private method or attribute that the
     installed SDK no longer has."""
-    missing = [f"{cls.__name__}.{name} ({why})" for cls, names in PRIVATE_METHODS.items()
-               for name, why in names.items() if not callable(getattr(cls, name, None))]
+    missing = [
+        f"{cls.__name__}.{name} ({why})"
+        for cls, names in PRIVATE_METHODS.items()
+        for name, why in names.items()
+        if not callable(getattr(cls, name, None))
+    ]
     for cls, names in PRIVATE_ATTRIBUTES.items():
         source = inspect.getsource(cls)
-        missing += [f"{cls.__name__}.{name} ({why})" for name, why in names.items()
-                    if f"self.{name} =" not in source and f"self.{name}:" not in source]
+        missing += [
+            f"{cls.__name__}.{name} ({why})"
+            for name, why in names.items()
+            if f"self.{name} =" not in source and f"self.{name}:" not in source
+        ]
     if missing:
-        raise SdkChangedError("The installed Supervisely SDK lacks what serve-kosmos-2 relies on "
-                              "(pinned: supervisely==6.74.51): " + "; ".join(missing))
+        raise SdkChangedError(
+            "The installed Supervisely SDK lacks what serve-kosmos-2 relies on "
+            "(pinned: supervisely==6.74.51): " + "; ".join(missing)
+        )
 
 
 check_sdk()
@@ -164,8 +183,9 @@ def deploy_listed_model(model, model_name: str, device: str, runtime: str) -> di
     """What the SDK's ``/deploy_from_api`` does for a pretrained row, without first shutting
     down the model that serves: the row's files, the common defaults, the headless load.
     Returns the deploy params."""
-    params = model._build_deploy_params_from_api(model_name, {
-        "model_source": "Pretrained models", "device": device, "runtime": runtime})
+    params = model._build_deploy_params_from_api(
+        model_name, {"model_source": "Pretrained models", "device": device, "runtime": runtime}
+    )
     params["model_files"] = model._download_model_files(params)
     params = model._set_common_deploy_params(params)
     model._load_model_headless(**params)
@@ -201,9 +221,13 @@ class UnguessableRequestsManager(InferenceRequestsManager):
 
     def get(self, inference_request_uuid: str):
         if inference_request_uuid is not None and inference_request_uuid not in self._inference_requests:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=(
-                "inference_request_uuid: no such request here (a finished request is kept for 60 s "
-                "after its results were taken)"))
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                detail=(
+                    "inference_request_uuid: no such request here (a finished request is kept for 60 s "
+                    "after its results were taken)"
+                ),
+            )
         return super().get(inference_request_uuid)
 
 

@@ -46,8 +46,10 @@ def register_task_routes(model, server) -> None:
             ann = _describe(model, image, state, state["regions"])
             return {"descriptions": annotation_text(ann).get("descriptions", []), "annotation": ann.to_json()}
         if state.get("image_id") is None:
-            raise _bad_request("regions: give regions ([left, top, right, bottom] pixel boxes), "
-                               "or an image_id whose existing labels are to be described")
+            raise _bad_request(
+                "regions: give regions ([left, top, right, bottom] pixel boxes), "
+                "or an image_id whose existing labels are to be described"
+            )
         return _describe_existing_labels(model, request, image, state)
 
 

@@ -80,8 +80,7 @@ class ImageRoutes:
         state, images = await self._state_and_images(request)
         manager = self.model.inference_requests_manager
         inference_request, _ = manager.schedule_task(sdk.infer_images, self.model, images, state)
-        return JSONResponse({"message": "Scheduled inference task.",
-                             "inference_request_uuid": inference_request.uuid})
+        return JSONResponse({"message": "Scheduled inference task.", "inference_request_uuid": inference_request.uuid})
 
     async def inference_image_url(self, request: Request) -> JSONResponse:
         """``state.image_url`` fetched within the fetch policy, then inferred."""
@@ -103,9 +102,10 @@ class ImageRoutes:
             await self._fetch_slots.acquire()
             acquired = True
         if not acquired:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                detail=f"image_url: {self.fetcher.policy.concurrency} fetches are in "
-                                       "progress; try again later")
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail=f"image_url: {self.fetcher.policy.concurrency} fetches are in progress; try again later",
+            )
         try:
             return await anyio.to_thread.run_sync(self.fetcher.fetch, url)
         except FetchRefused as error:
@@ -128,8 +128,9 @@ class ImageRoutes:
             if not uploads or not all(isinstance(u, UploadFile) for u in uploads):
                 raise bad_request("files: send the images as multipart files in the field 'files'")
             if exactly_one and len(uploads) != 1:
-                raise bad_request(f"files: exactly one file is expected here, got {len(uploads)}; "
-                                  "send several to /inference_batch")
+                raise bad_request(
+                    f"files: exactly one file is expected here, got {len(uploads)}; send several to /inference_batch"
+                )
             blobs = [await upload.read() for upload in uploads]
         finally:
             await form.close()
@@ -148,14 +149,18 @@ class ImageRoutes:
 
     def _check_state(self, state) -> None:
         if not isinstance(state, dict):
-            raise bad_request(f"state: expected a JSON object such as {{\"settings\": {{...}}}}, "
-                              f"got {type(state).__name__}")
+            raise bad_request(
+                f'state: expected a JSON object such as {{"settings": {{...}}}}, got {type(state).__name__}'
+            )
         if state.get("settings") is not None and not isinstance(state["settings"], dict):
-            raise bad_request("settings: expected an object of settings such as {\"max_new_tokens\": 32}, "
-                              f"got {type(state['settings']).__name__}")
+            raise bad_request(
+                'settings: expected an object of settings such as {"max_new_tokens": 32}, '
+                f"got {type(state['settings']).__name__}"
+            )
         batch_size = state.get("batch_size")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise bad_request(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.model.validate_inference_state(state, log_error=False)
 
@@ -177,4 +182,5 @@ def _form_state(form) -> Any:
 def _refusing(why: str):
     async def refuse(request: Request) -> JSONResponse:
         raise bad_request(f"{request.url.path}: {why}.")
+
     return refuse

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .engine import ImageInput, Kosmos2Engine, PreparedRun
 from .policy import GenerationPolicy
@@ -106,8 +106,12 @@ class RequestBatcher:
             try:
                 results = self.engine.execute([pending.run for pending in batch])
             except Exception as error:  # noqa: BLE001 - isolate: retry each request alone
-                logger.warning("A joint run of %d requests failed (%s: %s); running them one by one.",
-                               len(batch), type(error).__name__, error)
+                logger.warning(
+                    "A joint run of %d requests failed (%s: %s); running them one by one.",
+                    len(batch),
+                    type(error).__name__,
+                    error,
+                )
             else:
                 self.joint_runs += 1
                 for pending, result in zip(batch, results):

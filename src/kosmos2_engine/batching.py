@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -17,7 +18,7 @@ def length_sorted_batches(lengths: Sequence[int], max_batch_size: int) -> list[l
     """Indices ``0..len(lengths)-1`` sorted by length and cut into batches of at most
     ``max_batch_size``: prompts of similar length share a batch, so little is padded."""
     order = sorted(range(len(lengths)), key=lambda index: lengths[index])
-    return [order[start:start + max_batch_size] for start in range(0, len(order), max_batch_size)]
+    return [order[start : start + max_batch_size] for start in range(0, len(order), max_batch_size)]
 
 
 def run_splitting_on_oom(run: Callable[[list[Item]], list[Output]], items: list[Item]) -> list[Output]:
@@ -30,8 +31,9 @@ def run_splitting_on_oom(run: Callable[[list[Item]], list[Output]], items: list[
         if len(items) == 1:
             raise
         half = len(items) // 2
-        logger.warning("Out of device memory decoding a batch of %d; retrying as %d + %d.",
-                       len(items), half, len(items) - half)
+        logger.warning(
+            "Out of device memory decoding a batch of %d; retrying as %d + %d.", len(items), half, len(items) - half
+        )
         _free_cached_memory()
     return run_splitting_on_oom(run, items[:half]) + run_splitting_on_oom(run, items[half:])
 

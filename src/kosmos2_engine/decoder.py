@@ -21,8 +21,8 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +52,9 @@ class StaticCache:
     """Per-layer key and value buffers ``(batch, heads, length, head_dim)`` plus the ``(batch,
     length)`` bool mask of slots that hold a real (non-pad) key. Reused across calls."""
 
-    def __init__(self, layers: int, batch: int, heads: int, length: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, layers: int, batch: int, heads: int, length: int, head_dim: int, dtype: torch.dtype, device: torch.device
+    ):
         shape = (batch, heads, length, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
@@ -86,8 +87,7 @@ class StaticDecoder:
         if compile_step:
             # One graph per (batch bucket, cache length): allow more than dynamo's default 8.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._step = torch.compile(self._decode_step, mode="reduce-overhead",
-                                       fullgraph=True, dynamic=False)
+            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
 
     def bucket(self, batch: int) -> int:
         """Rows actually run for a batch of ``batch`` prompts (itself unless compiled)."""
@@ -96,9 +96,14 @@ class StaticDecoder:
         return next((size for size in BATCH_BUCKETS if size >= batch), batch)
 
     @torch.inference_mode()
-    def decode(self, image_embeds: torch.Tensor, prompts: Sequence[EncodedPrompt],
-               max_new_tokens: int, stop_ids: Sequence[int],
-               image_rows: Sequence[int] | None = None) -> DecodedBatch:
+    def decode(
+        self,
+        image_embeds: torch.Tensor,
+        prompts: Sequence[EncodedPrompt],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        image_rows: Sequence[int] | None = None,
+    ) -> DecodedBatch:
         """Greedy continuations of ``prompts``, prompt ``i`` against ``image_embeds[image_rows[i]]``
         (default: row ``i``).
 
@@ -114,8 +119,7 @@ class StaticDecoder:
         prompt_len = max(len(p.ids) for p in prompts)
         cache = self._cache(len(prompts), _round_up(prompt_len + max_new_tokens, LENGTH_MULTIPLE))
         token, prob, next_position = self._prefill(cache, image_embeds, image_rows, prompts, prompt_len)
-        tokens, probs = self._decode_loop(cache, token, prob, next_position, prompt_len,
-                                          max_new_tokens, stop_ids)
+        tokens, probs = self._decode_loop(cache, token, prob, next_position, prompt_len, max_new_tokens, stop_ids)
         return DecodedBatch(tokens[:rows].cpu(), probs[:rows].float().cpu())
 
     def _decode_loop(self, cache, token, prob, position, prompt_len, max_new_tokens, stop_ids):
@@ -147,8 +151,9 @@ class StaticDecoder:
             while len(self._caches) >= limit:
                 self._caches.pop(next(iter(self._caches)))
             weight = self.lm_head.weight
-            cache = StaticCache(len(self.text.layers), batch, self.heads, length,
-                                self.head_dim, weight.dtype, weight.device)
+            cache = StaticCache(
+                len(self.text.layers), batch, self.heads, length, self.head_dim, weight.dtype, weight.device
+            )
         self._caches[key] = cache
         return cache
 
@@ -187,9 +192,13 @@ class StaticDecoder:
         cache.valid.zero_()
         cache.valid[:, :prefix_len] = True
         cache.valid[:, prefix_len:prompt_len] = real
-        logits = self._last_logits(hidden, cache.keys, cache.values,
-                                   torch.arange(prefix_len, prompt_len, device=device),
-                                   _suffix_mask(cache.valid, prefix_len, prompt_len)[:, None])
+        logits = self._last_logits(
+            hidden,
+            cache.keys,
+            cache.values,
+            torch.arange(prefix_len, prompt_len, device=device),
+            _suffix_mask(cache.valid, prefix_len, prompt_len)[:, None],
+        )
         token, prob = _greedy(logits)
         return token, prob, real.sum(dim=1) + prefix_len + self.pad_id + 1
 
@@ -229,8 +238,7 @@ class StaticDecoder:
         """``hidden`` (B, S, E) through every block, writing K/V at cache ``slots`` (S,);
         ``mask`` broadcasts to (B, 1, S, cache length), bool."""
         for index, block in enumerate(self.text.layers):
-            hidden = _block(block, hidden, keys[index], values[index], slots, mask,
-                            self.heads, self.head_dim)
+            hidden = _block(block, hidden, keys[index], values[index], slots, mask, self.heads, self.head_dim)
         return hidden
 
     def _last_logits(self, hidden, keys, values, slots, mask) -> torch.Tensor:
@@ -251,8 +259,9 @@ def _block(block, hidden, key_cache, value_cache, slots, mask, heads, head_dim):
 
     key_cache.index_copy_(2, slots, split(attention.k_proj))
     value_cache.index_copy_(2, slots, split(attention.v_proj))
-    attended = F.scaled_dot_product_attention(split(attention.q_proj), key_cache, value_cache,
-                                              attn_mask=mask, scale=attention.scaling)
+    attended = F.scaled_dot_product_attention(
+        split(attention.q_proj), key_cache, value_cache, attn_mask=mask, scale=attention.scaling
+    )
     attended = attended.transpose(1, 2).reshape(batch, length, width)
     hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
     return hidden + block.ffn(block.final_layer_norm(hidden))
@@ -280,7 +289,7 @@ def _right_aligned(suffixes: Sequence[Sequence[int]], length: int, pad_id: int, 
     ``pad_id`` before."""
     ids = torch.full((len(suffixes), length), pad_id, dtype=torch.long)
     for row, suffix in enumerate(suffixes):
-        ids[row, length - len(suffix):] = torch.tensor(suffix)
+        ids[row, length - len(suffix) :] = torch.tensor(suffix)
     starts = length - torch.tensor([len(suffix) for suffix in suffixes])
     real = torch.arange(length)[None] >= starts[:, None]
     return ids.to(device), real.to(device)

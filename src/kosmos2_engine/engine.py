@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from .tasks import ANSWER_TASKS, PromptJob, TaskResult, assemble, plan_jobs
 
 logger = logging.getLogger(__name__)
 
-ImageInput = Union[np.ndarray, Image.Image]
+ImageInput = np.ndarray | Image.Image
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ class Kosmos2Engine:
             graphs; ``None`` means on CUDA only.
     """
 
-    def __init__(self, model, processor, device: str = "cpu", max_batch_size: int = 16,
-                 compile_decoder: bool | None = None):
+    def __init__(
+        self, model, processor, device: str = "cpu", max_batch_size: int = 16, compile_decoder: bool | None = None
+    ):
         self._set_up(processor, model.config, device, max_batch_size, compile_decoder)
         self.model = model
         self.model.to(device)
@@ -84,8 +85,14 @@ class Kosmos2Engine:
         self._lock = threading.RLock()
 
     @classmethod
-    def load(cls, checkpoint: str, device: str = "cpu", dtype: torch.dtype | None = None,
-             max_batch_size: int = 16, compile_decoder: bool | None = None) -> "Kosmos2Engine":
+    def load(
+        cls,
+        checkpoint: str,
+        device: str = "cpu",
+        dtype: torch.dtype | None = None,
+        max_batch_size: int = 16,
+        compile_decoder: bool | None = None,
+    ) -> Kosmos2Engine:
         """Load from a folder or hub id (see :mod:`.checkpoint`), in ``dtype`` (default: bf16 or
         fp16 on CUDA, fp32 on CPU)."""
         check_device(device)
@@ -100,7 +107,7 @@ class Kosmos2Engine:
     def image_size(self) -> int:
         return int(self.config.vision_config.image_size)
 
-    def to(self, device: str, dtype: torch.dtype | None = None) -> "Kosmos2Engine":
+    def to(self, device: str, dtype: torch.dtype | None = None) -> Kosmos2Engine:
         """Move the model to ``device`` (and ``dtype``, default for that device) in place; the
         decoder's caches (and compiled graphs) are rebuilt for it."""
         check_device(device)
@@ -131,12 +138,19 @@ class Kosmos2Engine:
         side = self.image_size
         for start in range(0, len(images), self.max_batch_size):
             yield self.processor.image_processor(
-                [_to_rgb(image) for image in images[start:start + self.max_batch_size]],
-                return_tensors=tensors, size={"height": side, "width": side}, do_center_crop=False,
+                [_to_rgb(image) for image in images[start : start + self.max_batch_size]],
+                return_tensors=tensors,
+                size={"height": side, "width": side},
+                do_center_crop=False,
             )["pixel_values"]
 
-    def generate(self, image_embeds: torch.Tensor, prompts: Sequence[str],
-                 policy: GenerationPolicy, image_rows: Sequence[int] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        image_embeds: torch.Tensor,
+        prompts: Sequence[str],
+        policy: GenerationPolicy,
+        image_rows: Sequence[int] | None = None,
+    ) -> list[Generation]:
         """Decode ``prompts[i]`` against image ``image_rows[i]`` of ``image_embeds``.
 
         ``image_rows`` defaults to ``0..len(prompts)-1``. Greedy, at most
@@ -148,8 +162,7 @@ class Kosmos2Engine:
             raise ValueError(f"{len(prompts)} prompts but {len(rows)} image rows")
         encoded = [self._encode_prompt(prompt, policy) for prompt in prompts]
         decoded = self._decode(image_embeds, encoded, rows, policy)
-        return [to_generation(self.tokenizer, p, ids, probs, policy)
-                for p, (ids, probs) in zip(encoded, decoded)]
+        return [to_generation(self.tokenizer, p, ids, probs, policy) for p, (ids, probs) in zip(encoded, decoded)]
 
     def prepare(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> PreparedRun:
         """Plan and check a request without touching the model: regions against image sizes,
@@ -200,13 +213,20 @@ class Kosmos2Engine:
 
     def _rank(self, embeds, run: PreparedRun, items: list[_DecodeItem]) -> list[GroundedText]:
         with self._lock:
-            return [rank_boxes(self._next_token_probs(embeds, item.row), self.tokenizer,
-                               run.jobs[item.job].prompt, run.jobs[item.job].name, run.policy)
-                    for item in items]
+            return [
+                rank_boxes(
+                    self._next_token_probs(embeds, item.row),
+                    self.tokenizer,
+                    run.jobs[item.job].prompt,
+                    run.jobs[item.job].name,
+                    run.policy,
+                )
+                for item in items
+            ]
 
     def _next_token_probs(self, embeds, row: int):
         """``prompts -> (R, vocab) softmax`` against image ``row`` of ``embeds`` (for ranking)."""
-        return lambda prompts: hf_next_token_probs(self.model, embeds[row:row + 1], prompts)
+        return lambda prompts: hf_next_token_probs(self.model, embeds[row : row + 1], prompts)
 
     def caption(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
         """The :class:`Generation` of a one-prompt-per-image task (caption, detailed caption,
@@ -227,15 +247,24 @@ class Kosmos2Engine:
             try:
                 self._record_graphs(blank)
             except Exception as error:  # noqa: BLE001 - any compiler failure: serve eagerly
-                logger.warning("Compiling the decode step failed (%s: %s); decoding eagerly instead. "
-                               "Set KOSMOS2_COMPILE=0 to skip the attempt.", type(error).__name__, error)
+                logger.warning(
+                    "Compiling the decode step failed (%s: %s); decoding eagerly instead. "
+                    "Set KOSMOS2_COMPILE=0 to skip the attempt.",
+                    type(error).__name__,
+                    error,
+                )
                 self.compile_decoder = False
                 self.decoder = self._new_decoder()
         self.caption([blank], GenerationPolicy(max_new_tokens=2))
-        logger.info("Kosmos-2 warmed up on %s (%s, %d torch threads, batches of up to %d) in %.1f s; "
-                    "decoder %s.", self.device, str(self.dtype).replace("torch.", ""),
-                    torch.get_num_threads(), self.max_batch_size, time.perf_counter() - started,
-                    "compiled (CUDA graphs)" if self.decoder.compiled else "eager")
+        logger.info(
+            "Kosmos-2 warmed up on %s (%s, %d torch threads, batches of up to %d) in %.1f s; decoder %s.",
+            self.device,
+            str(self.dtype).replace("torch.", ""),
+            torch.get_num_threads(),
+            self.max_batch_size,
+            time.perf_counter() - started,
+            "compiled (CUDA graphs)" if self.decoder.compiled else "eager",
+        )
 
     def _record_graphs(self, image) -> None:
         """Run the compiled decoder once per batch bucket at the default caption length."""
@@ -244,11 +273,11 @@ class Kosmos2Engine:
         prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt, policy)
         for size in [b for b in BATCH_BUCKETS if b <= self.decoder.bucket(self.max_batch_size)]:
             with self._lock:
-                self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens,
-                                    stop_ids=(), image_rows=[0] * size)
+                self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens, stop_ids=(), image_rows=[0] * size)
 
-    def _decode(self, image_embeds, encoded: Sequence[EncodedPrompt], rows: Sequence[int],
-                policy: GenerationPolicy) -> list[tuple[list[int], list[float]]]:
+    def _decode(
+        self, image_embeds, encoded: Sequence[EncodedPrompt], rows: Sequence[int], policy: GenerationPolicy
+    ) -> list[tuple[list[int], list[float]]]:
         """Greedy ids and probabilities per prompt, cut at the first stop token; batches sorted
         by prompt length, halved on out-of-memory."""
         stops = stop_token_ids(self.tokenizer, policy)
@@ -258,11 +287,14 @@ class Kosmos2Engine:
             images = sorted({rows[i] for i in indices})  # each image's prefix runs once
             row_of = {image: row for row, image in enumerate(images)}
             with self._lock:
-                out = self.decoder.decode(image_embeds[images], [encoded[i] for i in indices],
-                                          policy.max_new_tokens, stops,
-                                          image_rows=[row_of[rows[i]] for i in indices])
-            return [until_stop(ids, probs, stops)
-                    for ids, probs in zip(out.tokens.tolist(), out.probs.tolist())]
+                out = self.decoder.decode(
+                    image_embeds[images],
+                    [encoded[i] for i in indices],
+                    policy.max_new_tokens,
+                    stops,
+                    image_rows=[row_of[rows[i]] for i in indices],
+                )
+            return [until_stop(ids, probs, stops) for ids, probs in zip(out.tokens.tolist(), out.probs.tolist())]
 
         for batch in length_sorted_batches([len(p.ids) for p in encoded], self.max_batch_size):
             for index, result in zip(batch, run_splitting_on_oom(decode_batch, batch)):
@@ -333,5 +365,6 @@ def check_device(device: str) -> None:
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
     if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"Device '{device}' is not on this machine: it has {torch.cuda.device_count()} "
-                         "CUDA device(s).")
+        raise ValueError(
+            f"Device '{device}' is not on this machine: it has {torch.cuda.device_count()} CUDA device(s)."
+        )

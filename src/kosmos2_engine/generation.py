@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .grounding import GroundedText, drop_unconfident_boxes, parse_grounded_pieces
 from .policy import BOX_TASKS, GenerationPolicy
@@ -34,8 +34,7 @@ def stop_token_ids(tokenizer, policy: GenerationPolicy) -> tuple[int, ...]:
     return tuple(stops)
 
 
-def until_stop(ids: Sequence[int], probs: Sequence[float],
-               stops: Sequence[int]) -> tuple[list[int], list[float]]:
+def until_stop(ids: Sequence[int], probs: Sequence[float], stops: Sequence[int]) -> tuple[list[int], list[float]]:
     """``ids`` and their ``probs`` up to and including the first stop token (the rest is junk
     decoded after the row finished)."""
     ids = list(ids)
@@ -43,23 +42,24 @@ def until_stop(ids: Sequence[int], probs: Sequence[float],
     return ids[:end], list(probs[:end])
 
 
-def to_generation(tokenizer, prompt: EncodedPrompt, new_ids: Sequence[int],
-                  new_probs: Sequence[float], policy: GenerationPolicy) -> Generation:
+def to_generation(
+    tokenizer, prompt: EncodedPrompt, new_ids: Sequence[int], new_probs: Sequence[float], policy: GenerationPolicy
+) -> Generation:
     """Parse ``prompt`` + ``new_ids`` (already cut at the first stop); boxes under
     ``policy.confidence_threshold`` are dropped. Prompt tokens count as certain (1.0)."""
-    prompt_ids = list(prompt.ids[prompt.text_start:])
+    prompt_ids = list(prompt.ids[prompt.text_start :])
     prompt_pieces = _pieces(tokenizer, prompt_ids)
     new_pieces = _pieces(tokenizer, new_ids)
     new_probs = list(new_probs)
     grounded = parse_grounded_pieces(prompt_pieces + new_pieces, [1.0] * len(prompt_ids) + new_probs)
     answer = parse_grounded_pieces(new_pieces, new_probs)
     threshold = policy.confidence_threshold
-    return Generation(drop_unconfident_boxes(grounded, threshold),
-                      drop_unconfident_boxes(answer, threshold), tuple(new_ids))
+    return Generation(
+        drop_unconfident_boxes(grounded, threshold), drop_unconfident_boxes(answer, threshold), tuple(new_ids)
+    )
 
 
 def _pieces(tokenizer, ids: Sequence[int]) -> list[str]:
     """Token strings of ``ids``; an id past the tokenizer's vocabulary (a model whose output
     layer is larger than its tokenizer) reads as the unknown token."""
-    return [piece if piece is not None else tokenizer.unk_token
-            for piece in tokenizer.convert_ids_to_tokens(list(ids))]
+    return [piece if piece is not None else tokenizer.unk_token for piece in tokenizer.convert_ids_to_tokens(list(ids))]

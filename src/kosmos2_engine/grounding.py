@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 GRID = 32
 PHRASE_OPEN, PHRASE_CLOSE = "<phrase>", "</phrase>"

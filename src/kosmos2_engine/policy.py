@@ -10,10 +10,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional
 
-TASKS = ("caption", "detailed_caption", "phrase_grounding", "referring_expression",
-         "region_description", "vqa", "custom")
+TASKS = (
+    "caption",
+    "detailed_caption",
+    "phrase_grounding",
+    "referring_expression",
+    "region_description",
+    "vqa",
+    "custom",
+)
 TEXT_TASKS = ("caption", "detailed_caption", "vqa", "custom")  # write image-level text
 BOX_TASKS = ("phrase_grounding", "referring_expression")  # decode one box run per prompt
 MAX_NEW_TOKENS_LIMIT = 512
@@ -56,10 +62,10 @@ class GenerationPolicy:
 
     task: str = "caption"
     phrases: tuple[str, ...] = ()
-    expression: Optional[str] = None
-    question: Optional[str] = None
+    expression: str | None = None
+    question: str | None = None
     regions: tuple[PixelBox, ...] = ()
-    prompt: Optional[str] = None
+    prompt: str | None = None
     top_k: int = 1
     max_new_tokens: int = 64
     confidence_threshold: float = 0.0
@@ -73,7 +79,7 @@ class GenerationPolicy:
         _TASK_CHECKS[self.task](self)
 
 
-def find_markup(text: str) -> Optional[str]:
+def find_markup(text: str) -> str | None:
     """The first Kosmos-2 tag or special token in ``text`` (``<phrase>``, ``</s>``,
     ``<patch_index_0001>`` …), or None. User text holding one could corrupt the grounding
     format, so it is refused."""
@@ -90,8 +96,10 @@ def check_user_text(field: str, text: str, limit: int = MAX_TEXT_CHARS) -> None:
         raise SettingsError(field, f"at most {limit} characters, got {len(text)}")
     tag = find_markup(text)
     if tag is not None:
-        raise SettingsError(field, f"contains the Kosmos-2 markup {tag!r}; user text must be "
-                                   "plain words (the server adds every tag itself)")
+        raise SettingsError(
+            field,
+            f"contains the Kosmos-2 markup {tag!r}; user text must be plain words (the server adds every tag itself)",
+        )
 
 
 def _require(policy: GenerationPolicy, field: str) -> None:
@@ -132,8 +140,11 @@ def _check_region_description(policy: GenerationPolicy) -> None:
         if not all(math.isfinite(v) and v >= 0 for v in (left, top, right, bottom)):
             raise SettingsError(f"regions[{i}]", "coordinates must be finite and >= 0")
         if left > right or top > bottom:
-            raise SettingsError(f"regions[{i}]", "must be [left, top, right, bottom] with "
-                                                 f"left <= right and top <= bottom, got {[left, top, right, bottom]}")
+            raise SettingsError(
+                f"regions[{i}]",
+                "must be [left, top, right, bottom] with "
+                f"left <= right and top <= bottom, got {[left, top, right, bottom]}",
+            )
 
 
 _TASK_CHECKS = {

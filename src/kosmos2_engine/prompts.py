@@ -11,8 +11,8 @@ model overwrites with the image embeddings. :func:`encode_prompt` builds the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -67,5 +67,5 @@ def left_pad(prompts: Sequence[EncodedPrompt], pad_id: int) -> PromptBatch:
         ids.append([pad_id] * pad + list(prompt.ids))
         attention.append([0] * pad + [1] * len(prompt.ids))
         image_mask.append([0] * pad + list(prompt.image_mask))
-    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
+    as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)
     return PromptBatch(as_tensor(ids), as_tensor(attention), as_tensor(image_mask))

@@ -12,7 +12,7 @@ greedy decoding opens ``<object>`` and its upper-left cell is among the k most p
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -20,13 +20,13 @@ from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_in
 from .policy import GenerationPolicy
 from .prompts import EncodedPrompt, encode_prompt
 
-
 NextTokenProbs = Callable[[Sequence[EncodedPrompt]], torch.Tensor]
 
 
 @torch.inference_mode()
-def rank_boxes(next_token_probs: NextTokenProbs, tokenizer, prompt: str, name: str,
-               policy: GenerationPolicy) -> GroundedText:
+def rank_boxes(
+    next_token_probs: NextTokenProbs, tokenizer, prompt: str, name: str, policy: GenerationPolicy
+) -> GroundedText:
     """``name`` grounded to its ``policy.top_k`` best boxes, best first, those under
     ``policy.confidence_threshold`` dropped. ``next_token_probs(prompts)`` gives the softmax
     (R, vocab) float32 over the token after each of R prompts (same length) against one image:
@@ -35,16 +35,15 @@ def rank_boxes(next_token_probs: NextTokenProbs, tokenizer, prompt: str, name: s
     first_location = tokenizer.convert_tokens_to_ids("<patch_index_0000>")
     encoded = encode_prompt(tokenizer, prompt + "<object>")
     upper_probs = next_token_probs([encoded])[0]
-    upper_p, upper = upper_probs[first_location:first_location + GRID * GRID].topk(policy.top_k)
+    upper_p, upper = upper_probs[first_location : first_location + GRID * GRID].topk(policy.top_k)
     rows = [_extended(encoded, first_location + int(cell)) for cell in upper]
     lower_probs = next_token_probs(rows)
     boxes = []
     for ul, p_ul, probs in zip(upper.tolist(), upper_p.tolist(), lower_probs):
-        cells = probs[first_location:first_location + GRID * GRID] * _valid_lower_right(ul, probs.device)
+        cells = probs[first_location : first_location + GRID * GRID] * _valid_lower_right(ul, probs.device)
         lr = int(cells.argmax())
         boxes.append(GroundedBox(patch_indices_to_box(ul, lr), math.sqrt(p_ul * float(cells[lr]))))
-    kept = tuple(sorted((b for b in boxes if b.score >= policy.confidence_threshold),
-                        key=lambda b: -b.score))
+    kept = tuple(sorted((b for b in boxes if b.score >= policy.confidence_threshold), key=lambda b: -b.score))
     phrases = (GroundedPhrase(name, (0, len(name)), kept),) if kept else ()
     return GroundedText(name, phrases)
 
@@ -59,7 +58,8 @@ def hf_next_token_probs(model, image_embeds: torch.Tensor, rows: Sequence[Encode
     device = image_embeds.device
     ids = torch.tensor([row.ids for row in rows], dtype=torch.long, device=device)
     output = model(
-        input_ids=ids, attention_mask=torch.ones_like(ids),
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
         image_embeds=image_embeds.expand(len(rows), -1, -1).contiguous(),
         image_embeds_position_mask=torch.tensor([row.image_mask for row in rows], device=device),
         use_cache=False,

@@ -25,8 +25,15 @@ class _ChosenTokenProbability(LogitsProcessor):
 
 
 @torch.inference_mode()
-def hf_greedy(model, tokenizer, image_embeds: torch.Tensor, prompt: EncodedPrompt,
-              max_new_tokens: int, stop_ids: list[int], min_new_tokens: int = 0) -> DecodedBatch:
+def hf_greedy(
+    model,
+    tokenizer,
+    image_embeds: torch.Tensor,
+    prompt: EncodedPrompt,
+    max_new_tokens: int,
+    stop_ids: list[int],
+    min_new_tokens: int = 0,
+) -> DecodedBatch:
     """Greedy continuation of one prompt by ``model.generate`` against ``image_embeds``
     (1, 64, D) on the model's device. ``min_new_tokens`` forces the length (benchmarks).
 
@@ -36,16 +43,23 @@ def hf_greedy(model, tokenizer, image_embeds: torch.Tensor, prompt: EncodedPromp
     device = image_embeds.device
     recorder = _ChosenTokenProbability()
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, num_beams=1,
-        use_cache=True, pad_token_id=tokenizer.pad_token_id, eos_token_id=list(stop_ids),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=list(stop_ids),
         bos_token_id=tokenizer.bos_token_id,
     )
     sequences = model.generate(
-        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
+        input_ids=batch.input_ids.to(device),
+        attention_mask=batch.attention_mask.to(device),
         image_embeds_position_mask=batch.image_embeds_position_mask.to(device),
-        image_embeds=image_embeds, generation_config=config,
+        image_embeds=image_embeds,
+        generation_config=config,
         logits_processor=LogitsProcessorList([recorder]),
     )
-    tokens = sequences[:, batch.input_ids.shape[1]:].cpu()
+    tokens = sequences[:, batch.input_ids.shape[1] :].cpu()
     probs = torch.stack(recorder.steps, dim=1).float().cpu()
     return DecodedBatch(tokens, probs)

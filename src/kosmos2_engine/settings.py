@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .policy import GenerationPolicy, PixelBox, SettingsError
 
@@ -27,13 +28,15 @@ OWN_FIELDS = ("task", *TASK_OF_FIELD, "top_k", "max_new_tokens", "confidence_thr
 _TYPO_CUTOFF = 0.8
 
 
-def policy_from_settings(settings: Mapping[str, Any] | None,
-                         defaults: Mapping[str, Any] | None = None) -> GenerationPolicy:
+def policy_from_settings(
+    settings: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> GenerationPolicy:
     """Merge request ``settings`` over ``defaults`` and validate them into a policy.
 
     Keys this model does not use (the SDK adds several, such as ``classes`` or
     ``sliding_window_mode``) are ignored, unless one is a near miss of a key of ours
-    (``max_new_token``, ``Phrase``, ``topk``): that is a ``SettingsError`` naming both. ``conf``, which ``ModelAPI.predict(conf=...)`` sends,
+    (``max_new_token``, ``Phrase``, ``topk``): that is a ``SettingsError`` naming both.
+    ``conf``, which ``ModelAPI.predict(conf=...)`` sends,
     is an alias of ``confidence_threshold`` and wins over it. ``None`` means "not given".
     """
     _refuse_misspelt_fields(settings or {})
@@ -54,7 +57,8 @@ def policy_from_settings(settings: Mapping[str, Any] | None,
         top_k=_as_int("top_k", merged.get("top_k", base.top_k)),
         max_new_tokens=_as_int("max_new_tokens", merged.get("max_new_tokens", base.max_new_tokens)),
         confidence_threshold=_as_float(
-            "confidence_threshold", merged.get("confidence_threshold", base.confidence_threshold)),
+            "confidence_threshold", merged.get("confidence_threshold", base.confidence_threshold)
+        ),
     )
 
 
@@ -64,8 +68,9 @@ def _refuse_misspelt_fields(settings: Mapping[str, Any]) -> None:
             continue
         near = difflib.get_close_matches(key.lower(), OWN_FIELDS, n=1, cutoff=_TYPO_CUTOFF)
         if near:
-            raise SettingsError(key, f"is not a setting of this model; did you mean '{near[0]}'? "
-                                     f"Its settings: {', '.join(OWN_FIELDS)}")
+            raise SettingsError(
+                key, f"is not a setting of this model; did you mean '{near[0]}'? Its settings: {', '.join(OWN_FIELDS)}"
+            )
 
 
 def _as_task(value: Any) -> str:
@@ -77,8 +82,10 @@ def _as_task(value: Any) -> str:
 def _refuse_fields_of_other_tasks(task: str, merged: Mapping[str, Any]) -> None:
     for field, owner in TASK_OF_FIELD.items():
         if field in merged and owner != task:
-            raise SettingsError(field, f"is used only by task '{owner}', but task is '{task}'; "
-                                       f"set task to '{owner}' or leave {field} out")
+            raise SettingsError(
+                field,
+                f"is used only by task '{owner}', but task is '{task}'; set task to '{owner}' or leave {field} out",
+            )
 
 
 def _as_phrases(value: Any) -> tuple[str, ...]:
@@ -93,8 +100,9 @@ def _as_phrases(value: Any) -> tuple[str, ...]:
             _valid_text(f"phrases[{i}]", item)
         parts = tuple(value)
     else:
-        raise SettingsError("phrases", "expected a list of strings or a string like 'cat. dog', "
-                                       f"got {type(value).__name__}")
+        raise SettingsError(
+            "phrases", f"expected a list of strings or a string like 'cat. dog', got {type(value).__name__}"
+        )
     phrases = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not phrases:
         raise SettingsError("phrases", "give at least one phrase, as a list or a string like 'cat. dog'")
@@ -103,8 +111,9 @@ def _as_phrases(value: Any) -> tuple[str, ...]:
 
 def _as_regions(value: Any) -> tuple[PixelBox, ...]:
     if not isinstance(value, (list, tuple)):
-        raise SettingsError("regions", "expected a list of [left, top, right, bottom] pixel boxes, "
-                                       f"got {type(value).__name__}")
+        raise SettingsError(
+            "regions", f"expected a list of [left, top, right, bottom] pixel boxes, got {type(value).__name__}"
+        )
     regions = []
     for i, box in enumerate(value):
         if not isinstance(box, (list, tuple)) or len(box) != 4:
@@ -123,8 +132,10 @@ def _valid_text(field: str, text: str) -> str:
     """``text`` if it is clean Unicode: no lone surrogate (JSON ``"\\ud800"``) and no U+FFFD,
     which is what undecodable bytes become on the way in."""
     if "\ufffd" in text or any("\ud800" <= c <= "\udfff" for c in text):
-        raise SettingsError(field, "is not valid UTF-8 text (it holds undecodable bytes or a lone "
-                                   "surrogate); send the text UTF-8 encoded")
+        raise SettingsError(
+            field,
+            "is not valid UTF-8 text (it holds undecodable bytes or a lone surrogate); send the text UTF-8 encoded",
+        )
     return text
 
 

@@ -6,8 +6,8 @@ Pure functions, no model. Coordinates: request regions are pixel ``[left, top, r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .grounding import GroundedBox, GroundedText, box_to_patch_indices
 from .policy import BOX_TASKS, GenerationPolicy, PixelBox, SettingsError
@@ -73,8 +73,9 @@ def plan_jobs(policy: GenerationPolicy, sizes: Sequence[tuple[int, int]]) -> lis
     return jobs
 
 
-def assemble(policy: GenerationPolicy, jobs: Sequence[PromptJob], views: Sequence[GroundedText],
-             image_count: int) -> list[TaskResult]:
+def assemble(
+    policy: GenerationPolicy, jobs: Sequence[PromptJob], views: Sequence[GroundedText], image_count: int
+) -> list[TaskResult]:
     """One :class:`TaskResult` per image. ``views[i]`` is job i's grounded text: the whole
     text (prompt and continuation) for grounding tasks, caption and custom; the continuation
     only for :data:`ANSWER_TASKS`."""
@@ -89,9 +90,12 @@ def region_to_xyxy(region: PixelBox, width: int, height: int, field: str) -> tup
     the ``width`` x ``height`` image (a right or bottom edge equal to the size is accepted)."""
     left, top, right, bottom = region
     if right > width or bottom > height:
-        raise SettingsError(field, f"{[left, top, right, bottom]} lies outside the {width}x{height} "
-                                   f"image: need 0 <= left <= right <= {width} and "
-                                   f"0 <= top <= bottom <= {height}")
+        raise SettingsError(
+            field,
+            f"{[left, top, right, bottom]} lies outside the {width}x{height} "
+            f"image: need 0 <= left <= right <= {width} and "
+            f"0 <= top <= bottom <= {height}",
+        )
     return left / width, top / height, min(right + 1, width) / width, min(bottom + 1, height) / height
 
 
@@ -103,21 +107,30 @@ def _prompts(policy: GenerationPolicy, width: int, height: int) -> list[tuple[st
         return [(phrase_grounding_prompt(policy.expression), policy.expression.strip())]
     if task == "region_description":
         if not policy.regions:
-            raise SettingsError("regions", "task 'region_description' needs regions: pixel "
-                                           "[left, top, right, bottom] boxes")
-        return [(region_description_prompt(*box_to_patch_indices(
-            region_to_xyxy(region, width, height, f"regions[{i}]"))), None)
-            for i, region in enumerate(policy.regions)]
-    single = {"caption": CAPTION_PROMPT, "detailed_caption": DETAILED_CAPTION_PROMPT,
-              "vqa": vqa_prompt(policy.question or ""),
-              "custom": with_grounding_tag(policy.prompt or "")}
+            raise SettingsError(
+                "regions", "task 'region_description' needs regions: pixel [left, top, right, bottom] boxes"
+            )
+        return [
+            (
+                region_description_prompt(
+                    *box_to_patch_indices(region_to_xyxy(region, width, height, f"regions[{i}]"))
+                ),
+                None,
+            )
+            for i, region in enumerate(policy.regions)
+        ]
+    single = {
+        "caption": CAPTION_PROMPT,
+        "detailed_caption": DETAILED_CAPTION_PROMPT,
+        "vqa": vqa_prompt(policy.question or ""),
+        "custom": with_grounding_tag(policy.prompt or ""),
+    }
     return [(single[task], None)]
 
 
 def _result(policy: GenerationPolicy, decoded: list[tuple[PromptJob, GroundedText]]) -> TaskResult:
     if policy.task in BOX_TASKS:
-        boxes = [NamedBox(job.name, box.xyxy, box.score)
-                 for job, view in decoded for box in _first_phrase_boxes(view)]
+        boxes = [NamedBox(job.name, box.xyxy, box.score) for job, view in decoded for box in _first_phrase_boxes(view)]
         return TaskResult(policy.task, boxes=tuple(boxes))
     if policy.task == "region_description":
         return TaskResult(policy.task, descriptions=tuple(view.text for _, view in decoded))

@@ -19,8 +19,10 @@ def phrase_grounding_prompt(phrase: str) -> str:
 
 def region_description_prompt(upper_left: int, lower_right: int) -> str:
     """Describe the region between two grid cells: "It<box> is" and the model goes on."""
-    return (f"{GROUNDING_TAG}<phrase> It</phrase><object><patch_index_{upper_left:04d}>"
-            f"<patch_index_{lower_right:04d}></object> is")
+    return (
+        f"{GROUNDING_TAG}<phrase> It</phrase><object><patch_index_{upper_left:04d}>"
+        f"<patch_index_{lower_right:04d}></object> is"
+    )
 
 
 def vqa_prompt(question: str) -> str:

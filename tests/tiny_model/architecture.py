@@ -40,14 +40,15 @@ def build_processor() -> Kosmos2Processor:
     pieces = [("\u2581" + w, -2.0 - 0.01 * i) for i, w in enumerate(words)]
     pieces += [("\u2581" + w.capitalize(), -3.0 - 0.01 * i) for i, w in enumerate(words)]
     chars = [(c, -10.0) for c in string.ascii_letters + string.digits + string.punctuation]
-    tokenizer = XLMRobertaTokenizer(
-        vocab=specials + pieces + chars + [("\u2581", -8.0)], model_max_length=2048
-    )
+    tokenizer = XLMRobertaTokenizer(vocab=specials + pieces + chars + [("\u2581", -8.0)], model_max_length=2048)
     tokenizer.padding_side = "left"
     image_processor = CLIPImageProcessorPil(
-        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, do_center_crop=False,
-        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE}, resample=3,
-        image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD),
+        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        do_center_crop=False,
+        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        resample=3,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
     )
     return Kosmos2Processor(image_processor, tokenizer)
 
@@ -57,13 +58,26 @@ def build_model(processor: Kosmos2Processor, seed: int) -> Kosmos2ForConditional
     torch.manual_seed(seed)
     config = Kosmos2Config(
         text_config=dict(
-            vocab_size=len(processor.tokenizer), embed_dim=128, layers=3, attention_heads=4,
-            ffn_dim=256, max_position_embeddings=256, dropout=0.0, attention_dropout=0.0,
-            activation_dropout=0.0, layerdrop=0.0,
+            vocab_size=len(processor.tokenizer),
+            embed_dim=128,
+            layers=3,
+            attention_heads=4,
+            ffn_dim=256,
+            max_position_embeddings=256,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            layerdrop=0.0,
         ),
         vision_config=dict(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            image_size=IMAGE_SIDE, patch_size=8, dropout=0.0, attention_dropout=0.0,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIDE,
+            patch_size=8,
+            dropout=0.0,
+            attention_dropout=0.0,
         ),
         latent_query_num=64,
     )
@@ -84,8 +98,7 @@ def _init_image_path(model) -> None:
     projection = model.image_to_text_projection
     attention = projection.x_attn
     with torch.no_grad():
-        for layer in (projection.dense, attention.q_proj, attention.k_proj, attention.v_proj,
-                      attention.out_proj):
+        for layer in (projection.dense, attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
             torch.nn.init.normal_(layer.weight, std=layer.weight.shape[1] ** -0.5)
             torch.nn.init.zeros_(layer.bias)
         torch.nn.init.normal_(projection.latent_query, std=0.02)
@@ -103,4 +116,4 @@ def _init_location_embeddings(model, processor) -> None:
         for offset, coord in ((0, cells // 32), (dim, cells % 32)):
             angles = coord[:, None].float() * freqs[None, :]
             code = torch.cat([angles.sin(), angles.cos()], dim=1) * 0.1
-            weight[first:first + 1024, offset:offset + dim] = code
+            weight[first : first + 1024, offset : offset + dim] = code

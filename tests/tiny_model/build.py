@@ -2,8 +2,11 @@
 
     make tiny-checkpoint      (or: PYTHONPATH=src:. python -m tests.tiny_model.build)
 
-The checkpoint's *key* hashes the sources that decide its weights (architecture, scenes,
-training recipe, prompt layout) and the torch and transformers versions. The committed
+The checkpoint's *key* fingerprints what decides its weights: the code of the architecture,
+the scenes and the training loop (its syntax tree, without docstrings, imports, annotations,
+comments or layout, so that reformatting changes nothing), the training data itself for 256
+scenes (the examples of every task, the engine's prompts and their token layout, the pixels),
+and the torch and transformers versions. The committed
 folder ``tests/tiny_model/checkpoint`` is used when its key matches; otherwise the model is
 trained into ``.cache/tiny-kosmos2/<key>`` (``TINY_KOSMOS2_CACHE`` moves that root): about
 40 minutes on one CPU thread, deterministic. A build is checked on held-out scenes and is not
@@ -12,6 +15,7 @@ saved unless it has learnt.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -20,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -38,17 +42,69 @@ COMMITTED = HERE / "checkpoint"
 CACHE_ENV = "TINY_KOSMOS2_CACHE"
 REPORT = "build_report.json"
 EVAL_SEED = 12345
-MINIMUM_SCORES = {"name_accuracy": 0.5, "box_hit_rate": 0.45, "two_shape_caption_accuracy": 0.35,
-                  "grounding_hit_rate": 0.6, "region_accuracy": 0.6, "vqa_accuracy": 0.7}
-_WEIGHT_SOURCES = [HERE / "architecture.py", HERE / "scenes.py", HERE / "examples.py",
-                   HERE / "train.py", REPO / "src" / "kosmos2_engine" / "prompts.py",
-                   REPO / "src" / "kosmos2_engine" / "templates.py"]
+MINIMUM_SCORES = {
+    "name_accuracy": 0.5,
+    "box_hit_rate": 0.45,
+    "two_shape_caption_accuracy": 0.35,
+    "grounding_hit_rate": 0.6,
+    "region_accuracy": 0.6,
+    "vqa_accuracy": 0.7,
+}
+_CODE = [HERE / "architecture.py", HERE / "scenes.py", HERE / "train.py"]
+_FINGERPRINT_SCENES = 256
+
+
+class _WithoutLayout(ast.NodeTransformer):
+    """Drops what cannot change the weights: docstrings, imports and type annotations."""
+
+    def visit_Import(self, node):
+        return None
+
+    visit_ImportFrom = visit_Import
+
+    def _without_docstring(self, node):
+        body = node.body
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+        return self.generic_visit(node)
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _without_docstring
+
+    def visit_arg(self, node):
+        node.annotation = None
+        return node
+
+    def visit_AnnAssign(self, node):
+        node.annotation = ast.Constant(None)
+        return self.generic_visit(node)
+
+
+def _code_fingerprint(path: Path) -> bytes:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+    return ast.dump(_WithoutLayout().visit(tree), include_attributes=False).encode()
+
+
+def _data_fingerprint() -> bytes:
+    """The training set of the first 256 scenes, as the recipe makes it: every task's prompts
+    (from the engine), targets, token layout and pixels."""
+    data = make_training_set(build_processor(), RECIPE.data_seed, _FINGERPRINT_SCENES, RECIPE.two_shape_share)
+    return b"".join(getattr(data, field.name).numpy().tobytes() for field in fields(data))
 
 
 def cache_key() -> str:
     digest = hashlib.sha256()
-    for path in _WEIGHT_SOURCES:
-        digest.update(path.read_bytes())
+    for path in _CODE:
+        digest.update(_code_fingerprint(path))
+    digest.update(_data_fingerprint())
+    digest.update(json.dumps(asdict(RECIPE), sort_keys=True).encode())
     digest.update(f"torch={torch.__version__} transformers={transformers.__version__}".encode())
     return digest.hexdigest()[:16]
 
@@ -92,8 +148,10 @@ def train_and_save(out: Path, recipe: Recipe, log) -> float:
         processor = build_processor()
         model = build_model(processor, recipe.model_seed)
         data = make_training_set(processor, recipe.data_seed, recipe.scenes, recipe.two_shape_share)
-        log(f"training the tiny Kosmos-2 ({sum(p.numel() for p in model.parameters())} "
-            f"parameters) on {len(data)} examples, {recipe.steps} steps")
+        log(
+            f"training the tiny Kosmos-2 ({sum(p.numel() for p in model.parameters())} "
+            f"parameters) on {len(data)} examples, {recipe.steps} steps"
+        )
         loss = train(model, data, recipe.steps, recipe.train_seed, recipe.batch_size, recipe.lr, log)
     finally:
         torch.set_num_threads(threads)
@@ -105,9 +163,13 @@ def train_and_save(out: Path, recipe: Recipe, log) -> float:
 def finish_build(out: Path, key: str, loss: float, seconds: float, log) -> None:
     """Check a trained folder on held-out scenes and write its report; raise if it has not
     learnt well enough (the folder is then not used)."""
-    report = {"key": key, "final_loss": round(loss, 4),
-              **evaluate(Kosmos2Engine.load(str(out), device="cpu")),
-              "recipe": asdict(RECIPE), "build_seconds": round(seconds, 1)}
+    report = {
+        "key": key,
+        "final_loss": round(loss, 4),
+        **evaluate(Kosmos2Engine.load(str(out), device="cpu")),
+        "recipe": asdict(RECIPE),
+        "build_seconds": round(seconds, 1),
+    }
     log(f"held-out scenes: {report}")
     failed = {name: report[name] for name, low in MINIMUM_SCORES.items() if report[name] < low}
     if failed:
@@ -130,10 +192,15 @@ def _caption_scores(engine, singles, pairs) -> dict:
         if result.boxes and result.boxes[0].name == shape.phrase:
             named += 1
             hits += iou(result.boxes[0].xyxy, shape.xyxy) >= 0.5
-    both = sum([box.name for box in result.boxes] == [s.phrase for s in shapes]
-               for result, (_, shapes) in zip(engine.run([image for image, _ in pairs], policy), pairs))
-    return {"name_accuracy": named / len(singles), "box_hit_rate": hits / len(singles),
-            "two_shape_caption_accuracy": both / len(pairs)}
+    both = sum(
+        [box.name for box in result.boxes] == [s.phrase for s in shapes]
+        for result, (_, shapes) in zip(engine.run([image for image, _ in pairs], policy), pairs)
+    )
+    return {
+        "name_accuracy": named / len(singles),
+        "box_hit_rate": hits / len(singles),
+        "two_shape_caption_accuracy": both / len(pairs),
+    }
 
 
 def _task_scores(engine, rng, pairs) -> dict:
@@ -148,8 +215,11 @@ def _task_scores(engine, rng, pairs) -> dict:
         described += engine.run([image], region)[0].descriptions == (f"{target.phrase}.",)
         question = GenerationPolicy(task="vqa", question=f"What colour is the {target.shape}?")
         answered += engine.run([image], question)[0].text.endswith(f"is {target.colour}.")
-    return {"grounding_hit_rate": grounded / len(pairs), "region_accuracy": described / len(pairs),
-            "vqa_accuracy": answered / len(pairs)}
+    return {
+        "grounding_hit_rate": grounded / len(pairs),
+        "region_accuracy": described / len(pairs),
+        "vqa_accuracy": answered / len(pairs),
+    }
 
 
 def iou(a, b) -> float:

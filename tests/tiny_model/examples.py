@@ -9,8 +9,8 @@ token is appended when the examples are packed.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from kosmos2_engine import box_to_patch_indices
 from kosmos2_engine.templates import (
@@ -43,7 +43,7 @@ def grounded(text: str, shape: DrawnShape) -> str:
 
 
 def caption_target(shapes: Sequence[DrawnShape]) -> str:
-    """" a red circle<box> and a blue square<box>." (left to right)."""
+    """ " a red circle<box> and a blue square<box>." (left to right)."""
     return " and".join(grounded(s.phrase, s) for s in shapes) + "."
 
 
@@ -51,8 +51,7 @@ def detailed_caption_target(shapes: Sequence[DrawnShape]) -> str:
     if len(shapes) == 1:
         return f" There is{grounded(shapes[0].phrase, shapes[0])} in the image."
     left, right = shapes
-    return (f" There is{grounded(left.phrase, left)} on the left and"
-            f"{grounded(right.phrase, right)} on the right.")
+    return f" There is{grounded(left.phrase, left)} on the left and{grounded(right.phrase, right)} on the right."
 
 
 def phrase_names(shape: DrawnShape) -> list[str]:
@@ -66,8 +65,11 @@ def referring_expressions(shapes: Sequence[DrawnShape]) -> list[tuple[str, Drawn
     if len(shapes) < 2:
         return []
     left, right = shapes
-    found = [(f"the {noun} on the {side}", shape) for noun in ("shape", "object")
-             for side, shape in (("left", left), ("right", right))]
+    found = [
+        (f"the {noun} on the {side}", shape)
+        for noun in ("shape", "object")
+        for side, shape in (("left", left), ("right", right))
+    ]
     if left.colour != right.colour:
         found += [(f"the {s.colour} {noun}", s) for s in shapes for noun in ("shape", "object")]
     return found
@@ -75,12 +77,20 @@ def referring_expressions(shapes: Sequence[DrawnShape]) -> list[tuple[str, Drawn
 
 def vqa_examples(rng: random.Random, shapes: Sequence[DrawnShape]) -> list[Example]:
     shape = rng.choice(list(shapes))
-    examples = [Example(vqa_prompt(f"What colour is the {shape.shape}?"),
-                        f"{grounded(f'The {shape.shape}', shape)} is {shape.colour}.")]
+    examples = [
+        Example(
+            vqa_prompt(f"What colour is the {shape.shape}?"),
+            f"{grounded(f'The {shape.shape}', shape)} is {shape.colour}.",
+        )
+    ]
     if sum(s.colour == shape.colour for s in shapes) == 1:
         subject = f"The {shape.colour} object"
-        examples.append(Example(vqa_prompt(f"What shape is the {shape.colour} object?"),
-                                f"{grounded(subject, shape)} is a {shape.shape}."))
+        examples.append(
+            Example(
+                vqa_prompt(f"What shape is the {shape.colour} object?"),
+                f"{grounded(subject, shape)} is a {shape.shape}.",
+            )
+        )
     return examples
 
 
@@ -91,10 +101,8 @@ def scene_examples(rng: random.Random, shapes: Sequence[DrawnShape]) -> list[Exa
     examples = [
         Example(CAPTION_PROMPT, caption_target(shapes)),
         Example(DETAILED_CAPTION_PROMPT, detailed_caption_target(shapes)),
-        Example(phrase_grounding_prompt(rng.choice(phrase_names(target_shape))),
-                box_markup(target_shape)),
-        Example(region_description_prompt(*box_to_patch_indices(described.xyxy)),
-                f" {described.phrase}."),
+        Example(phrase_grounding_prompt(rng.choice(phrase_names(target_shape))), box_markup(target_shape)),
+        Example(region_description_prompt(*box_to_patch_indices(described.xyxy)), f" {described.phrase}."),
     ]
     expressions = referring_expressions(shapes)
     if expressions:

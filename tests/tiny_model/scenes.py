@@ -35,8 +35,9 @@ class DrawnShape:
         return f"a {self.colour} {self.shape}"
 
 
-def draw_scene(rng: random.Random, width: int, height: int, colour: str | None = None,
-               shape: str | None = None) -> tuple[Image.Image, DrawnShape]:
+def draw_scene(
+    rng: random.Random, width: int, height: int, colour: str | None = None, shape: str | None = None
+) -> tuple[Image.Image, DrawnShape]:
     """An RGB ``width`` x ``height`` image with one shape covering 25-70 % of each side."""
     colour = colour or rng.choice(sorted(COLOURS))
     shape = shape or rng.choice(SHAPES)
@@ -51,9 +52,9 @@ def draw_scene(rng: random.Random, width: int, height: int, colour: str | None =
     return image, DrawnShape(colour, shape, xyxy, ltrb)
 
 
-def draw_two_shapes(rng: random.Random, width: int, height: int,
-                    specs: tuple[tuple[str, str], tuple[str, str]] | None = None
-                    ) -> tuple[Image.Image, tuple[DrawnShape, DrawnShape]]:
+def draw_two_shapes(
+    rng: random.Random, width: int, height: int, specs: tuple[tuple[str, str], tuple[str, str]] | None = None
+) -> tuple[Image.Image, tuple[DrawnShape, DrawnShape]]:
     """Two shapes of different kinds, side by side, left one first.
 
     The image is split at a random column between 40 % and 60 % of the width; each shape lies

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -58,8 +58,10 @@ class TrainingSet:
         """The examples at ``index``, cut to the longest of them."""
         length = int(self.attention_mask[index].sum(dim=1).max())
         names = ("input_ids", "attention_mask", "image_embeds_position_mask", "labels")
-        return {"pixel_values": self.pixel_values[self.scene_index[index]],
-                **{name: getattr(self, name)[index, :length] for name in names}}
+        return {
+            "pixel_values": self.pixel_values[self.scene_index[index]],
+            **{name: getattr(self, name)[index, :length] for name in names},
+        }
 
 
 def make_training_set(processor, seed: int, count: int, two_shape_share: float) -> TrainingSet:
@@ -94,14 +96,20 @@ def _pack(tokenizer, rows, pixels) -> TrainingSet:
         attention.append([1] * used + [0] * pad)
         image_mask.append(list(prompt.image_mask) + [0] * (len(target) + pad))
         labels.append([IGNORE] * len(prompt.ids) + target + [IGNORE] * pad)
-    tensor = lambda rows: torch.tensor(rows, dtype=torch.long)  # noqa: E731
+    tensor = lambda rows: torch.tensor(rows, dtype=torch.long)
     scenes = tensor([scene for scene, _ in rows])
-    return TrainingSet(pixels, scenes, tensor(ids), tensor(attention), tensor(image_mask),
-                       tensor(labels))
+    return TrainingSet(pixels, scenes, tensor(ids), tensor(attention), tensor(image_mask), tensor(labels))
 
 
-def train(model, data: TrainingSet, steps: int, seed: int, batch_size: int = 32,
-          lr: float = 1e-3, log: Callable[[str], None] = print) -> float:
+def train(
+    model,
+    data: TrainingSet,
+    steps: int,
+    seed: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    log: Callable[[str], None] = print,
+) -> float:
     """AdamW with warm-up and cosine decay; returns the mean loss of the last 50 steps."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

@@ -25,8 +25,9 @@ def convert_image_encoder(model) -> ov.Model:
     """``pixel_values`` (B, 3, S, S) float32 -> ``image_embeds`` (B, 64, E), B dynamic."""
     side = int(model.config.vision_config.image_size)
     example = torch.zeros(2, 3, side, side)
-    converted = ov.convert_model(ImageEncoderGraph(model).eval(), example_input=example,
-                                 input=[ov.PartialShape([-1, 3, side, side])])
+    converted = ov.convert_model(
+        ImageEncoderGraph(model).eval(), example_input=example, input=[ov.PartialShape([-1, 3, side, side])]
+    )
     _name_ports(converted.inputs, ["pixel_values"])
     _name_ports(converted.outputs, ["image_embeds"])
     return converted
@@ -46,10 +47,15 @@ def convert_decoder(model) -> ov.Model:
     layers, width = len(graph.text.layers), int(model.config.text_config.embed_dim)
     batch, new, past = 2, 3, 2
     past_shape = (batch, graph.heads, past, graph.head_dim)
-    example = (torch.ones(batch, new, dtype=torch.long), torch.zeros(batch, new, width),
-               torch.zeros(batch, new), torch.full((batch, new), int(model.config.text_config.pad_token_id) + 3, dtype=torch.long),
-               torch.ones(batch, past + new, dtype=torch.long),
-               *[torch.zeros(past_shape) for _ in range(2 * layers)])
+    positions = torch.full((batch, new), int(model.config.text_config.pad_token_id) + 3, dtype=torch.long)
+    example = (
+        torch.ones(batch, new, dtype=torch.long),
+        torch.zeros(batch, new, width),
+        torch.zeros(batch, new),
+        positions,
+        torch.ones(batch, past + new, dtype=torch.long),
+        *[torch.zeros(past_shape) for _ in range(2 * layers)],
+    )
     states = decoder_state_names(layers)
     shapes = [[-1, -1], [-1, -1, width], [-1, -1], [-1, -1], [-1, -1]]
     shapes += [[-1, graph.heads, -1, graph.head_dim]] * (2 * layers)
@@ -68,8 +74,11 @@ def _start_states_empty(model: ov.Model, heads: int, head_dim: int) -> None:
     head_dim), B read from ``input_ids``: without it a dynamic-batch state starts with batch 0."""
     import openvino.opset13 as ops
 
-    batch = ops.gather(ops.shape_of(model.input("input_ids"), output_type="i64"),
-                       ops.constant(np.array([0], dtype=np.int64)), ops.constant(np.int64(0)))
+    batch = ops.gather(
+        ops.shape_of(model.input("input_ids"), output_type="i64"),
+        ops.constant(np.array([0], dtype=np.int64)),
+        ops.constant(np.int64(0)),
+    )
     fixed = ops.constant(np.array([heads, 0, head_dim], dtype=np.int64))
     shape = ops.concat([batch, fixed], axis=0)
     for op in model.get_ops():
@@ -90,8 +99,9 @@ def compress_decoder(model: ov.Model, weights: str) -> ov.Model:
     import nncf
 
     if weights == "int4":
-        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM,
-                                     group_size=INT4_GROUP_SIZE, ratio=1.0)
+        return nncf.compress_weights(
+            model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=INT4_GROUP_SIZE, ratio=1.0
+        )
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 

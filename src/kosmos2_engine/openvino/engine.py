@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ class OpenVINOEngine(Kosmos2Engine):
         self.decoder = OpenVINODecoder(compiled_decoder, int(text.pad_token_id), int(text.embed_dim))
 
     @classmethod
-    def load(cls, checkpoint: str, weights: str = "int8", max_batch_size: int = 16,
-             export_if_missing: bool = True) -> "OpenVINOEngine":
+    def load(
+        cls, checkpoint: str, weights: str = "int8", max_batch_size: int = 16, export_if_missing: bool = True
+    ) -> OpenVINOEngine:
         """From a folder or hub id: its IR of ``weights`` (exported first when missing or out
         of date, if ``export_if_missing``), its processor and config."""
         if weights not in WEIGHT_FORMATS:
@@ -55,8 +56,10 @@ class OpenVINOEngine(Kosmos2Engine):
         folder = checkpoint_folder(checkpoint)
         ir = export_openvino(str(folder), weights) if export_if_missing else cached_ir(folder, weights)
         if ir is None:
-            raise FileNotFoundError(f"no up-to-date OpenVINO IR ({weights}) beside '{checkpoint}'; run "
-                                    f"python -m kosmos2_engine.openvino.export {checkpoint} --weights {weights}")
+            raise FileNotFoundError(
+                f"no up-to-date OpenVINO IR ({weights}) beside '{checkpoint}'; run "
+                f"python -m kosmos2_engine.openvino.export {checkpoint} --weights {weights}"
+            )
         processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         config = Kosmos2Config.from_pretrained(folder, local_files_only=True)
         return cls(ir, processor, config, weights, max_batch_size)
@@ -66,7 +69,7 @@ class OpenVINOEngine(Kosmos2Engine):
         """Activations are float32; see :attr:`weights` for how the weights are stored."""
         return torch.float32
 
-    def to(self, device: str, dtype=None) -> "OpenVINOEngine":
+    def to(self, device: str, dtype=None) -> OpenVINOEngine:
         if device not in ("cpu", "cpu:0"):
             raise ValueError(f"The OpenVINO engine runs on CPU only, not on '{device}'.")
         return self
@@ -84,6 +87,7 @@ class OpenVINOEngine(Kosmos2Engine):
         def probs(prompts):
             softmax = self.decoder.next_token_probs(embeds, prompts, [row] * len(prompts))
             return torch.from_numpy(softmax)
+
         return probs
 
     def warm_up(self) -> None:
@@ -91,5 +95,10 @@ class OpenVINOEngine(Kosmos2Engine):
         started = time.perf_counter()
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
         self.caption([blank], GenerationPolicy(max_new_tokens=2))
-        logger.info("Kosmos-2 (OpenVINO, %s weights, %s) warmed up on CPU in %.1f s; batches of up to %d.",
-                    self.weights, self.ir, time.perf_counter() - started, self.max_batch_size)
+        logger.info(
+            "Kosmos-2 (OpenVINO, %s weights, %s) warmed up on CPU in %.1f s; batches of up to %d.",
+            self.weights,
+            self.ir,
+            time.perf_counter() - started,
+            self.max_batch_size,
+        )

@@ -32,8 +32,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,13 @@ def source_fingerprint(checkpoint_folder: Path, weights: str) -> dict:
             digest.update(handle.read(_SAMPLED_BYTES))
             handle.seek(max(0, size - _SAMPLED_BYTES))
             digest.update(handle.read(_SAMPLED_BYTES))
-    return {"source_sha256": digest.hexdigest(), "weights": weights, "export_version": EXPORT_VERSION,
-            "openvino": openvino.__version__.split("-")[0], "nncf": nncf.__version__}
+    return {
+        "source_sha256": digest.hexdigest(),
+        "weights": weights,
+        "export_version": EXPORT_VERSION,
+        "openvino": openvino.__version__.split("-")[0],
+        "nncf": nncf.__version__,
+    }
 
 
 def cached_ir(checkpoint_folder: Path, weights: str, output: Path | None = None) -> Path | None:
@@ -82,8 +87,12 @@ def cached_ir(checkpoint_folder: Path, weights: str, output: Path | None = None)
     return target if recorded.get("fingerprint") == source_fingerprint(checkpoint_folder, weights) else None
 
 
-def export_openvino(checkpoint: str, weights: str = "int8", output: str | Path | None = None,
-                    progress: Callable[[str], None] = logger.info) -> Path:
+def export_openvino(
+    checkpoint: str,
+    weights: str = "int8",
+    output: str | Path | None = None,
+    progress: Callable[[str], None] = logger.info,
+) -> Path:
     """Export (or reuse) the IR of ``checkpoint`` (folder or hub id) with ``weights``; returns
     its folder. ``progress`` receives one line per step."""
     if weights not in WEIGHT_FORMATS:
@@ -94,9 +103,9 @@ def export_openvino(checkpoint: str, weights: str = "int8", output: str | Path |
         progress(f"OpenVINO IR ({weights}) of '{checkpoint}' is up to date in {target}; reusing it.")
         return target
     started = time.perf_counter()
-    from ..checkpoint import load_checkpoint
-
     import torch
+
+    from ..checkpoint import load_checkpoint
 
     progress(f"[1/4] Loading '{checkpoint}' (fp32) from {folder}")
     model, _ = load_checkpoint(str(folder), torch.float32)
@@ -113,8 +122,11 @@ def export_openvino(checkpoint: str, weights: str = "int8", output: str | Path |
     progress(f"[4/4] Compressing weights ({weights}) with NNCF and saving")
     save(encoder, partial / IMAGE_ENCODER)
     save(compress_decoder(decoder, weights), partial / DECODER)
-    info = {"fingerprint": source_fingerprint(folder, weights), "checkpoint": str(checkpoint),
-            "seconds": round(time.perf_counter() - started, 1)}
+    info = {
+        "fingerprint": source_fingerprint(folder, weights),
+        "checkpoint": str(checkpoint),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
     (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
@@ -143,8 +155,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a Kosmos-2 folder or hub id")
     parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="int8")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="IR folder (default: openvino-<weights> beside the weights)")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="IR folder (default: openvino-<weights> beside the weights)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ..checkpoint import CheckpointError

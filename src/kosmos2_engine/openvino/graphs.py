@@ -76,8 +76,9 @@ class DecoderGraph(torch.nn.Module):
 
         key = torch.cat([past_key, split(attention.k_proj)], dim=2)
         value = torch.cat([past_value, split(attention.v_proj)], dim=2)
-        attended = F.scaled_dot_product_attention(split(attention.q_proj), key, value,
-                                                  attn_mask=mask, scale=attention.scaling)
+        attended = F.scaled_dot_product_attention(
+            split(attention.q_proj), key, value, attn_mask=mask, scale=attention.scaling
+        )
         attended = attended.transpose(1, 2).reshape(batch, length, width)
         hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
         return hidden + block.ffn(block.final_layer_norm(hidden)), key, value

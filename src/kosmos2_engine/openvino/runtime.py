@@ -8,8 +8,8 @@ token), pads masked as keys, greedy argmax with its full-vocabulary softmax prob
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import openvino as ov
@@ -20,8 +20,12 @@ from .export import DECODER, IMAGE_ENCODER
 
 # Activations and the KV cache in float32 (OpenVINO's CPU defaults may pick bf16 activations
 # and a u8 KV cache), so that the fp32 IR decodes exactly what the torch engine decodes.
-CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32",
-              "PERFORMANCE_HINT": "LATENCY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+CPU_CONFIG = {
+    "INFERENCE_PRECISION_HINT": "f32",
+    "KV_CACHE_PRECISION": "f32",
+    "PERFORMANCE_HINT": "LATENCY",
+    "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+}
 
 
 def compile_ir(folder: Path, threads: int | None = None) -> tuple[ov.CompiledModel, ov.CompiledModel]:
@@ -58,8 +62,14 @@ class OpenVINODecoder:
     def release_caches(self) -> None:
         self._request.reset_state()
 
-    def decode(self, image_embeds: np.ndarray, prompts: Sequence[EncodedPrompt], max_new_tokens: int,
-               stop_ids: Sequence[int], image_rows: Sequence[int] | None = None) -> DecodedBatch:
+    def decode(
+        self,
+        image_embeds: np.ndarray,
+        prompts: Sequence[EncodedPrompt],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        image_rows: Sequence[int] | None = None,
+    ) -> DecodedBatch:
         """Greedy continuations (B, T) of ``prompts``, prompt ``i`` against
         ``image_embeds[image_rows[i]]`` ((N, 64, E) float32); T <= ``max_new_tokens``, every row
         run until all rows have produced a stop token."""
@@ -79,8 +89,9 @@ class OpenVINODecoder:
             position = position + 1
         return DecodedBatch(np.stack(tokens, axis=1), np.stack(probs, axis=1).astype(np.float32))
 
-    def next_token_probs(self, image_embeds: np.ndarray, prompts: Sequence[EncodedPrompt],
-                         image_rows: Sequence[int]) -> np.ndarray:
+    def next_token_probs(
+        self, image_embeds: np.ndarray, prompts: Sequence[EncodedPrompt], image_rows: Sequence[int]
+    ) -> np.ndarray:
         """Softmax (R, vocab) float32 over the token after each prompt (one prefill, no decoding)."""
         logits = self._prefill_logits(image_embeds, prompts, list(image_rows))[0]
         return _softmax(logits)
@@ -101,8 +112,11 @@ class OpenVINODecoder:
         prefix_len = _common_prefix_len(prompts)
         images = sorted(set(rows))
         head = prompts[0]
-        self._prefill_logits(image_embeds, [EncodedPrompt(head.ids[:prefix_len], head.image_mask[:prefix_len],
-                                                          head.text_start)] * len(images), images)
+        self._prefill_logits(
+            image_embeds,
+            [EncodedPrompt(head.ids[:prefix_len], head.image_mask[:prefix_len], head.text_start)] * len(images),
+            images,
+        )
         prefix = {state.name: state.state.data.copy() for state in self._request.query_state()}
         index_of = {image: index for index, image in enumerate(images)}
         picked = [index_of[row] for row in rows]
@@ -137,13 +151,21 @@ class OpenVINODecoder:
 
     def _step(self, token, position, key_mask):
         batch = token.shape[0]
-        logits = self._infer(token, np.zeros((batch, 1, self.width), np.float32),
-                             np.zeros((batch, 1), np.float32), position, key_mask)
+        logits = self._infer(
+            token, np.zeros((batch, 1, self.width), np.float32), np.zeros((batch, 1), np.float32), position, key_mask
+        )
         return _greedy(logits)
 
     def _infer(self, ids, features, image_mask, positions, key_mask) -> np.ndarray:
-        self._request.infer({"input_ids": ids, "image_features": features, "image_mask": image_mask,
-                             "position_ids": positions, "attention_mask": key_mask})
+        self._request.infer(
+            {
+                "input_ids": ids,
+                "image_features": features,
+                "image_mask": image_mask,
+                "position_ids": positions,
+                "attention_mask": key_mask,
+            }
+        )
         return self._request.get_tensor("logits").data.copy()
 
 
