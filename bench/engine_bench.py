@@ -32,7 +32,8 @@ import torch
 from bench.machine import bandwidth_share, environment, peak_memory_mib, reset_peak_memory, synchronize
 from bench.report import write_report
 from kosmos2_engine import Kosmos2Engine, RequestBatcher, policy_from_settings
-from kosmos2_engine.templates import CAPTION_PROMPT
+from kosmos2_engine.task_table import CAPTION_PROMPT
+from kosmos2_engine.torch_backend import TorchBackend
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = REPO / "tests" / "tiny_model" / "checkpoint"
@@ -153,7 +154,7 @@ def bench_decode_bandwidth(engine, image, new_tokens) -> dict:
     long = statistics.median(timed(lambda: engine.run([image], policy_long)) for _ in range(3))
     short = statistics.median(timed(lambda: engine.run([image], policy_short)) for _ in range(3))
     step_s = (long - short) / (new_tokens - 1)
-    text = engine.model.text_model
+    text = engine.backend.model.text_model
     weight_bytes = sum(p.numel() * p.element_size() for p in text.parameters())
     achieved = weight_bytes / step_s / 1e9
     return {
@@ -181,7 +182,7 @@ def main(argv=None) -> dict:
     on_gpu = args.device.startswith("cuda")
     model = random_model(args.device, torch.bfloat16) if on_gpu else reference_model
     del reference_model
-    engine = Kosmos2Engine(model, processor, args.device, max_batch_size=max(args.batches))
+    engine = Kosmos2Engine(TorchBackend(model, args.device), processor, model.config, max_batch_size=max(args.batches))
     with mock.patch("kosmos2_engine.engine.stop_token_ids", lambda tokenizer, policy: ()):
         log("engine warm-up")
         report["warm_up_s"] = timed(engine.warm_up)

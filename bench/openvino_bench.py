@@ -4,7 +4,7 @@ with seeded random weights and a forced 32-token caption per image (batch 1).
 
 * ``torch-reference``: transformers' ``generate`` in fp32, pixels in (what the public app runs);
 * ``torch-engine``: our torch engine (static-cache decoder), fp32;
-* ``openvino-fp32`` / ``-int8`` / ``-int4``: :class:`OpenVINOEngine` on IR exported from the same
+* ``openvino-fp32`` / ``-int8`` / ``-int4``: :class:`OpenVINOBackend` on IR exported from the same
   weights (``kosmos2_engine.openvino.convert``, as ``export`` does).
 
 Each variant runs in its own process, so that its memory is its own. Reported per variant:
@@ -110,8 +110,8 @@ def export_irs(work: Path) -> dict[str, float]:
 
 def caption_runner(variant: str, work: Path):
     """(load seconds, a function image -> decoded token count) for ``variant``."""
-    from kosmos2_engine.prompts import encode_prompt
-    from kosmos2_engine.templates import CAPTION_PROMPT
+    from kosmos2_engine.task_table import CAPTION_PROMPT
+    from kosmos2_engine.token_layout import encode_prompt
 
     started = time.perf_counter()
     processor = processor_224()
@@ -124,21 +124,24 @@ def caption_runner(variant: str, work: Path):
             return out.shape[1] - inputs["input_ids"].shape[1]
 
         return time.perf_counter() - started, run
+    from transformers import Kosmos2Config
+
+    from kosmos2_engine import Kosmos2Engine
+
     if variant == "torch-engine":
-        from kosmos2_engine import Kosmos2Engine
+        from kosmos2_engine.torch_backend import TorchBackend
 
-        engine = Kosmos2Engine(random_model(), processor, "cpu")
+        backend = TorchBackend(random_model(), "cpu")
     else:
-        from transformers import Kosmos2Config
+        from kosmos2_engine.openvino.backend import OpenVINOBackend
 
-        from kosmos2_engine.openvino.engine import OpenVINOEngine
-
-        engine = OpenVINOEngine(work / variant, processor, Kosmos2Config(), variant.split("-")[1])
+        backend = OpenVINOBackend(work / variant, Kosmos2Config(), variant.split("-")[1])
+    engine = Kosmos2Engine(backend, processor, Kosmos2Config())
     prompt = encode_prompt(processor.tokenizer, CAPTION_PROMPT)
 
     def run(image) -> int:
         embeds = engine.encode_images([image])
-        return engine.decoder.decode(embeds, [prompt], NEW_TOKENS, stop_ids=()).tokens.shape[1]
+        return engine.backend.decoder.decode(embeds, [prompt], NEW_TOKENS, stop_ids=()).tokens.shape[1]
 
     return time.perf_counter() - started, run
 

@@ -246,6 +246,22 @@ def test_valid_png_modes_are_served(served, mode):
     assert response.json()["annotation"]["size"] == {"height": 30, "width": 40}
 
 
+def test_a_transparent_image_is_composited_onto_white_as_transformers_does(served):
+    """Pixels under full transparency are not shown, so the model must not see them: the
+    upload is served as transformers' convert_to_rgb composites it (onto white)."""
+    from transformers.image_transforms import convert_to_rgb
+
+    _, client = served
+    image = scene(*SCENE_CASES[1])[0]
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    rgba[:, : image.shape[1] // 2, 3] = 0  # the left half is transparent
+    composited = convert_to_rgb(rgba, return_numpy=True)
+    transparent = infer_image(client, rgba, max_new_tokens=24).json()["annotation"]
+    shown = infer_image(client, composited, max_new_tokens=24).json()["annotation"]
+    dropped_alpha = infer_image(client, image, max_new_tokens=24).json()["annotation"]
+    assert transparent == shown and shown != dropped_alpha
+
+
 def _palette_with_transparency() -> bytes:
     image = Image.new("P", (40, 30))
     image.info["transparency"] = 0

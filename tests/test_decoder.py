@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from kosmos2_engine import GenerationPolicy, Kosmos2Engine, policy_from_settings
-from kosmos2_engine.batching import length_sorted_batches, run_splitting_on_oom
+from kosmos2_engine.decode_batches import length_sorted_batches, run_splitting_on_oom
 from kosmos2_engine.decoder import BATCH_BUCKETS, StaticDecoder
 from kosmos2_engine.generation import stop_token_ids, until_stop
-from kosmos2_engine.prompts import encode_prompt
-from kosmos2_engine.reference import hf_greedy
-from kosmos2_engine.tasks import plan_jobs
+from kosmos2_engine.planning import plan_jobs
+from kosmos2_engine.token_layout import encode_prompt
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
+from tests.hf_reference import hf_greedy
 
 # One prompt of every task (the engine's own templates), of many token lengths.
 TASK_SETTINGS = [
@@ -32,7 +32,7 @@ def task_prompts(size=(200, 150)) -> list[tuple[str, GenerationPolicy]]:
     prompts = []
     for settings in TASK_SETTINGS:
         policy = policy_from_settings({**settings, "max_new_tokens": 24})
-        prompts += [(job.prompt, policy) for job in plan_jobs(policy, [size])]
+        prompts += [(job.prompt.text, policy) for job in plan_jobs(policy, [size])]
     return prompts
 
 
@@ -44,7 +44,7 @@ def images():
 def reference_tokens(engine, embeds, row, prompt, policy):
     stops = stop_token_ids(engine.tokenizer, policy)
     out = hf_greedy(
-        engine.model,
+        engine.backend.model,
         engine.tokenizer,
         embeds[row : row + 1],
         encode_prompt(engine.tokenizer, prompt),
@@ -67,7 +67,7 @@ def test_every_task_batched_together_equals_hf_generate_one_by_one(engine, image
         encoded = [encode_prompt(engine.tokenizer, prompt) for prompt, _, _ in group]
         assert len({len(e.ids) for e in encoded}) > 1  # the batch really is padded
         rows = torch.tensor([row for _, _, row in group])
-        ours = StaticDecoder(engine.model).decode(embeds[rows], encoded, 24, stops)
+        ours = StaticDecoder(engine.backend.model).decode(embeds[rows], encoded, 24, stops)
         for i, (prompt, policy, row) in enumerate(group):
             ids, probs = until_stop(ours.tokens[i].tolist(), ours.probs[i].tolist(), stops)
             expected_ids, expected_probs = reference_tokens(engine, embeds, row, prompt, policy)
@@ -86,11 +86,11 @@ def test_engine_run_equals_hf_generate_from_pixels(engine, images):
     stops = list(stop_token_ids(engine.tokenizer, policy))
     jobs = plan_jobs(policy, [(200, 150)] * len(images))
     generations = engine.generate(
-        engine.encode_images(images), [job.prompt for job in jobs], policy, image_rows=[job.image for job in jobs]
+        engine.encode_images(images), [job.prompt.text for job in jobs], policy, image_rows=[job.image for job in jobs]
     )
     for job, generation in zip(jobs, generations):
-        inputs = engine.processor(images=images[job.image], text=job.prompt, return_tensors="pt")
-        out = engine.model.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=stops)
+        inputs = engine.processor(images=images[job.image], text=job.prompt.text, return_tensors="pt")
+        out = engine.backend.model.generate(**inputs, max_new_tokens=24, do_sample=False, eos_token_id=stops)
         expected = out[0, inputs["input_ids"].shape[1] :].tolist()
         assert list(generation.token_ids) == until_stop(expected, expected, stops)[0]
 
@@ -103,7 +103,7 @@ def test_padding_does_not_change_a_prompt_output(engine, images):
         engine.tokenizer,
         "<grounding> Question: What colour is the circle on the right of the image? Answer: a picture of",
     )
-    decoder = StaticDecoder(engine.model)
+    decoder = StaticDecoder(engine.backend.model)
     alone = decoder.decode(embeds, [short], 20, [engine.tokenizer.eos_token_id])
     padded = decoder.decode(embeds.expand(2, -1, -1), [short, long], 20, [engine.tokenizer.eos_token_id])
     steps = alone.tokens.shape[1]
@@ -118,12 +118,12 @@ def test_prompts_sharing_an_image_share_its_prefix_and_decode_the_same(engine, i
     prompts = [encode_prompt(engine.tokenizer, prompt) for prompt, _ in task_prompts()[:4]]
     rows = [0, 2, 0, 0]
     stops = [engine.tokenizer.eos_token_id]
-    decoder = StaticDecoder(engine.model)
+    decoder = StaticDecoder(engine.backend.model)
     prefix_images = []
     real_prefix = decoder._prefix_cache
     decoder._prefix_cache = lambda embeds, *args: prefix_images.append(len(embeds)) or real_prefix(embeds, *args)
     shared = decoder.decode(embeds, prompts, 20, stops, image_rows=rows)
-    repeated = StaticDecoder(engine.model).decode(embeds[torch.tensor(rows)], prompts, 20, stops)
+    repeated = StaticDecoder(engine.backend.model).decode(embeds[torch.tensor(rows)], prompts, 20, stops)
     assert prefix_images == [3]  # the embeddings given; the engine passes only the images used
     assert torch.equal(shared.tokens, repeated.tokens)
     decoder.decode(embeds, prompts[:3], 20, stops, image_rows=[0, 1, 2])
@@ -134,14 +134,14 @@ def test_decoding_stops_when_every_row_has_stopped(engine, images):
     embeds = engine.encode_images(images[:1])
     prompt = encode_prompt(engine.tokenizer, "<grounding><phrase> a shape</phrase>")
     stops = stop_token_ids(engine.tokenizer, policy_from_settings({"task": "phrase_grounding", "phrases": "shape"}))
-    out = StaticDecoder(engine.model).decode(embeds, [prompt], 200, stops)
+    out = StaticDecoder(engine.backend.model).decode(embeds, [prompt], 200, stops)
     assert out.tokens.shape[1] <= 8  # </object> comes at step 4; stops are read every 8 steps
-    forced = StaticDecoder(engine.model).decode(embeds, [prompt], 30, stop_ids=())
+    forced = StaticDecoder(engine.backend.model).decode(embeds, [prompt], 30, stop_ids=())
     assert forced.tokens.shape == (1, 30) and forced.probs.dtype == torch.float32
 
 
 def test_batch_buckets_pad_rows_only_when_compiled(engine):
-    eager, compiled = StaticDecoder(engine.model), StaticDecoder(engine.model)
+    eager, compiled = StaticDecoder(engine.backend.model), StaticDecoder(engine.backend.model)
     compiled.compiled = True  # bucketing only; no graph is compiled by bucket()
     assert [eager.bucket(n) for n in (1, 3, 9, 17)] == [1, 3, 9, 17]
     assert [compiled.bucket(n) for n in (1, 3, 9, 17, 64)] == [1, 4, 16, 32, 64]
@@ -151,7 +151,7 @@ def test_batch_buckets_pad_rows_only_when_compiled(engine):
 def test_eager_decoder_keeps_one_cache(engine, images):
     embeds = engine.encode_images(images)
     prompt = encode_prompt(engine.tokenizer, "<grounding>An image of")
-    decoder = StaticDecoder(engine.model)
+    decoder = StaticDecoder(engine.backend.model)
     for rows, tokens in [(1, 4), (3, 4), (3, 100), (2, 4)]:
         decoder.decode(embeds[:rows], [prompt] * rows, tokens, stop_ids=())
         assert list(decoder._caches) == [(rows, 128 if tokens == 4 else 192)]
@@ -172,7 +172,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(caplog):
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return [item * 10 for item in items]
 
-    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.batching"):
+    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.decode_batches"):
         assert run_splitting_on_oom(run, list(range(7))) == [i * 10 for i in range(7)]
     assert sizes == [7, 3, 1, 2, 4, 2, 2]
     assert len(caplog.records) == 3 and "batch of 7" in caplog.records[0].getMessage()
@@ -188,8 +188,8 @@ def test_out_of_memory_on_one_item_is_raised():
 
 def test_engine_splits_a_batch_that_runs_out_of_memory(engine, images, monkeypatch):
     policy = GenerationPolicy(max_new_tokens=24)
-    expected = [g.token_ids for g in engine.caption(images, policy)]
-    real_decode, seen = engine.decoder.decode, []
+    expected = [g.token_ids for g in engine.generate_texts(images, policy)]
+    real_decode, seen = engine.backend.decoder.decode, []
 
     def tight_memory(embeds, prompts, *args, **kwargs):
         seen.append(len(prompts))
@@ -197,25 +197,25 @@ def test_engine_splits_a_batch_that_runs_out_of_memory(engine, images, monkeypat
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_decode(embeds, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(engine.decoder, "decode", tight_memory)
-    assert [g.token_ids for g in engine.caption(images, policy)] == expected
+    monkeypatch.setattr(engine.backend.decoder, "decode", tight_memory)
+    assert [g.token_ids for g in engine.generate_texts(images, policy)] == expected
     assert seen == [3, 1, 2, 1, 1]
 
 
 def test_a_failed_compilation_falls_back_to_eager_decoding(tiny_checkpoint, images, monkeypatch, caplog):
     engine = Kosmos2Engine.load(tiny_checkpoint, compile_decoder=True)
-    assert engine.decoder.compiled
+    assert engine.backend.decoder.compiled
 
     def broken_compiler(*args, **kwargs):
         raise RuntimeError("simulated inductor failure")
 
-    monkeypatch.setattr(engine.decoder, "_step", broken_compiler)
+    monkeypatch.setattr(engine.backend.decoder, "_step", broken_compiler)
     with caplog.at_level(logging.WARNING, logger="kosmos2_engine.engine"):
         engine.warm_up()
-    assert not engine.decoder.compiled and "simulated inductor failure" in caplog.text
+    assert not engine.backend.decoder.compiled and "simulated inductor failure" in caplog.text
     assert caplog.text.count("decoding eagerly") == 1
     policy = GenerationPolicy(max_new_tokens=24)
-    assert engine.caption(images, policy) == Kosmos2Engine.load(tiny_checkpoint).caption(images, policy)
+    assert engine.generate_texts(images, policy) == Kosmos2Engine.load(tiny_checkpoint).generate_texts(images, policy)
 
 
 @pytest.mark.slow
@@ -225,8 +225,8 @@ def test_compiled_decode_step_equals_eager(engine, images):
     embeds = engine.encode_images(images)
     prompts = [encode_prompt(engine.tokenizer, prompt) for prompt, _ in task_prompts()[:3]]
     stops = [engine.tokenizer.eos_token_id]
-    eager = StaticDecoder(engine.model).decode(embeds, prompts, 16, stops)
-    compiled_decoder = StaticDecoder(engine.model, compile_step=True)
+    eager = StaticDecoder(engine.backend.model).decode(embeds, prompts, 16, stops)
+    compiled_decoder = StaticDecoder(engine.backend.model, compile_step=True)
     compiled = compiled_decoder.decode(embeds, prompts, 16, stops)
     assert compiled_decoder.bucket(3) == 4
     assert torch.equal(compiled.tokens, eager.tokens)

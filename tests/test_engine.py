@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from kosmos2_engine import CAPTION_PROMPT, CheckpointError, GenerationPolicy, Kosmos2Engine
-from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.token_layout import encode_prompt
 from tests.helpers import SCENE_CASES, iou, scene
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ CAPTION = GenerationPolicy()
 @pytest.mark.parametrize("seed,width,height,colour,shape", SCENE_CASES)
 def test_caption_names_and_boxes_the_drawn_shape(engine, seed, width, height, colour, shape):
     image, drawn = scene(seed, width, height, colour, shape)
-    [generation] = engine.caption([image], CAPTION)
+    [generation] = engine.generate_texts([image], CAPTION)
     [phrase] = generation.grounded.phrases
     assert phrase.phrase == drawn.phrase
     assert generation.grounded.text == f"An image of {drawn.phrase} ."
@@ -33,8 +32,8 @@ def test_caption_names_and_boxes_the_drawn_shape(engine, seed, width, height, co
 
 def test_batched_decoding_gives_the_tokens_of_one_by_one(engine):
     images = [scene(*case)[0] for case in SCENE_CASES]
-    batched = engine.caption(images, CAPTION)
-    single = [engine.caption([image], CAPTION)[0] for image in images]
+    batched = engine.generate_texts(images, CAPTION)
+    single = [engine.generate_texts([image], CAPTION)[0] for image in images]
     assert [g.token_ids for g in batched] == [g.token_ids for g in single]
 
 
@@ -49,12 +48,12 @@ def test_prompts_of_different_lengths_batch_like_one_by_one(engine):
 
 def test_reused_image_embeddings_match_plain_transformers_generate(engine):
     images = [scene(*case)[0] for case in SCENE_CASES[:3]]
-    processor, model = engine.processor, engine.model
+    processor, model = engine.processor, engine.backend.model
     for image in images:
         inputs = processor(images=image, text=CAPTION_PROMPT, return_tensors="pt")
         reference = model.generate(**inputs, max_new_tokens=CAPTION.max_new_tokens, do_sample=False)
         expected = reference[0, inputs["input_ids"].shape[1] :].tolist()
-        [ours] = engine.caption([image], CAPTION)
+        [ours] = engine.generate_texts([image], CAPTION)
         assert list(ours.token_ids) == expected[: len(ours.token_ids)]
         assert len(ours.token_ids) == len(expected) or ours.token_ids[-1] == engine.tokenizer.eos_token_id
 
@@ -78,19 +77,19 @@ def test_prompt_layout_matches_the_processor(engine, prompt):
 
 def test_max_new_tokens_is_honoured(engine):
     image = scene(*SCENE_CASES[0])[0]
-    [short] = engine.caption([image], GenerationPolicy(max_new_tokens=3))
+    [short] = engine.generate_texts([image], GenerationPolicy(max_new_tokens=3))
     assert len(short.token_ids) == 3 and short.grounded.phrases == ()
-    [full] = engine.caption([image], GenerationPolicy(max_new_tokens=40))
+    [full] = engine.generate_texts([image], GenerationPolicy(max_new_tokens=40))
     assert full.token_ids[-1] == engine.tokenizer.eos_token_id and full.grounded.phrases
 
 
 def test_confidence_threshold_drops_boxes_below_it(engine):
     image = scene(*SCENE_CASES[3])[0]
-    [kept] = engine.caption([image], CAPTION)
+    [kept] = engine.generate_texts([image], CAPTION)
     score = kept.grounded.phrases[0].boxes[0].score
     assert score < 1.0
-    [at] = engine.caption([image], GenerationPolicy(confidence_threshold=score - 1e-6))
-    [above] = engine.caption([image], GenerationPolicy(confidence_threshold=min(1.0, score + 1e-6)))
+    [at] = engine.generate_texts([image], GenerationPolicy(confidence_threshold=score - 1e-6))
+    [above] = engine.generate_texts([image], GenerationPolicy(confidence_threshold=min(1.0, score + 1e-6)))
     assert at.grounded.phrases and not above.grounded.phrases
     assert above.grounded.text == kept.grounded.text
 
@@ -101,15 +100,15 @@ def test_square_resize_even_when_the_processor_config_would_crop(tiny_checkpoint
     engine.processor.image_processor.size = {"shortest_edge": engine.image_size}
     image, drawn = scene(7, 320, 80, "blue", "circle")
     assert drawn.xyxy[2] > 0.8 or drawn.xyxy[0] < 0.2, "the shape should sit near an edge a crop cuts"
-    [generation] = engine.caption([image], CAPTION)
+    [generation] = engine.generate_texts([image], CAPTION)
     assert iou(generation.grounded.phrases[0].boxes[0].xyxy, drawn.xyxy) >= 0.5
 
 
 def test_engine_moves_between_devices_without_reloading(engine):
     image = scene(*SCENE_CASES[2])[0]
-    before = engine.caption([image], CAPTION)
-    assert engine.to("cpu", torch.float32) is engine
-    assert engine.caption([image], CAPTION) == before
+    before = engine.generate_texts([image], CAPTION)
+    assert engine.to("cpu") is engine
+    assert engine.generate_texts([image], CAPTION) == before
 
 
 def test_missing_folder_says_what_to_set(tmp_path):

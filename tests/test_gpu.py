@@ -13,7 +13,7 @@ import torch
 from kosmos2_engine import Kosmos2Engine, policy_from_settings
 from kosmos2_engine.decoder import StaticDecoder
 from kosmos2_engine.grounding import GRID, box_to_patch_indices
-from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.token_layout import encode_prompt
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 from tests.tiny_model.build import ensure_tiny_checkpoint
 
@@ -51,8 +51,8 @@ def test_compiled_decoder_equals_eager_on_cuda(images):
     ]
     prompts = [prompts[i % 3] for i in range(len(images))]
     stops = [engine.tokenizer.eos_token_id]
-    eager = StaticDecoder(engine.model).decode(embeds, prompts, 24, stops)
-    compiled_decoder = StaticDecoder(engine.model, compile_step=True)
+    eager = StaticDecoder(engine.backend.model).decode(embeds, prompts, 24, stops)
+    compiled_decoder = StaticDecoder(engine.backend.model, compile_step=True)
     for _ in range(3):  # first call compiles, later ones replay the recorded graph
         compiled = compiled_decoder.decode(embeds, prompts, 24, stops)
     assert torch.equal(compiled.tokens, eager.tokens)

@@ -192,3 +192,58 @@ def test_drop_unconfident_boxes_keeps_text_and_strong_boxes():
     grounded = drop_unconfident_boxes(parse_grounded_pieces(SNOWMAN, probs), 0.5)
     assert grounded.text.startswith("An image of a snowman")
     assert [p.phrase for p in grounded.phrases] == ["a fire"]
+
+
+SKIPPED = ("<s>", "<pad>", "<unk>", "<mask>")
+
+
+def hf_entities_skipping_special_tokens(pieces):
+    """transformers' reading of a stream decoded with ``skip_special_tokens=True``, as its
+    Kosmos-2 examples decode before ``post_process_generation``."""
+    return hf_entities([piece for piece in pieces if piece not in SKIPPED])
+
+
+@pytest.mark.parametrize("token", SKIPPED)
+def test_a_special_token_inside_a_phrase_is_dropped_from_the_text_and_the_phrase_keeps_its_box(token):
+    pieces = [SP + "a", "<phrase>", SP + "a", SP + "red", SP, "c", "a", "f", token, SP + "square", "</phrase>",
+              "<object>", "<patch_index_0044>", "<patch_index_0863>", "</object>", "</s>"]  # fmt: skip
+    text, entities = ours(pieces)
+    assert text == "a a red caf square" and entities == [("a red caf square", (2, 18), [patch_indices_to_box(44, 863)])]
+    assert (text, entities) == hf_entities_skipping_special_tokens(pieces)
+
+
+def test_a_phrase_that_interrupts_a_broken_object_starts_a_phrase():
+    broken = ["<phrase>", SP + "a", SP + "cat", "</phrase>", "<object>", "<patch_index_0001>"]
+    second = ["<phrase>", SP + "a", SP + "dog", "</phrase>", "<object>", "<patch_index_0034>", "<patch_index_0100>",
+              "</object>"]  # fmt: skip
+    pieces = [SP + "An", SP + "image", SP + "of", *broken, *second, "</s>"]
+    text, entities = ours(pieces)
+    assert text == "An image of a cat a dog"
+    assert entities == [("a dog", (18, 23), [patch_indices_to_box(34, 100)])]
+    assert (text, entities) == hf_entities(pieces)
+
+
+@pytest.mark.parametrize("breaker", ["<object>", "</phrase>", SP + "word", "<patch_index_0005>", "<grounding>"])
+def test_whatever_breaks_an_object_is_read_as_transformers_reads_it(breaker):
+    pieces = [SP + "x", "<phrase>", SP + "a", "</phrase>", "<object>", "<patch_index_0001>", "<patch_index_0002>",
+              breaker, "<phrase>", SP + "b", "</phrase>", "<object>", "<patch_index_0003>", "<patch_index_0099>",
+              "</object>", "</s>"]  # fmt: skip
+    assert ours(pieces) == hf_entities(pieces)
+
+
+def test_an_rgba_image_is_composited_onto_white_as_transformers_does():
+    import numpy as np
+    from PIL import Image
+    from transformers.image_transforms import convert_to_rgb
+
+    from kosmos2_engine.engine import to_rgb
+
+    rgba = np.zeros((8, 10, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, np.linspace(0, 255, 10).astype(np.uint8)  # red, transparent to opaque
+    expected = convert_to_rgb(Image.fromarray(rgba, "RGBA"), return_numpy=True)
+    assert np.array_equal(np.asarray(to_rgb(Image.fromarray(rgba, "RGBA"))), expected)
+    assert np.array_equal(np.asarray(to_rgb(rgba)), convert_to_rgb(rgba, return_numpy=True))
+    assert expected[0, 0].tolist() == [255, 255, 255] and expected[0, -1].tolist() == [200, 0, 0]
+    palette = Image.fromarray(rgba, "RGBA").convert("P")  # a palette image with a transparent entry
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    assert np.array_equal(np.asarray(to_rgb(palette)), convert_to_rgb(palette, return_numpy=True))

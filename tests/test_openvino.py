@@ -15,9 +15,9 @@ import torch
 from kosmos2_engine import Kosmos2Engine, policy_from_settings
 from kosmos2_engine.decoder import StaticDecoder
 from kosmos2_engine.grounding import GRID
-from kosmos2_engine.openvino.engine import OpenVINOEngine
+from kosmos2_engine.openvino.backend import load_openvino_engine
 from kosmos2_engine.openvino.export import cached_ir, export_openvino, ir_folder
-from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.token_layout import encode_prompt
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 
 EVERY_TASK = [
@@ -50,12 +50,12 @@ def torch_engine(checkpoint_copy):
 
 @pytest.fixture(scope="module")
 def ov_fp32(checkpoint_copy):
-    return OpenVINOEngine.load(str(checkpoint_copy), "fp32")
+    return load_openvino_engine(str(checkpoint_copy), "fp32")
 
 
 @pytest.fixture(scope="module")
 def ov_int8(checkpoint_copy):
-    return OpenVINOEngine.load(str(checkpoint_copy), "int8")
+    return load_openvino_engine(str(checkpoint_copy), "int8")
 
 
 def test_the_fp32_ir_decodes_the_torch_decoders_tokens(torch_engine, ov_fp32, images):
@@ -70,8 +70,8 @@ def test_the_fp32_ir_decodes_the_torch_decoders_tokens(torch_engine, ov_fp32, im
     ]
     prompts = [prompts[i % len(prompts)] for i in range(len(images))]  # mixed lengths: left padding
     stops = [torch_engine.tokenizer.eos_token_id]
-    expected = StaticDecoder(torch_engine.model).decode(torch_engine.encode_images(images), prompts, 24, stops)
-    got = ov_fp32.decoder.decode(ov_fp32.encode_images(images), prompts, 24, stops)
+    expected = StaticDecoder(torch_engine.backend.model).decode(torch_engine.encode_images(images), prompts, 24, stops)
+    got = ov_fp32.backend.decoder.decode(ov_fp32.encode_images(images), prompts, 24, stops)
     width = expected.tokens.shape[1]  # the torch loop checks stops every 8 steps, ours every step
     assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist() and got.tokens.shape[1] <= width
     assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
@@ -86,15 +86,15 @@ def test_prompts_sharing_an_image_run_its_prefix_once_and_decode_the_same(torch_
     prompts = [encode_prompt(torch_engine.tokenizer, text) for text in texts] * 3
     rows = [0, 0, 0, 1, 1, 1, 2, 2, 2]
     stops = [torch_engine.tokenizer.eos_token_id]
-    expected = StaticDecoder(torch_engine.model).decode(
+    expected = StaticDecoder(torch_engine.backend.model).decode(
         torch_engine.encode_images(images[:3]), prompts, 16, stops, image_rows=rows
     )
     prefix_runs = []
-    shared = ov_fp32.decoder._prefill_sharing_prefixes
+    shared = ov_fp32.backend.decoder._prefill_sharing_prefixes
     monkeypatch.setattr(
-        ov_fp32.decoder, "_prefill_sharing_prefixes", lambda *args: prefix_runs.append(args[2]) or shared(*args)
+        ov_fp32.backend.decoder, "_prefill_sharing_prefixes", lambda *args: prefix_runs.append(args[2]) or shared(*args)
     )
-    got = ov_fp32.decoder.decode(ov_fp32.encode_images(images[:3]), prompts, 16, stops, image_rows=rows)
+    got = ov_fp32.backend.decoder.decode(ov_fp32.encode_images(images[:3]), prompts, 16, stops, image_rows=rows)
     assert prefix_runs == [rows]
     assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist()
     assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
@@ -148,7 +148,7 @@ def test_serving_the_ir_loads_no_torch_weights(checkpoint_copy, ov_int8, monkeyp
         raise AssertionError("the OpenVINO engine must not load the torch model")
 
     monkeypatch.setattr("transformers.Kosmos2ForConditionalGeneration.from_pretrained", refuse)
-    engine = OpenVINOEngine.load(str(checkpoint_copy), "int8", export_if_missing=False)
+    engine = load_openvino_engine(str(checkpoint_copy), "int8", export_if_missing=False)
     policy = policy_from_settings({"max_new_tokens": 16})
     assert engine.run(images[:2], policy) == ov_int8.run(images[:2], policy)
 
@@ -157,9 +157,9 @@ def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_checkpoint, folder)
     with pytest.raises(FileNotFoundError, match="kosmos2_engine.openvino.export"):
-        OpenVINOEngine.load(str(folder), "int4", export_if_missing=False)
+        load_openvino_engine(str(folder), "int4", export_if_missing=False)
     with pytest.raises(ValueError, match="int8"):
-        OpenVINOEngine.load(str(folder), "int2")
+        load_openvino_engine(str(folder), "int2")
 
 
 @pytest.mark.slow

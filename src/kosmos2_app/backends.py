@@ -39,6 +39,6 @@ def load_engine(checkpoint: str, backend: str, device: str, options: ServingOpti
         return Kosmos2Engine.load(
             checkpoint, device=device, max_batch_size=options.max_batch_size, compile_decoder=options.compile_decoder
         )
-    from kosmos2_engine.openvino.engine import OpenVINOEngine
+    from kosmos2_engine.openvino.backend import load_openvino_engine
 
-    return OpenVINOEngine.load(checkpoint, backend[len(OPENVINO_PREFIX) :], options.max_batch_size)
+    return load_openvino_engine(checkpoint, backend[len(OPENVINO_PREFIX) :], options.max_batch_size)

@@ -10,8 +10,10 @@ deploy routes are served by :mod:`.upload_routes` and :mod:`.deploy_route`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,14 @@ from fastapi import HTTPException, status
 from supervisely.nn.inference import ModelPrecision, RuntimeType
 from supervisely.nn.prediction_dto import PredictionBBox
 
-from kosmos2_engine import CheckpointError, Kosmos2Engine, RequestBatcher, SettingsError, policy_from_settings
+from kosmos2_engine import (
+    CheckpointError,
+    Kosmos2Engine,
+    RequestBatcher,
+    SettingsError,
+    TaskResult,
+    policy_from_settings,
+)
 
 from . import sdk_internals as sdk
 from .backends import backend_of, load_engine
@@ -46,8 +55,8 @@ from .predictions import (
     TEXT_TAGS,
     DescribedRegion,
     ImageText,
-    annotation_text,
     class_colour,
+    result_data,
     result_to_predictions,
 )
 from .request_guard import RequestGuard
@@ -76,6 +85,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._meta_lock = threading.Lock()
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
+        self._collecting = threading.local()  # per thread: the lists collecting TaskResults
         self.max_image_pixels = max_image_pixels()
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
@@ -127,8 +137,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         if self._engine is not None and self._engine_key == key:
-            self._engine.compile_decoder = options.compile_decoder
-            self._engine.to(device)
+            self._engine.to(device, options.compile_decoder)
             self._engine.max_batch_size = options.max_batch_size
             self._engine.warm_up()
         else:
@@ -192,21 +201,27 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         batcher = self._require_batcher()
         self._sweep_finished_requests()
         try:
-            policy = policy_from_settings(settings, self.custom_inference_settings_dict)
-            if policy.task == "region_description" and not policy.regions:
-                raise SettingsError(
-                    "regions",
-                    "task 'region_description' needs regions: pixel "
-                    "[left, top, right, bottom] boxes; to describe an image's "
-                    "existing labels, call /describe_regions with its image_id",
-                )
-            results = batcher.run(images_np, policy)
+            results = batcher.run(images_np, policy_from_settings(settings, self.custom_inference_settings_dict))
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+        for collected in getattr(self._collecting, "lists", ()):
+            collected.extend(results)
         return [
-            result_to_predictions(result, image.shape[1], image.shape[0], policy.regions)
-            for result, image in zip(results, images_np)
+            result_to_predictions(result, image.shape[1], image.shape[0]) for result, image in zip(results, images_np)
         ]
+
+    @contextlib.contextmanager
+    def collected_results(self) -> Iterator[list[TaskResult]]:
+        """A list that receives, in order, every :class:`~kosmos2_engine.TaskResult` that
+        :meth:`predict_batch` produces in this thread inside the block: what callers build
+        ``data`` and answers from (the SDK passes only annotations back)."""
+        lists = self._collecting.__dict__.setdefault("lists", [])
+        collected: list[TaskResult] = []
+        lists.append(collected)
+        try:
+            yield collected
+        finally:
+            lists.remove(collected)
 
     def _sweep_finished_requests(self) -> None:
         """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`). A
@@ -252,17 +267,18 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
         """The SDK's batched inference, in chunks of the engine's batch size with a progress
         bar, with each result's ``data`` holding the task and its text (``caption`` /
-        ``answer`` / ``descriptions``). The SDK fills ``data`` only in sliding-window mode, and
-        read every image of a CLI ``predict`` folder before inferring any."""
+        ``answer`` / ``descriptions``), built from the engine's results. The SDK fills ``data``
+        only in sliding-window mode, and read every image of a CLI ``predict`` folder before
+        inferring any."""
         chunk = self._require_batcher().max_images
         anns, data = [], []
         with sly.tqdm_sly(total=len(source), desc="Kosmos-2", unit="image", disable=len(source) <= chunk) as bar:
             for start in range(0, len(source), chunk):
-                part_anns, part_data = sdk.sdk_batched_inference(self, source[start : start + chunk], settings)
-                anns, data = anns + part_anns, data + part_data
+                with self.collected_results() as results:
+                    part_anns, part_data = sdk.sdk_batched_inference(self, source[start : start + chunk], settings)
+                anns += part_anns
+                data += [{**item, **result_data(result)} for item, result in zip(part_data, results)]
                 bar.update(len(part_anns))
-        for ann, item in zip(anns, data):
-            item.update(task=str(settings.get("task") or "caption").strip().lower(), **annotation_text(ann))
         return anns, data
 
     def make_label(self, dto: PredictionBBox) -> sly.Label:
@@ -336,7 +352,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 def _precision_name(engine) -> str:
     """The SDK knows FP32, FP16 and INT8: bf16 is reported as FP16 (half precision), int4
     OpenVINO weights as INT8 (the lowest it knows)."""
-    weights = getattr(engine, "weights", None)
+    weights = engine.backend.weights
     if weights in ("int8", "int4"):
         return ModelPrecision.INT8
     return ModelPrecision.FP32 if str(engine.dtype) == "torch.float32" else ModelPrecision.FP16

@@ -2,25 +2,24 @@
 
 Besides the SDK's ``PredictionBBox``, two DTOs carry text: :class:`ImageText` becomes an image
 tag (``caption`` or ``answer``), :class:`DescribedRegion` a rectangle with a ``description``
-tag. The adapter's ``_predictions_to_annotation`` and ``_create_label`` turn them into labels.
+tag. The adapter's ``make_annotation`` and ``make_label`` turn them into tags and labels; a result's
+``data`` is :func:`result_data`.
 """
 
 from __future__ import annotations
 
 import colorsys
 import hashlib
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisely.nn.prediction_dto import PredictionBBox
 
-from kosmos2_engine import TaskResult, box_to_pixel_tlbr
+from kosmos2_engine import TASK_TABLE, TaskResult, box_to_pixel_tlbr
 
 SCORE_DECIMALS = 4
 REGION_CLASS = "region"
-CAPTION_TAG, ANSWER_TAG, DESCRIPTION_TAG = "caption", "answer", "description"
-TEXT_TAGS = (CAPTION_TAG, ANSWER_TAG, DESCRIPTION_TAG)
+DESCRIPTION_TAG = "description"  # the text of a region_description row, a tag on each region
+TEXT_TAGS = tuple(dict.fromkeys(task.text for task in TASK_TABLE.values() if task.text))  # caption, answer, description
 
 
 @dataclass(frozen=True)
@@ -40,44 +39,33 @@ class DescribedRegion(PredictionBBox):
         self.description = description
 
 
-def result_to_predictions(result: TaskResult, width: int, height: int, regions: Sequence[Sequence[float]] = ()) -> list:
+def result_to_predictions(result: TaskResult, width: int, height: int) -> list:
     """DTOs of one image's result: boxes (inclusive pixel tlbr, clipped to the ``width`` x
-    ``height`` image, named by phrase), the text as an :class:`ImageText`, and one
-    :class:`DescribedRegion` per pixel ``[left, top, right, bottom]`` region."""
+    ``height`` image, named by phrase), the text as an :class:`ImageText` (tag named by what
+    the task's text is: caption or answer), and one :class:`DescribedRegion` per requested
+    region."""
     predictions: list = [
         PredictionBBox(box.name, list(box_to_pixel_tlbr(box.xyxy, width, height)), round(box.score, SCORE_DECIMALS))
         for box in result.boxes
     ]
     if result.text:
-        predictions.append(ImageText(ANSWER_TAG if result.task == "vqa" else CAPTION_TAG, result.text))
+        predictions.append(ImageText(TASK_TABLE[result.task].text, result.text))
     predictions += [
-        DescribedRegion(REGION_CLASS, region_to_tlbr(region, width, height), description)
-        for region, description in zip(regions, result.descriptions)
+        DescribedRegion(REGION_CLASS, [top, left, bottom, right], description)
+        for (left, top, right, bottom), description in zip(result.regions, result.descriptions)
     ]
     return predictions
 
 
-def annotation_text(ann) -> dict:
-    """The model's text in a ``sly.Annotation``: ``{"caption" | "answer": str}`` from the image
-    tags, and ``"descriptions"``, the region descriptions in label order (absent when none)."""
-    text = {tag.name: tag.value for tag in ann.img_tags if tag.name in (CAPTION_TAG, ANSWER_TAG)}
-    descriptions = [tag.value for label in ann.labels for tag in label.tags if tag.name == DESCRIPTION_TAG]
-    if descriptions:
-        text["descriptions"] = descriptions
-    return text
-
-
-def region_to_tlbr(region: Sequence[float], width: int, height: int) -> list[int]:
-    """Pixel ``[left, top, right, bottom]`` (maybe fractional) to integer inclusive
-    ``[top, left, bottom, right]`` inside the image."""
-    left, top, right, bottom = region
-    clip = lambda value, size: min(max(value, 0), size - 1)
-    return [
-        clip(math.floor(top), height),
-        clip(math.floor(left), width),
-        clip(math.ceil(bottom), height),
-        clip(math.ceil(right), width),
-    ]
+def result_data(result: TaskResult) -> dict:
+    """A result's ``data`` in the response: the task, and its text as ``caption`` / ``answer``
+    (when there is text) or ``descriptions`` (when regions were described)."""
+    data: dict = {"task": result.task}
+    if result.text:
+        data[TASK_TABLE[result.task].text] = result.text
+    if result.descriptions:
+        data["descriptions"] = list(result.descriptions)
+    return data
 
 
 def class_colour(name: str) -> list[int]:

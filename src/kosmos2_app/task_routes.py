@@ -23,8 +23,10 @@ import numpy as np
 import supervisely as sly
 from fastapi import HTTPException, Request, status
 
+from kosmos2_engine import TaskResult
+
 from .image_decoding import ImageDecodeError, decode_image
-from .predictions import DESCRIPTION_TAG, annotation_text
+from .predictions import DESCRIPTION_TAG
 
 
 def register_task_routes(model, server) -> None:
@@ -35,16 +37,16 @@ def register_task_routes(model, server) -> None:
         state = request.state.state
         image = _image_from_state(model, request, state)
         settings = {**_settings_of(state), "task": "vqa", "question": state.get("question")}
-        ann = model.inference(image, settings)
-        return {"answer": annotation_text(ann).get("answer", ""), "annotation": ann.to_json()}
+        ann, result = _infer(model, image, settings)
+        return {"answer": result.text, "annotation": ann.to_json()}
 
     @server.post("/describe_regions")
     def describe_regions(request: Request) -> dict[str, Any]:
         state = request.state.state
         image = _image_from_state(model, request, state)
         if state.get("regions") is not None:
-            ann = _describe(model, image, state, state["regions"])
-            return {"descriptions": annotation_text(ann).get("descriptions", []), "annotation": ann.to_json()}
+            ann, result = _describe(model, image, state, state["regions"])
+            return {"descriptions": list(result.descriptions), "annotation": ann.to_json()}
         if state.get("image_id") is None:
             raise _bad_request(
                 "regions: give regions ([left, top, right, bottom] pixel boxes), "
@@ -53,10 +55,16 @@ def register_task_routes(model, server) -> None:
         return _describe_existing_labels(model, request, image, state)
 
 
-def _describe(model, image: np.ndarray, state: dict, regions) -> sly.Annotation:
-    """The annotation of ``regions``: a ``region`` rectangle with a ``description`` tag each."""
-    settings = {**_settings_of(state), "task": "region_description", "regions": regions}
-    return model.inference(image, settings)
+def _infer(model, image: np.ndarray, settings: dict) -> tuple[sly.Annotation, TaskResult]:
+    """The annotation of one image and the engine's result it was made from."""
+    with model.collected_results() as results:
+        ann = model.inference(image, settings)
+    return ann, results[0]
+
+
+def _describe(model, image: np.ndarray, state: dict, regions) -> tuple[sly.Annotation, TaskResult]:
+    """A ``region`` rectangle with a ``description`` tag per region, and the result."""
+    return _infer(model, image, {**_settings_of(state), "task": "region_description", "regions": regions})
 
 
 def _describe_existing_labels(model, request: Request, image: np.ndarray, state: dict) -> dict[str, Any]:
@@ -73,7 +81,7 @@ def _describe_existing_labels(model, request: Request, image: np.ndarray, state:
         return {"descriptions": [], "annotation": ann.to_json()}
     boxes = [label.geometry.to_bbox() for label in ann.labels]
     regions = [[box.left, box.top, box.right, box.bottom] for box in boxes]
-    descriptions = annotation_text(_describe(model, image, state, regions)).get("descriptions", [])
+    descriptions = list(_describe(model, image, state, regions)[1].descriptions)
     tag_meta = meta.get_tag_meta(DESCRIPTION_TAG)
     labels = [label.add_tag(sly.Tag(tag_meta, text)) for label, text in zip(ann.labels, descriptions)]
     return {"descriptions": descriptions, "annotation": ann.clone(labels=labels).to_json()}

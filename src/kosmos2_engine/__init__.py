@@ -7,10 +7,12 @@ Typical use::
     [result] = engine.run([image_rgb_uint8], policy)
     for box in result.boxes:
         print(box.name, box.xyxy, box.score)  # normalised xyxy, confidence in [0, 1]
+
+The tasks are the rows of :data:`~kosmos2_engine.task_table.TASK_TABLE`.
 """
 
-from .batcher import RequestBatcher
-from .checkpoint import CHECKPOINT_ENV, CheckpointError, default_dtype
+from .backend import Backend, DecodedBatch
+from .checkpoint import CHECKPOINT_ENV, CheckpointError
 from .engine import Kosmos2Engine, PreparedRun, available_devices, check_device, default_device
 from .generation import Generation
 from .grounding import (
@@ -23,40 +25,39 @@ from .grounding import (
     parse_grounded_pieces,
     patch_indices_to_box,
 )
-from .policy import (
-    MAX_ITEMS,
-    TASKS,
-    GenerationPolicy,
-    SettingsError,
-    find_markup,
-)
+from .planning import NamedBox, TaskResult
+from .policy import GenerationPolicy
+from .request_batcher import RequestBatcher
 from .settings import policy_from_settings
-from .tasks import NamedBox, TaskResult
-from .templates import CAPTION_PROMPT
+from .task_table import CAPTION_PROMPT, TASK_TABLE, TASKS, Task
+from .validation import MAX_ITEMS, SettingsError, find_markup
 
 __all__ = [
     "CAPTION_PROMPT",
     "CHECKPOINT_ENV",
+    "MAX_ITEMS",
+    "TASKS",
+    "TASK_TABLE",
+    "Backend",
     "CheckpointError",
+    "DecodedBatch",
     "Generation",
     "GenerationPolicy",
     "GroundedBox",
     "GroundedPhrase",
     "GroundedText",
     "Kosmos2Engine",
-    "available_devices",
-    "check_device",
-    "default_device",
-    "MAX_ITEMS",
     "NamedBox",
     "PreparedRun",
     "RequestBatcher",
     "SettingsError",
-    "TASKS",
+    "Task",
     "TaskResult",
+    "available_devices",
     "box_to_patch_indices",
     "box_to_pixel_tlbr",
-    "default_dtype",
+    "check_device",
+    "default_device",
     "drop_unconfident_boxes",
     "find_markup",
     "parse_grounded_pieces",

@@ -22,30 +22,16 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .prompts import EncodedPrompt
+from .backend import DecodedBatch
+from .token_layout import EncodedPrompt, common_prefix_len
 
 STOP_CHECK_EVERY = 8
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LENGTH_MULTIPLE = 64
-
-
-@dataclass(frozen=True)
-class DecodedBatch:
-    """Greedy continuations of a batch, on CPU.
-
-    Attributes:
-        tokens: (B, T) int64, T <= max_new_tokens; a row's tokens after its first stop token
-            are junk and must be cut by the caller.
-        probs: (B, T) float32, softmax probability of each chosen token over the full vocabulary.
-    """
-
-    tokens: torch.Tensor
-    probs: torch.Tensor
 
 
 class StaticCache:
@@ -175,7 +161,7 @@ class StaticDecoder:
         device = image_embeds.device
         picked = torch.tensor(image_rows, device=device)
         shared = len(set(image_rows)) < len(image_rows)
-        prefix_len = _common_prefix_len(prompts) if shared else 0
+        prefix_len = common_prefix_len(prompts) if shared else 0
         if shared:
             prefix_keys, prefix_values = self._prefix_cache(image_embeds, prompts[0], prefix_len)
             for layer in range(len(cache.keys)):
@@ -237,19 +223,25 @@ class StaticDecoder:
     def _blocks(self, hidden, keys, values, slots, mask) -> torch.Tensor:
         """``hidden`` (B, S, E) through every block, writing K/V at cache ``slots`` (S,);
         ``mask`` broadcasts to (B, 1, S, cache length), bool."""
-        for index, block in enumerate(self.text.layers):
-            hidden = _block(block, hidden, keys[index], values[index], slots, mask, self.heads, self.head_dim)
+        for block, key_cache, value_cache in zip(self.text.layers, keys, values):
+
+            def write(new_keys, new_values, key_cache=key_cache, value_cache=value_cache):
+                return key_cache.index_copy_(2, slots, new_keys), value_cache.index_copy_(2, slots, new_values)
+
+            hidden = transformer_block(block, hidden, self.heads, self.head_dim, write, mask)
         return hidden
 
     def _last_logits(self, hidden, keys, values, slots, mask) -> torch.Tensor:
         """:meth:`_blocks`, then the logits of the last position only (B, vocab)."""
-        hidden = self._blocks(hidden, keys, values, slots, mask)
-        return self.lm_head(self.text.layer_norm(hidden[:, -1]))
+        return last_logits(self.text, self.lm_head, self._blocks(hidden, keys, values, slots, mask))
 
 
-def _block(block, hidden, key_cache, value_cache, slots, mask, heads, head_dim):
-    """One ``Kosmos2TextBlock`` (pre-norm self-attention with an inner layer norm, then the
-    FFN) on ``hidden`` (B, S, E), its keys and values written into the caches at ``slots``."""
+def transformer_block(block, hidden, heads: int, head_dim: int, keys_and_values, mask) -> torch.Tensor:
+    """One ``Kosmos2TextBlock`` on ``hidden`` (B, S, E): pre-norm self-attention with an inner
+    layer norm, then the FFN. ``keys_and_values(keys, values)`` receives this step's keys and
+    values (B, heads, S, head_dim), stores them (our decoder writes them into its static cache,
+    the exported graph appends them to its past) and returns every key and value to attend to
+    (B, heads, L, head_dim); ``mask`` broadcasts to (B, 1, S, L), bool."""
     attention = block.self_attn
     batch, length, width = hidden.shape
     x = block.self_attn_layer_norm(hidden)
@@ -257,14 +249,18 @@ def _block(block, hidden, key_cache, value_cache, slots, mask, heads, head_dim):
     def split(projection):
         return projection(x).view(batch, length, heads, head_dim).transpose(1, 2)
 
-    key_cache.index_copy_(2, slots, split(attention.k_proj))
-    value_cache.index_copy_(2, slots, split(attention.v_proj))
+    keys, values = keys_and_values(split(attention.k_proj), split(attention.v_proj))
     attended = F.scaled_dot_product_attention(
-        split(attention.q_proj), key_cache, value_cache, attn_mask=mask, scale=attention.scaling
+        split(attention.q_proj), keys, values, attn_mask=mask, scale=attention.scaling
     )
     attended = attended.transpose(1, 2).reshape(batch, length, width)
     hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
     return hidden + block.ffn(block.final_layer_norm(hidden))
+
+
+def last_logits(text, lm_head, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits (B, vocab) of the last position of ``hidden`` (B, S, E): final layer norm, ``lm_head``."""
+    return lm_head(text.layer_norm(hidden[:, -1]))
 
 
 def _greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -272,16 +268,6 @@ def _greedy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     probs = logits.float().softmax(dim=-1)
     prob, token = probs.max(dim=-1)
     return token, prob
-
-
-def _common_prefix_len(prompts: Sequence[EncodedPrompt]) -> int:
-    """Length of the image part every prompt shares, ``<s> <image> [64 image tokens]``: up to
-    but not including ``</image>``, so that every prompt keeps at least one token of its own."""
-    prefix_len = prompts[0].text_start - 1
-    head = prompts[0].ids[:prefix_len]
-    if any(p.text_start - 1 != prefix_len or p.ids[:prefix_len] != head for p in prompts):
-        raise ValueError("prompts must share the image part <s> <image> [image tokens]")
-    return prefix_len
 
 
 def _right_aligned(suffixes: Sequence[Sequence[int]], length: int, pad_id: int, device):

@@ -1,10 +1,12 @@
 """Kosmos-2 inference: encode images once, then decode any number of prompts against them.
 
 The expensive part (the CLIP vision tower and the resampler) runs once per image in
-:meth:`Kosmos2Engine.encode_images`; prompts are then decoded against those embeddings by
-our static-cache decoder (:mod:`.decoder`), greedily, in length-sorted, left-padded batches.
-:meth:`Kosmos2Engine.execute` runs several requests as one piece of work (the cross-request
-batcher uses it). Knows nothing of Supervisely.
+:meth:`Kosmos2Engine.encode_images`; prompts are then decoded against those embeddings,
+greedily, in length-sorted, left-padded batches. The network runs in a
+:class:`~kosmos2_engine.backend.Backend` (PyTorch or OpenVINO); this engine owns everything
+around it: preprocessing, prompt planning and checks (by the task table), batching, parsing,
+ranking. :meth:`Kosmos2Engine.execute` runs several requests as one piece of work (the
+cross-request batcher uses it). Knows nothing of Supervisely.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .batching import length_sorted_batches, run_splitting_on_oom
+from .backend import Backend
 from .checkpoint import default_dtype, load_checkpoint
-from .decoder import BATCH_BUCKETS, StaticDecoder
+from .decode_batches import length_sorted_batches, run_splitting_on_oom
 from .generation import Generation, stop_token_ids, to_generation, until_stop
 from .grounding import GroundedText
-from .policy import TEXT_TASKS, GenerationPolicy, SettingsError
-from .prompts import EncodedPrompt, encode_prompt
-from .ranking import hf_next_token_probs, rank_boxes
-from .tasks import ANSWER_TASKS, PromptJob, TaskResult, assemble, plan_jobs
+from .planning import PromptJob, TaskResult, assemble, plan_jobs
+from .policy import GenerationPolicy
+from .ranking import rank_boxes
+from .token_layout import EncodedPrompt, encode_prompt
+from .torch_backend import TorchBackend
+from .validation import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -55,33 +59,22 @@ class _DecodeItem:
 
 
 class Kosmos2Engine:
-    """A loaded Kosmos-2 model and processor on one device. Thread-safe: a lock serialises work.
+    """Kosmos-2 on one device. Thread-safe: a lock serialises work on the backend.
 
     Args:
-        model: a ``Kosmos2ForConditionalGeneration`` in eval mode.
-        processor: its ``Kosmos2Processor``.
-        device: ``"cpu"`` or ``"cuda[:N]"``.
+        backend: the network (:class:`~kosmos2_engine.torch_backend.TorchBackend` or
+            :class:`~kosmos2_engine.openvino.backend.OpenVINOBackend`).
+        processor: the checkpoint's ``Kosmos2Processor`` (image preprocessing, tokenizer).
+        config: the checkpoint's ``Kosmos2Config``.
         max_batch_size: most prompts decoded (and images encoded) in one batch.
-        compile_decoder: run the decoder's one-token step under ``torch.compile`` with CUDA
-            graphs; ``None`` means on CUDA only.
     """
 
-    def __init__(
-        self, model, processor, device: str = "cpu", max_batch_size: int = 16, compile_decoder: bool | None = None
-    ):
-        self._set_up(processor, model.config, device, max_batch_size, compile_decoder)
-        self.model = model
-        self.model.to(device)
-        self.decoder = self._new_decoder()
-
-    def _set_up(self, processor, config, device: str, max_batch_size: int, compile_decoder: bool | None) -> None:
-        """What every engine holds besides its model and decoder."""
+    def __init__(self, backend: Backend, processor, config, max_batch_size: int = 16):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self.backend = backend
         self.processor, self.tokenizer, self.config = processor, processor.tokenizer, config
         self.max_batch_size = max_batch_size
-        self.compile_decoder = compile_decoder
-        self.device = device
         self._lock = threading.RLock()
 
     @classmethod
@@ -93,63 +86,56 @@ class Kosmos2Engine:
         max_batch_size: int = 16,
         compile_decoder: bool | None = None,
     ) -> Kosmos2Engine:
-        """Load from a folder or hub id (see :mod:`.checkpoint`), in ``dtype`` (default: bf16 or
-        fp16 on CUDA, fp32 on CPU)."""
+        """The PyTorch backend from a folder or hub id (see :mod:`.checkpoint`), in ``dtype``
+        (default: bf16 or fp16 on CUDA, fp32 on CPU)."""
         check_device(device)
         model, processor = load_checkpoint(checkpoint, dtype or default_dtype(device))
-        return cls(model, processor, device, max_batch_size, compile_decoder)
+        return cls(TorchBackend(model, device, compile_decoder), processor, model.config, max_batch_size)
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.dtype
+        return self.backend.dtype
 
     @property
     def image_size(self) -> int:
         return int(self.config.vision_config.image_size)
 
-    def to(self, device: str, dtype: torch.dtype | None = None) -> Kosmos2Engine:
-        """Move the model to ``device`` (and ``dtype``, default for that device) in place; the
-        decoder's caches (and compiled graphs) are rebuilt for it."""
+    def to(self, device: str, compile_decoder: bool | None = None) -> Kosmos2Engine:
+        """Move the backend to ``device`` in place (decoding compiled per ``compile_decoder``,
+        None: on CUDA only); waits for the work in progress."""
         check_device(device)
         with self._lock:
-            self.decoder.release_caches()
-            self.model.to(device=device, dtype=dtype or default_dtype(device))
-            self.device = device
-            self.decoder = self._new_decoder()
+            self.backend.to(device, compile_decoder)
         return self
 
-    @torch.inference_mode()
-    def encode_images(self, images: Sequence[ImageInput]) -> torch.Tensor:
-        """Image embeddings, (B, 64, text hidden size), in the model's dtype on its device.
+    def encode_images(self, images: Sequence[ImageInput]):
+        """Image embeddings (B, 64, text hidden size), the backend's own type.
 
         ``images`` are RGB ``uint8`` arrays (H, W, 3) (grey and RGBA are converted) or PIL
         images of any size; each is squashed to a square (no crop), as Kosmos-2 was trained.
-        Runs in chunks of ``max_batch_size`` images.
+        Preprocessed in chunks of ``max_batch_size`` images.
         """
-        chunks = []
-        for pixels in self._pixel_chunks(images, "pt"):
-            with self._lock:
-                chunks.append(image_embeddings(self.model, pixels.to(self.device, self.dtype)))
-        return torch.cat(chunks)
+        with self._lock:
+            return self.backend.encode_images(list(self._pixel_chunks(images)))
 
-    def _pixel_chunks(self, images: Sequence[ImageInput], tensors: str):
-        """``pixel_values`` (n, 3, S, S) of ``max_batch_size`` images at a time, as ``tensors``
-        ("pt" or "np"): each image squashed to the model's square size, no crop."""
+    def _pixel_chunks(self, images: Sequence[ImageInput]):
+        """float32 ``pixel_values`` (n, 3, S, S) of ``max_batch_size`` images at a time: each
+        image squashed to the model's square size, no crop."""
         side = self.image_size
         for start in range(0, len(images), self.max_batch_size):
             yield self.processor.image_processor(
-                [_to_rgb(image) for image in images[start : start + self.max_batch_size]],
-                return_tensors=tensors,
+                [to_rgb(image) for image in images[start : start + self.max_batch_size]],
+                return_tensors="np",
                 size={"height": side, "width": side},
                 do_center_crop=False,
-            )["pixel_values"]
+            )["pixel_values"].astype(np.float32)
 
     def generate(
-        self,
-        image_embeds: torch.Tensor,
-        prompts: Sequence[str],
-        policy: GenerationPolicy,
-        image_rows: Sequence[int] | None = None,
+        self, image_embeds, prompts: Sequence[str], policy: GenerationPolicy, image_rows: Sequence[int] | None = None
     ) -> list[Generation]:
         """Decode ``prompts[i]`` against image ``image_rows[i]`` of ``image_embeds``.
 
@@ -166,9 +152,9 @@ class Kosmos2Engine:
 
     def prepare(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> PreparedRun:
         """Plan and check a request without touching the model: regions against image sizes,
-        prompt lengths against the context. Raises :class:`SettingsError`."""
+        prompt lengths against the context. Raises :class:`~kosmos2_engine.validation.SettingsError`."""
         jobs = tuple(plan_jobs(policy, [_size(image) for image in images]))
-        encoded = tuple(self._encode_prompt(job.prompt, policy) for job in jobs)
+        encoded = tuple(self._encode_prompt(job.prompt.text, policy) for job in jobs)
         return PreparedRun(images, policy, jobs, encoded)
 
     def run(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[TaskResult]:
@@ -191,8 +177,8 @@ class Kosmos2Engine:
         groups: dict[tuple, list[_DecodeItem]] = {}
         for r, run in enumerate(runs):
             items = [_DecodeItem(r, j, first_rows[r] + job.image) for j, job in enumerate(run.jobs)]
-            if _ranks_boxes(run.policy):
-                views[r] = self._rank(embeds, run, items)
+            if run.policy.ranks_boxes:
+                views[r] = [self._rank(embeds, run, item) for item in items]
                 continue
             key = (run.policy.max_new_tokens, stop_token_ids(self.tokenizer, run.policy))
             groups.setdefault(key, []).extend(items)
@@ -208,44 +194,37 @@ class Kosmos2Engine:
         for item, prompt, (ids, probs) in zip(items, encoded, decoded):
             run_policy = runs[item.run].policy
             generation = to_generation(self.tokenizer, prompt, ids, probs, run_policy)
-            answer_only = run_policy.task in ANSWER_TASKS
-            views[item.run][item.job] = generation.answer if answer_only else generation.grounded
+            views[item.run][item.job] = generation.answer if run_policy.row.answer_only else generation.grounded
 
-    def _rank(self, embeds, run: PreparedRun, items: list[_DecodeItem]) -> list[GroundedText]:
-        with self._lock:
-            return [
-                rank_boxes(
-                    self._next_token_probs(embeds, item.row),
-                    self.tokenizer,
-                    run.jobs[item.job].prompt,
-                    run.jobs[item.job].name,
-                    run.policy,
-                )
-                for item in items
-            ]
+    def _rank(self, embeds, run: PreparedRun, item: _DecodeItem) -> GroundedText:
+        """The top-k boxes of one grounding prompt, from location-token probabilities."""
+        job = run.jobs[item.job]
 
-    def _next_token_probs(self, embeds, row: int):
-        """``prompts -> (R, vocab) softmax`` against image ``row`` of ``embeds`` (for ranking)."""
-        return lambda prompts: hf_next_token_probs(self.model, embeds[row : row + 1], prompts)
+        def next_token_probs(prompts):
+            return self.backend.next_token_probs(embeds, prompts, item.row)
 
-    def caption(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
-        """The :class:`Generation` of a one-prompt-per-image task (caption, detailed caption,
-        vqa, custom) for every image: one vision pass per image, batched decoding."""
-        if policy.task not in TEXT_TASKS:
-            raise ValueError(f"caption() runs one-prompt tasks {TEXT_TASKS}, not '{policy.task}'")
+        return rank_boxes(next_token_probs, self.tokenizer, job.prompt.text, job.prompt.name, run.policy)
+
+    def generate_texts(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
+        """The :class:`~kosmos2_engine.generation.Generation` of a task with one prompt per image
+        and text as its result (caption, detailed caption, vqa, custom), for every image: one
+        vision pass per image, batched decoding."""
+        if policy.row.result != "grounded_text":
+            raise ValueError(f"generate_texts() runs tasks with one prompt per image, not '{policy.task}'")
         jobs = plan_jobs(policy, [_size(image) for image in images])
         with self._lock:
-            return self.generate(self.encode_images(images), [job.prompt for job in jobs], policy)
+            return self.generate(self.encode_images(images), [job.prompt.text for job in jobs], policy)
 
     def warm_up(self) -> None:
-        """Make the first request pay no start-up cost: with a compiled decoder, one full-length
-        batch per batch-size bucket (compiles and records the graphs); then one short caption.
-        If compilation fails, say why once and decode eagerly (same tokens, slower)."""
+        """Make the first request pay no start-up cost: with compiled decoding, one full-length
+        batch per batch size to record (compiles and records the graphs); then one short
+        caption. If compilation fails, say why once and decode eagerly (same tokens, slower)."""
         started = time.perf_counter()
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
-        if self.decoder.compiled:
+        sizes = self.backend.batch_sizes_to_record(self.max_batch_size)
+        if sizes:
             try:
-                self._record_graphs(blank)
+                self._record_graphs(blank, sizes)
             except Exception as error:  # noqa: BLE001 - any compiler failure: serve eagerly
                 logger.warning(
                     "Compiling the decode step failed (%s: %s); decoding eagerly instead. "
@@ -253,27 +232,27 @@ class Kosmos2Engine:
                     type(error).__name__,
                     error,
                 )
-                self.compile_decoder = False
-                self.decoder = self._new_decoder()
-        self.caption([blank], GenerationPolicy(max_new_tokens=2))
+                self.backend.decode_eagerly()
+        self.generate_texts([blank], GenerationPolicy(max_new_tokens=2))
         logger.info(
-            "Kosmos-2 warmed up on %s (%s, %d torch threads, batches of up to %d) in %.1f s; decoder %s.",
+            "Kosmos-2 warmed up on %s (%s%s, %d torch threads, batches of up to %d) in %.1f s; decoder %s.",
             self.device,
             str(self.dtype).replace("torch.", ""),
+            f", {self.backend.weights} weights" if self.backend.weights else "",
             torch.get_num_threads(),
             self.max_batch_size,
             time.perf_counter() - started,
-            "compiled (CUDA graphs)" if self.decoder.compiled else "eager",
+            "compiled (CUDA graphs)" if self.backend.compiled else "eager",
         )
 
-    def _record_graphs(self, image) -> None:
-        """Run the compiled decoder once per batch bucket at the default caption length."""
+    def _record_graphs(self, image, sizes: list[int]) -> None:
+        """Decode once per batch size at the default caption length."""
         embeds = self.encode_images([image])
         policy = GenerationPolicy()
-        prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt, policy)
-        for size in [b for b in BATCH_BUCKETS if b <= self.decoder.bucket(self.max_batch_size)]:
+        prompt = self._encode_prompt(plan_jobs(policy, [(1, 1)])[0].prompt.text, policy)
+        for size in sizes:
             with self._lock:
-                self.decoder.decode(embeds, [prompt] * size, policy.max_new_tokens, stop_ids=(), image_rows=[0] * size)
+                self.backend.decode(embeds, [prompt] * size, policy.max_new_tokens, (), [0] * size)
 
     def _decode(
         self, image_embeds, encoded: Sequence[EncodedPrompt], rows: Sequence[int], policy: GenerationPolicy
@@ -287,12 +266,12 @@ class Kosmos2Engine:
             images = sorted({rows[i] for i in indices})  # each image's prefix runs once
             row_of = {image: row for row, image in enumerate(images)}
             with self._lock:
-                out = self.decoder.decode(
+                out = self.backend.decode(
                     image_embeds[images],
                     [encoded[i] for i in indices],
                     policy.max_new_tokens,
                     stops,
-                    image_rows=[row_of[rows[i]] for i in indices],
+                    [row_of[rows[i]] for i in indices],
                 )
             return [until_stop(ids, probs, stops) for ids, probs in zip(out.tokens.tolist(), out.probs.tolist())]
 
@@ -312,33 +291,24 @@ class Kosmos2Engine:
             )
         return encoded
 
-    def _new_decoder(self) -> StaticDecoder:
-        compile_step = self.compile_decoder
-        if compile_step is None:
-            compile_step = self.device.startswith("cuda")
-        return StaticDecoder(self.model, compile_step=compile_step)
-
-
-def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
-    """Kosmos-2's image embeddings (B, 64, E) of ``pixels`` (B, 3, S, S): vision tower,
-    post-layernorm, L2 normalisation, resampler projection."""
-    hidden = model.vision_model(pixel_values=pixels)[0]
-    hidden = torch.nn.functional.normalize(model.vision_model.model.post_layernorm(hidden), dim=-1)
-    return model.image_to_text_projection(hidden)[0]
-
-
-def _ranks_boxes(policy: GenerationPolicy) -> bool:
-    return policy.task == "referring_expression" and policy.top_k > 1
-
 
 def _size(image: ImageInput) -> tuple[int, int]:
     """(width, height) of an (H, W, C) array or a PIL image."""
     return (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
 
 
-def _to_rgb(image: ImageInput) -> Image.Image:
+def to_rgb(image: ImageInput) -> Image.Image:
+    """An RGB PIL image of an array (H, W[, 1|3|4]) uint8 or a PIL image of any mode, any
+    transparency composited onto white, as transformers' ``convert_to_rgb`` does (its blend
+    for arrays, Pillow's ``alpha_composite`` for images)."""
     if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
+        if image.ndim == 3 and image.shape[2] == 4:
+            alpha = image[..., 3:4] / 255
+            image = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image).convert("RGB")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .grounding import GroundedText, drop_unconfident_boxes, parse_grounded_pieces
-from .policy import BOX_TASKS, GenerationPolicy
-from .prompts import EncodedPrompt
+from .policy import GenerationPolicy
+from .token_layout import EncodedPrompt
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,9 @@ class Generation:
 
 
 def stop_token_ids(tokenizer, policy: GenerationPolicy) -> tuple[int, ...]:
-    """End-of-text, and for grounding tasks also ``</object>``: the box is the answer, and the
-    model would otherwise go on into a caption."""
+    """End-of-text, and ``</object>`` for a task whose row says it stops at the box."""
     stops = [tokenizer.eos_token_id]
-    if policy.task in BOX_TASKS:
+    if policy.row.stops_at_box:
         stops.append(tokenizer.convert_tokens_to_ids("</object>"))
     return tuple(stops)
 

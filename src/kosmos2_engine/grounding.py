@@ -28,6 +28,10 @@ DELIMITER = "</delimiter_of_multi_objects/>"
 END_OF_TEXT = "</s>"
 _LOCATION = re.compile(r"^<patch_index_(\d{4})>$")
 _OTHER_TAG = re.compile(r"^<[^<>]*>$")
+# Tokens a decode with skip_special_tokens=True leaves out (as transformers' Kosmos-2 examples
+# decode before post-processing): they vanish from the text and never end a phrase. A non-ASCII
+# character the tokenizer does not know becomes <unk> inside a phrase ("a red caf<unk> square").
+SKIPPED_TOKENS = frozenset({"<s>", "<pad>", "<unk>", "<mask>"})
 _SENTENCEPIECE_SPACE = "\u2581"
 
 
@@ -102,9 +106,12 @@ def parse_grounded_pieces(pieces: Sequence[str], probs: Sequence[float]) -> Grou
     ``pieces`` is the text after ``</image>``: the prompt's text tokens, then the generated
     ones. ``probs[i]`` is the probability the model gave ``pieces[i]`` (1.0 for prompt tokens).
     A phrase is grounded when ``<phrase> … </phrase>`` is followed at once by
-    ``<object> L L (<delim> L L)* </object>``, as in transformers' ``post_process_generation``.
-    Malformed tag runs are dropped, never raised; boxes with no phrase are dropped. Parsing
-    stops at ``</s>``.
+    ``<object> L L (<delim> L L)* </object>``, as in transformers' ``post_process_generation``
+    on text decoded with ``skip_special_tokens=True``: ``<s>``, ``<pad>``, ``<unk>`` and
+    ``<mask>`` are dropped from the text and leave a phrase whole; any other tag inside a
+    phrase ends it. A malformed object is dropped, and the piece that broke it is read anew
+    (a ``<phrase>`` there starts a phrase); nothing is raised. Boxes with no phrase are
+    dropped. Parsing stops at ``</s>``.
     """
     parser = _Parser()
     for piece, prob in zip(pieces, probs):
@@ -139,6 +146,8 @@ class _Parser:
         self.entities: list[tuple[tuple[int, int], tuple[GroundedBox, ...]]] = []
 
     def feed(self, piece: str, prob: float) -> None:
+        if piece in SKIPPED_TOKENS:
+            return
         if self.in_object:
             self._feed_object(piece, prob)
         elif piece == OBJECT_OPEN:
@@ -167,11 +176,10 @@ class _Parser:
             self.corners = []
             if piece == OBJECT_CLOSE:
                 self._close_object()
-        else:  # malformed object: drop it, keep any text
+        else:  # malformed object: drop it, and read the piece that broke it as outside one
             self.in_object = False
             self.phrase_start = None
-            if not _OTHER_TAG.match(piece):
-                self.text += piece.replace(_SENTENCEPIECE_SPACE, " ")
+            self.feed(piece, prob)
 
     def _close_object(self) -> None:
         self.in_object = False

@@ -18,7 +18,7 @@ import torch
 
 from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_indices_to_box
 from .policy import GenerationPolicy
-from .prompts import EncodedPrompt, encode_prompt
+from .token_layout import EncodedPrompt, encode_prompt
 
 NextTokenProbs = Callable[[Sequence[EncodedPrompt]], torch.Tensor]
 
@@ -30,8 +30,8 @@ def rank_boxes(
     """``name`` grounded to its ``policy.top_k`` best boxes, best first, those under
     ``policy.confidence_threshold`` dropped. ``next_token_probs(prompts)`` gives the softmax
     (R, vocab) float32 over the token after each of R prompts (same length) against one image:
-    :func:`hf_next_token_probs` for the torch model, the OpenVINO decoder's for the IR. Two
-    calls; the caller holds the model's lock."""
+    the backend's ``next_token_probs`` for one image. Two calls; the caller holds the engine's
+    lock."""
     first_location = tokenizer.convert_tokens_to_ids("<patch_index_0000>")
     encoded = encode_prompt(tokenizer, prompt + "<object>")
     upper_probs = next_token_probs([encoded])[0]
@@ -50,21 +50,6 @@ def rank_boxes(
 
 def _extended(prompt: EncodedPrompt, token: int) -> EncodedPrompt:
     return EncodedPrompt(prompt.ids + (token,), prompt.image_mask + (0,), prompt.text_start)
-
-
-def hf_next_token_probs(model, image_embeds: torch.Tensor, rows: Sequence[EncodedPrompt]) -> torch.Tensor:
-    """Softmax (float32) over the vocabulary for the token after each row, (R, V), by a plain
-    forward of the transformers model. Rows have one length; ``image_embeds`` is (1, 64, D)."""
-    device = image_embeds.device
-    ids = torch.tensor([row.ids for row in rows], dtype=torch.long, device=device)
-    output = model(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        image_embeds=image_embeds.expand(len(rows), -1, -1).contiguous(),
-        image_embeds_position_mask=torch.tensor([row.image_mask for row in rows], device=device),
-        use_cache=False,
-    )
-    return output.logits[:, -1].float().softmax(dim=-1)
 
 
 def _valid_lower_right(upper_left: int, device) -> torch.Tensor:

@@ -10,17 +10,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .policy import GenerationPolicy, PixelBox, SettingsError
+from .policy import GenerationPolicy
+from .task_table import TASK_OF_FIELD, PixelBox
+from .validation import SettingsError
 
-# Settings that only one task reads. Sending one with another task is a mistake worth a 400:
-# it would otherwise be silently ignored.
-TASK_OF_FIELD = {
-    "phrases": "phrase_grounding",
-    "expression": "referring_expression",
-    "question": "vqa",
-    "regions": "region_description",
-    "prompt": "custom",
-}
+# Settings that only one task reads (TASK_OF_FIELD, from the task table): sending one with
+# another task is a mistake worth a 400, since it would otherwise be silently ignored.
 _PHRASE_SEPARATORS = re.compile(r"[.,]")
 # Every setting this model reads. Other keys are ignored (the SDK adds its own), unless one is
 # so close to a key of ours that it is surely a misspelling of it.

@@ -1,7 +1,8 @@
 """The two torch modules that are converted to OpenVINO IR (used at export time only).
 
-Both run over the weights of a loaded ``Kosmos2ForConditionalGeneration``, with the same maths
-as the torch engine (:mod:`kosmos2_engine.decoder`), so that an fp32 IR decodes the same tokens.
+Both run over the weights of a loaded ``Kosmos2ForConditionalGeneration`` with the torch
+engine's own code (:func:`~kosmos2_engine.decoder.transformer_block`,
+:func:`~kosmos2_engine.torch_backend.image_embeddings`), so that an fp32 IR decodes the same tokens.
 
 * :class:`ImageEncoderGraph`: ``pixel_values`` (B, 3, S, S) float32 -> image embeddings
   (B, 64, E): vision tower, post-layernorm, L2 normalise, resampler projection.
@@ -13,13 +14,13 @@ as the torch engine (:mod:`kosmos2_engine.decoder`), so that an fp32 IR decodes 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..engine import image_embeddings
+from ..decoder import last_logits, transformer_block
+from ..torch_backend import image_embeddings
 
 
 class ImageEncoderGraph(torch.nn.Module):
-    """:func:`~kosmos2_engine.engine.image_embeddings` as a module."""
+    """:func:`~kosmos2_engine.torch_backend.image_embeddings` as a module."""
 
     def __init__(self, model):
         super().__init__()
@@ -61,27 +62,13 @@ class DecoderGraph(torch.nn.Module):
         mask = _attention_mask(attention_mask, input_ids.shape[1])
         presents = []
         for index, block in enumerate(self.text.layers):
-            hidden, key, value = self._block(block, hidden, past[2 * index], past[2 * index + 1], mask)
-            presents += [key, value]
-        logits = self.lm_head(self.text.layer_norm(hidden[:, -1]))
-        return (logits, *presents)
 
-    def _block(self, block, hidden, past_key, past_value, mask):
-        attention = block.self_attn
-        batch, length, width = hidden.shape
-        x = block.self_attn_layer_norm(hidden)
+            def append(new_keys, new_values, past_keys=past[2 * index], past_values=past[2 * index + 1]):
+                presents.extend([torch.cat([past_keys, new_keys], dim=2), torch.cat([past_values, new_values], dim=2)])
+                return presents[-2], presents[-1]
 
-        def split(projection):
-            return projection(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-
-        key = torch.cat([past_key, split(attention.k_proj)], dim=2)
-        value = torch.cat([past_value, split(attention.v_proj)], dim=2)
-        attended = F.scaled_dot_product_attention(
-            split(attention.q_proj), key, value, attn_mask=mask, scale=attention.scaling
-        )
-        attended = attended.transpose(1, 2).reshape(batch, length, width)
-        hidden = hidden + attention.out_proj(attention.inner_attn_ln(attended))
-        return hidden + block.ffn(block.final_layer_norm(hidden)), key, value
+            hidden = transformer_block(block, hidden, self.heads, self.head_dim, append, mask)
+        return (last_logits(self.text, self.lm_head, hidden), *presents)
 
 
 def _attention_mask(key_mask: torch.Tensor, queries: int) -> torch.Tensor:

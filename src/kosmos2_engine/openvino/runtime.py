@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ..decoder import DecodedBatch, _common_prefix_len
-from ..prompts import EncodedPrompt
+from ..backend import DecodedBatch
+from ..token_layout import EncodedPrompt, common_prefix_len
 from .export import DECODER, IMAGE_ENCODER
 
 # Activations and the KV cache in float32 (OpenVINO's CPU defaults may pick bf16 activations
@@ -38,9 +38,8 @@ def compile_ir(folder: Path, threads: int | None = None) -> tuple[ov.CompiledMod
 
 
 class OpenVINODecoder:
-    """Greedy decoding over the compiled stateful decoder; the interface of
-    :class:`~kosmos2_engine.decoder.StaticDecoder` (``decode``, ``bucket``, ``compiled``,
-    ``release_caches``), with numpy arrays where it has tensors.
+    """Greedy decoding over the compiled stateful decoder, by the rules of
+    :class:`~kosmos2_engine.decoder.StaticDecoder`, with numpy arrays where it has tensors.
 
     Args:
         compiled: the compiled ``decoder.xml``.
@@ -48,19 +47,11 @@ class OpenVINODecoder:
         width: the text model's embedding width E.
     """
 
-    compiled = False
-
     def __init__(self, compiled: ov.CompiledModel, pad_id: int, width: int):
         self.model = compiled
         self.pad_id = pad_id
         self.width = width
         self._request = compiled.create_infer_request()
-
-    def bucket(self, batch: int) -> int:
-        return batch
-
-    def release_caches(self) -> None:
-        self._request.reset_state()
 
     def decode(
         self,
@@ -109,7 +100,7 @@ class OpenVINODecoder:
         (``<s> <image>`` and the image tokens) runs once per image; its keys and values are then
         copied into the state rows of that image's prompts, and only the rest of each prompt
         runs. The torch decoder does the same (``StaticDecoder._prefill``)."""
-        prefix_len = _common_prefix_len(prompts)
+        prefix_len = common_prefix_len(prompts)
         images = sorted(set(rows))
         head = prompts[0]
         self._prefill_logits(

@@ -1,4 +1,4 @@
-"""Prompt token layout, built without an image so that one image's embeddings serve many prompts.
+"""Token layout of a prompt, built without an image so that one image's embeddings serve many prompts.
 
 Kosmos-2's processor lays a prompt out as::
 
@@ -69,3 +69,13 @@ def left_pad(prompts: Sequence[EncodedPrompt], pad_id: int) -> PromptBatch:
         image_mask.append([0] * pad + list(prompt.image_mask))
     as_tensor = lambda rows: torch.tensor(rows, dtype=torch.long)
     return PromptBatch(as_tensor(ids), as_tensor(attention), as_tensor(image_mask))
+
+
+def common_prefix_len(prompts: Sequence[EncodedPrompt]) -> int:
+    """Length of the image part every prompt shares, ``<s> <image> [64 image tokens]``: up to
+    but not including ``</image>``, so that every prompt keeps at least one token of its own."""
+    prefix_len = prompts[0].text_start - 1
+    head = prompts[0].ids[:prefix_len]
+    if any(p.text_start - 1 != prefix_len or p.ids[:prefix_len] != head for p in prompts):
+        raise ValueError("prompts must share the image part <s> <image> [image tokens]")
+    return prefix_len

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .engine import ImageInput, Kosmos2Engine, PreparedRun
+from .planning import TaskResult
 from .policy import GenerationPolicy
-from .tasks import TaskResult
 
 logger = logging.getLogger(__name__)
 
