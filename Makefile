@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,14 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
-## serve: the app with its UI on http://127.0.0.1:8000 (real weights on first deploy)
+## serve: the app with its UI on http://127.0.0.1:8000 (PORT=...), not deployed until Serve or /deploy_from_api
+PORT ?= 8000
 serve: venv
-	$(PY) -m uvicorn main:model.app --app-dir src --host 127.0.0.1 --port 8000 --ws websockets
+	$(PY) -m uvicorn main:model.app --app-dir src --host 127.0.0.1 --port $(PORT) --ws websockets
+
+## samples: the README's sample images, samples/blue_square.png and samples/shapes.png
+samples: venv
+	@$(PY) -m tests.tiny_model.samples samples
 
 ## tiny-checkpoint: build the tiny trained Kosmos-2 if needed; prints its folder last
 tiny-checkpoint: venv
@@ -74,4 +79,4 @@ bench-openvino: venv
 	$(PY) -m bench.openvino_bench
 
 clean:
-	rm -rf app_data demo_output predictions .pytest_cache
+	rm -rf app_data demo_output predictions samples .pytest_cache

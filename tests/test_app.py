@@ -23,7 +23,7 @@ from tests.app_harness import (
 from tests.helpers import SCENE_CASES, scene, tlbr_iou
 
 
-def test_ready_and_deploy_info_after_deploy(served):
+def test_ready_and_deploy_info_after_deploy(served, tiny_checkpoint):
     _, client = served
     assert client.get("/is_ready").status_code == 200
     response = client.post("/get_deploy_info", json={})
@@ -31,6 +31,7 @@ def test_ready_and_deploy_info_after_deploy(served):
     info = response.json()
     assert info["device"] == "cpu" and info["model_name"] == "Kosmos-2"
     assert info["task_type"] == "prompt-based object detection" and info["model_precision"] == "FP32"
+    assert info["checkpoint_url"] == tiny_checkpoint and info["checkpoint_name"] == "checkpoint"  # KOSMOS2_CHECKPOINT
 
 
 def test_session_info_claims_only_what_works(served):

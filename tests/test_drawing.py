@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import supervisely as sly
+from PIL import Image, ImageDraw
 
-from kosmos2_app.drawing import DrawnAnnotation, draw_annotation
+from kosmos2_app.drawing import DrawnAnnotation, draw_annotation, font_for, wrapped
 from kosmos2_app.predictions import class_colour
 
 
@@ -49,3 +50,30 @@ def test_draw_pretty_writes_the_drawing(tmp_path):
     ann.draw_pretty(image, output_path=str(tmp_path / "drawn.png"))
     written = sly.image.read(str(tmp_path / "drawn.png"))
     assert written.tolist() == draw_annotation(np.full((100, 160, 3), 90, np.uint8), ann).tolist()
+
+
+def _labels_at_one_corner() -> sly.Annotation:
+    confidence = sly.TagMeta("confidence", sly.TagValueType.ANY_NUMBER)
+    labels = []
+    for name, bottom in (("circle", 80), ("square", 90)):
+        obj_class = sly.ObjClass(name, sly.Rectangle, class_colour(name))
+        labels.append(sly.Label(sly.Rectangle(30, 20, bottom, 140), obj_class, [sly.Tag(confidence, 0.5)]))
+    return sly.Annotation((100, 160), labels)
+
+
+def test_labels_of_boxes_that_share_a_corner_do_not_cover_each_other():
+    drawn = draw_annotation(np.full((100, 160, 3), 90, np.uint8), _labels_at_one_corner())
+    circle_label = np.all(drawn[:30] == class_colour("circle"), axis=-1).sum()  # above the boxes' top edge
+    square_label = np.all(drawn[32:60, 22:138] == class_colour("square"), axis=-1).sum()  # inside, below it
+    assert circle_label > 400 and square_label > 400, (circle_label, square_label)
+
+
+def test_a_long_caption_wraps_inside_the_image():
+    words = "An image of a red circle and a blue square and a green triangle on a grey floor".split()
+    image = np.full((60, 90, 3), 90, np.uint8)
+    drawn = draw_annotation(image, _annotation(" ".join(words)))
+    one_line = draw_annotation(image, _annotation("An image"))
+    assert drawn.shape[1] == 90 and drawn.shape[0] - 60 > 3 * (one_line.shape[0] - 60) - 12  # several lines
+    lines = wrapped(" ".join(words), font_for(60), 82)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    assert " ".join(lines).split() == words and all(probe.textlength(line, font=font_for(60)) <= 82 for line in lines)

@@ -19,19 +19,22 @@ CONFIDENCE_TAG = "confidence"
 
 def draw_annotation(image: np.ndarray, ann: sly.Annotation) -> np.ndarray:
     """``image`` (H, W, 3) uint8 RGB with every rectangle of ``ann`` outlined in its class
-    colour and labelled "phrase 0.83" (its confidence) or "phrase: description", and the
-    annotation's caption / answer in a band above the image. Returns a new (H', W, 3) array."""
-    font = _font(image.shape[0])
+    colour and labelled "phrase 0.83" (its confidence) or "phrase: description", labels kept
+    clear of each other, and the annotation's caption / answer in a band above the image,
+    wrapped to its width. Returns a new (H', W, 3) array."""
+    font = font_for(image.shape[0])
     canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]))
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(min(image.shape[:2]) / 200))
-    for label in ann.labels:
-        if not isinstance(label.geometry, sly.Rectangle):
-            continue
+    rectangles = [label for label in ann.labels if isinstance(label.geometry, sly.Rectangle)]
+    for label in rectangles:
         box = label.geometry
-        colour = tuple(label.obj_class.color)
-        draw.rectangle((box.left, box.top, box.right, box.bottom), outline=colour, width=width)
-        _tag_text(draw, font, _label_text(label), (box.left, box.top), colour, canvas.size)
+        draw.rectangle((box.left, box.top, box.right, box.bottom), outline=tuple(label.obj_class.color), width=width)
+    placed: list[tuple[int, int, int, int]] = []
+    for label in rectangles:
+        box = label.geometry
+        placed.append(_tag_text(draw, font, _label_text(label), (box.left, box.top), tuple(label.obj_class.color),
+                                canvas.size, placed))  # fmt: skip
     text = " | ".join(f"{tag.name}: {tag.value}" for tag in ann.img_tags if tag.name in TEXT_TAGS and tag.value)
     return np.asarray(_with_band(canvas, text, font) if text else canvas)
 
@@ -44,32 +47,58 @@ def _label_text(label: sly.Label) -> str:
     return label.obj_class.name if confidence is None else f"{label.obj_class.name} {float(confidence):.2f}"
 
 
-def _font(height: int) -> ImageFont.ImageFont:
+def font_for(height: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=max(11, height // 40))
     except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
 
-def _tag_text(draw: ImageDraw.ImageDraw, font, text: str, corner, colour, size) -> None:
-    """``text`` on a box of ``colour`` just above ``corner`` (inside the image), black or white
-    to contrast."""
+def _tag_text(draw: ImageDraw.ImageDraw, font, text: str, corner, colour, size, placed) -> tuple[int, int, int, int]:
+    """``text`` on a box of ``colour`` just above ``corner`` (inside the image), moved down
+    past any label already ``placed`` that it would cover; black or white to contrast.
+    Returns where it went (x0, y0, x1, y1)."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 4, bottom - top + 4
     x = min(max(0, corner[0]), max(0, size[0] - w))
     y = corner[1] - h if corner[1] - h >= 0 else corner[1]
+    moved = True
+    while moved:
+        moved = False
+        for x0, y0, x1, y1 in placed:
+            if x < x1 and x0 < x + w and y < y1 and y0 < y + h:  # overlap: go below that label
+                y, moved = y1 + 1, True
+    y = min(y, max(0, size[1] - h))
     draw.rectangle((x, y, x + w, y + h), fill=colour)
     ink = (0, 0, 0) if sum(colour) > 382 else (255, 255, 255)
     draw.text((x + 2 - left, y + 2 - top), text, fill=ink, font=font)
+    return x, y, x + w, y + h
+
+
+def wrapped(text: str, font, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels (a word longer than that gets a line of its own)."""
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and probe.textlength(candidate, font=font) <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
 
 
 def _with_band(canvas: Image.Image, text: str, font) -> Image.Image:
-    probe = ImageDraw.Draw(canvas)
-    left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
-    band = bottom - top + 8
+    """``canvas`` under a white band holding ``text``, wrapped to the canvas width."""
+    lines = wrapped(text, font, canvas.width - 8)
+    left, top, _, bottom = ImageDraw.Draw(canvas).textbbox((0, 0), "Ag", font=font)
+    line_height = bottom - top + 4
+    band = line_height * len(lines) + 6
     out = Image.new("RGB", (canvas.width, canvas.height + band), (255, 255, 255))
     out.paste(canvas, (0, band))
-    ImageDraw.Draw(out).text((4 - left, 4 - top), text, fill=(0, 0, 0), font=font)
+    draw = ImageDraw.Draw(out)
+    for index, line in enumerate(lines):
+        draw.text((4 - left, 4 - top + index * line_height), line, fill=(0, 0, 0), font=font)
     return out
 
 

@@ -11,6 +11,7 @@ deploy routes are served by :mod:`.upload_routes` and :mod:`.deploy_route`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Iterator
@@ -144,6 +145,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._swap_in(self._loaded_engine(key, device, options), key)
         self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
+        if self.checkpoint_info is not None:  # the SDK recorded the listed checkpoint: say what loaded
+            self.checkpoint_info = dataclasses.replace(
+                self.checkpoint_info, checkpoint_name=Path(key[0]).name, checkpoint_url=key[0]
+            )
         self.model_precision = _precision_name(self._engine)
         self.classes = []
         self._add_tag_metas()
