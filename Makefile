@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint bench bench-server load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint bench bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,9 +60,21 @@ demo: venv
 bench: venv
 	$(PY) -m bench.engine_bench $(if $(filter cuda%,$(DEVICE)),--device $(DEVICE),--device cpu --quick)
 
-## bench-server: 32 concurrent single-image HTTP clients vs one after another (tiny model, CPU)
+## bench-server: the serving path old and new side by side against the engine alone (tiny model, CPU, ~4 min)
 bench-server: venv
 	$(PY) -m bench.server_bench
+
+## profile-server: py-spy samples the old and new serving paths under single-image requests; summary in bench/results
+profile-server: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.profile_server
+
+## gpu-check: on a lent GPU machine (torch and transformers, no supervisely, no registry): its stack, the GPU tests and
+## the full engine benchmark, written to bench/results (about 8 min); DRY_RUN=1 checks the steps on any machine.
+## Wheels in .whl/ (e.g. the pinned transformers) are installed first, into /tmp/kosmos2-site.
+GPU_PYTHON ?= python3
+gpu-check:
+	@if [ -d .whl ]; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/kosmos2-site .whl/*.whl; fi
+	PYTHONPATH=/tmp/kosmos2-site:src:. $(GPU_PYTHON) -m bench.gpu_check $(if $(DRY_RUN),--dry-run)
 
 ## load-test: 32 clients, 2000 requests, every task and size, good and bad mixed; fails on a wrong or cross-talked answer or RSS growth over 10% (tiny model, CPU)
 load-test: venv

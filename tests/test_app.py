@@ -359,9 +359,11 @@ def test_long_inference_runs_in_chunks_of_the_batch_size(served, monkeypatch):
     images = [scene(*SCENE_CASES[i % len(SCENE_CASES)])[0] for i in range(7)]
     expected, _ = model._inference_batched_wrapper(images, {"max_new_tokens": 16})
     seen = []
-    run = model._batcher.run
+    submit = model._batcher.submit
     monkeypatch.setattr(model._batcher, "max_images", 3)
-    monkeypatch.setattr(model._batcher, "run", lambda batch, policy: seen.append(len(batch)) or run(batch, policy))
+    monkeypatch.setattr(
+        model._batcher, "submit", lambda batch, policy: seen.append(len(batch)) or submit(batch, policy)
+    )
     anns, data = model._inference_batched_wrapper(images, {"max_new_tokens": 16})
     assert seen == [3, 3, 1] and [a.to_json() for a in anns] == [a.to_json() for a in expected]
     assert len(data) == 7 and all(item["task"] == "caption" for item in data)

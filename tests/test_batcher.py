@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from kosmos2_engine import RequestBatcher, SettingsError, policy_from_settings
@@ -88,10 +89,11 @@ def test_a_joint_run_that_fails_is_retried_request_by_request(engine, images, mo
     """A model error in a shared batch: the poisoned request gets it, the others their results."""
     policy = policy_from_settings({"task": "caption"})
     poisoned = images[1]
+    poisoned_pixels = engine.preprocess([poisoned])[0]
     real_execute = engine.execute
 
     def fragile_execute(runs):
-        if any(image is poisoned for run in runs for image in run.images):
+        if any(np.array_equal(pixels, poisoned_pixels) for run in runs for pixels in run.pixels):
             raise RuntimeError("simulated kernel failure")
         return real_execute(runs)
 
@@ -129,3 +131,49 @@ def test_closed_batcher_refuses_work_and_its_worker_ends(engine, images):
 def test_bad_batcher_options_are_refused(engine, wait, images_cap):
     with pytest.raises(ValueError, match="max_wait_s"):
         RequestBatcher(engine, max_wait_s=wait, max_images=images_cap)
+
+
+def test_a_lone_request_runs_at_once(engine, images):
+    """No waiting for company: a request to an idle engine starts its run at once."""
+    runs = []
+    batcher = RequestBatcher(engine, observer=runs.append)
+    policy = policy_from_settings({"task": "caption", "max_new_tokens": 4})
+    for image in images[:5]:
+        batcher.run([image], policy)
+    assert [run.images for run in runs] == [1] * 5
+    assert max(wait for run in runs for wait in run.queue_wait_s) < 0.05
+    batcher.close()
+
+
+def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(engine, images, monkeypatch):
+    policy = policy_from_settings({"task": "caption", "max_new_tokens": 4})
+    expected = [rounded(engine.run([image], policy)) for image in images[:4]]
+    release, running = threading.Event(), threading.Event()
+    real_execute = engine.execute
+
+    def slow_first_run(runs):
+        if not running.is_set():
+            running.set()
+            release.wait(10)
+        return real_execute(runs)
+
+    monkeypatch.setattr(engine, "execute", slow_first_run)
+    seen = []
+    batcher = RequestBatcher(engine, observer=seen.append)
+    first = batcher.submit([images[0]], policy)
+    running.wait(10)
+    later = [batcher.submit([image], policy) for image in images[1:4]]  # queued behind the running one
+    release.set()
+    outcomes = [rounded(future.result(timeout=60)) for future in [first, *later]]
+    assert outcomes == expected
+    assert [(run.images, len(run.queue_wait_s)) for run in seen] == [(1, 1), (3, 3)] and batcher.joint_runs == 1
+    batcher.close()
+
+
+def test_calls_run_on_the_engine_thread_between_runs(engine, images):
+    batcher = RequestBatcher(engine)
+    assert batcher.call(lambda: threading.current_thread().name) == "kosmos2-engine"
+    with pytest.raises(ZeroDivisionError):
+        batcher.call(lambda: 1 / 0)
+    assert batcher.run([images[0]], policy_from_settings({"max_new_tokens": 2}))  # still serving
+    batcher.close()

@@ -25,15 +25,15 @@ def test_moving_the_engine_waits_for_the_run_in_progress(tiny_checkpoint):
     policy = GenerationPolicy(max_new_tokens=8)
     expected = engine.run([image], policy)
     events: list[str] = []
-    encode = engine.encode_images
+    encode = engine.encode_pixels
 
-    def encode_then_pause(images):  # the gap between the vision pass and decoding
-        embeds = encode(images)
+    def encode_then_pause(pixels):  # the gap between the vision pass and decoding
+        embeds = encode(pixels)
         events.append("encoded")
         time.sleep(0.3)
         return embeds
 
-    engine.encode_images = encode_then_pause
+    engine.encode_pixels = encode_then_pause
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(lambda: (engine.run([image], policy), events.append("run finished"))[0])
         while not events:
@@ -122,6 +122,17 @@ class FakeProject:
         )
 
 
+def _request_threads(model, before: set) -> list[str]:
+    """Threads started since ``before`` that belong to a request: not an idle worker of the
+    SDK's inference pool, tqdm's monitor, or the SDK's idle-freeze timer (those outlive requests)."""
+    pool = set(model._executor._threads)
+    return [
+        thread.name
+        for thread in set(threading.enumerate()) - before
+        if thread not in pool and thread.name != "tqdm_monitor" and not isinstance(thread, threading.Timer)
+    ]
+
+
 def _progress(client, uuid: str) -> dict:
     return client.post("/get_inference_progress", json={"state": {"inference_request_uuid": uuid}}).json()
 
@@ -130,7 +141,7 @@ def test_a_cancelled_project_inference_stops_and_frees_what_it_held(served_on_cp
     model, client = served_on_cpu0
     images = [scene(seed, 64, 48)[0] for seed in range(40)]
     monkeypatch.setattr(model, "api_from_request", lambda request: FakeProject(images))
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     started = client.post(
         "/inference_project_id_async",
         json={"state": {"projectId": 1, "batch_size": 2, "settings": {"max_new_tokens": 24}}},
@@ -149,8 +160,8 @@ def test_a_cancelled_project_inference_stops_and_frees_what_it_held(served_on_cp
     done = popped["pending_results"]
     assert 2 <= len(done) < len(images) and all("annotation" in result for result in done)
     assert model._batcher._queue == []
-    while threading.active_count() > threads_before and time.monotonic() < deadline:
+    while _request_threads(model, threads_before) and time.monotonic() < deadline:
         time.sleep(0.05)  # the SDK's downloader and uploader threads end with the request
-    assert threading.active_count() <= threads_before
+    assert _request_threads(model, threads_before) == []
     client.post("/clear_inference_request", json={"state": {"inference_request_uuid": uuid}})
     assert infer_image(client, images[0], max_new_tokens=8).status_code == 200

@@ -29,8 +29,8 @@ def clean_environment(monkeypatch):
 
 
 def test_defaults_per_device():
-    assert ServingOptions.from_environment("cpu") == ServingOptions(16, 0.01, False)
-    assert ServingOptions.from_environment("cuda:0") == ServingOptions(64, 0.01, True)
+    assert ServingOptions.from_environment("cpu") == ServingOptions(16, 0.0, False)
+    assert ServingOptions.from_environment("cuda:0") == ServingOptions(64, 0.0, True)
 
 
 def test_environment_overrides(monkeypatch):

@@ -95,7 +95,8 @@ def test_the_file_tree_lists_every_module_and_nothing_else():
 
 def _environment(port: int) -> dict[str, str]:
     """What a user's shell has after ``. .venv/bin/activate``, plus the free port."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "PORT")}
+    unset = ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "PORT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")  # not a user's shell
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", PORT=str(port),
                VIRTUAL_ENV=str(Path(sys.executable).parents[1]))  # fmt: skip
     return env

@@ -12,8 +12,9 @@ variable                       meaning                                          
 ``KOSMOS2_BACKEND``            ``pytorch``, ``openvino-int8``, ``-int4``, ``-fp32``:           the row's
                                overrides the model row's backend
 ``KOSMOS2_MAX_BATCH``          most prompts per decode batch (and images per vision pass)     64 GPU, 16 CPU
-``KOSMOS2_BATCH_WAIT_MS``      how long a request waits for concurrent ones to share its      10
-                               batch (0: no waiting)
+``KOSMOS2_BATCH_WAIT_MS``      how long a request to an idle engine waits for concurrent      0
+                               ones to share its batch (requests that arrive while the
+                               engine is busy share the next run anyway)
 ``KOSMOS2_COMPILE``            ``1`` / ``0``: compile the decode step with CUDA graphs        1 on GPU
 ``KOSMOS2_MAX_IMAGE_PIXELS``   most pixels (width x height) an image may have; larger ones    100000000
                                get a 400 before they are decoded
@@ -32,7 +33,8 @@ variable                       meaning                                          
 =============================  ============================================================  ==========
 
 The SDK's own variables that the app reads too: ``ENV`` (``production`` on the platform),
-``SERVER_ADDRESS`` (the configured Supervisely instance) and ``API_TOKEN`` (redacted from logs).
+``SERVER_ADDRESS`` (the configured Supervisely instance), ``API_TOKEN`` (redacted from logs) and
+``LOG_LEVEL`` (uvicorn's access log, a line per request, only at ``debug``).
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ class ServingOptions:
         when one is malformed."""
         on_gpu = device.startswith("cuda")
         max_batch = integer_from_environment(MAX_BATCH_ENV, 64 if on_gpu else 16, 1, 256)
-        wait_ms = integer_from_environment(BATCH_WAIT_ENV, 10, 0, 1000)
+        wait_ms = integer_from_environment(BATCH_WAIT_ENV, 0, 0, 1000)
         return cls(max_batch, wait_ms / 1000, _flag(COMPILE_ENV, on_gpu))
 
 
@@ -223,6 +225,12 @@ def normalise_server_address(address: str | None) -> str | None:
     if "://" not in address:
         address = "https://" + address
     return address.rstrip("/").lower()
+
+
+def access_log() -> bool:
+    """Whether uvicorn logs every request (at info level): only at the SDK's ``LOG_LEVEL`` debug
+    or trace; otherwise a busy server would write a line per request."""
+    return (_text("LOG_LEVEL") or _text("LOGLEVEL")).lower() in ("debug", "trace")
 
 
 def api_token() -> str | None:

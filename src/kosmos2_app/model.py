@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from .config import (
     AccessPolicy,
     ServingOptions,
     UrlFetchPolicy,
+    access_log,
     checkpoint_override,
     listen_address,
     max_body_bytes,
@@ -51,6 +54,7 @@ from .drawing import DrawnAnnotation
 from .http_errors import register_error_handlers
 from .image_fetch import ImageFetcher
 from .log_hygiene import keep_logs_tidy
+from .metrics import ServerMetrics
 from .predictions import (
     DESCRIPTION_TAG,
     TEXT_TAGS,
@@ -87,11 +91,17 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
         self._collecting = threading.local()  # per thread: the lists collecting TaskResults
+        self._defaults: dict | None = None  # the default settings, parsed once
+        self._activity_noted = float("-inf")
+        self._waking = threading.Lock()
+        self.metrics = ServerMetrics()
         self.max_image_pixels = max_image_pixels()
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
         for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
             keep_logs_tidy(logger)  # before the SDK constructor logs anything
+        if not access_log():  # no line per request at info level (uvicorn set its level already)
+            logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
         super().__init__(*args, **kwargs)
         sdk.use_unguessable_request_ids(self)
 
@@ -138,11 +148,11 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         if self._engine is not None and self._engine_key == key:
-            self._engine.to(device, options.compile_decoder)
             self._engine.max_batch_size = options.max_batch_size
-            self._engine.warm_up()
+            self._batcher.call(self._engine.to, device, options.compile_decoder)
+            self._batcher.call(self._engine.warm_up)
         else:
-            self._swap_in(self._loaded_engine(key, device, options), key)
+            self._swap_in(*self._loaded_engine(key, device, options), key)
         self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
         if self.checkpoint_info is not None:  # the SDK recorded the listed checkpoint: say what loaded
@@ -153,22 +163,33 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.classes = []
         self._add_tag_metas()
 
-    def _loaded_engine(self, key: tuple[str, str], device: str, options: ServingOptions) -> Kosmos2Engine:
-        """A new engine for ``key`` = (checkpoint, backend), loaded and warm."""
+    def _loaded_engine(
+        self, key: tuple[str, str], device: str, options: ServingOptions
+    ) -> tuple[Kosmos2Engine, RequestBatcher]:
+        """A new engine for ``key`` = (checkpoint, backend) and its batcher, loaded and warm.
+
+        Loading runs in a thread of its own that ends with it, warm-up on the batcher's engine
+        thread: that thread is then the only one left that has run torch (see
+        :mod:`kosmos2_engine.request_batcher` for why that matters)."""
         try:
-            engine = load_engine(*key, device, options)
+            engine = _in_passing_thread(load_engine, *key, device, options)
         except CheckpointError as error:  # the message says what to set: give it to the caller
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
         except ValueError as error:  # a backend or device that cannot run here
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
         engine.max_batch_size = options.max_batch_size
-        engine.warm_up()
-        return engine
+        batcher = RequestBatcher(engine, observer=self.metrics.observe_run)
+        try:
+            batcher.call(engine.warm_up)
+        except BaseException:
+            batcher.close()
+            raise
+        return engine, batcher
 
-    def _swap_in(self, engine: Kosmos2Engine, key: tuple[str, str]) -> None:
+    def _swap_in(self, engine: Kosmos2Engine, batcher: RequestBatcher, key: tuple[str, str]) -> None:
         """Serve ``engine`` from now on; the old engine's batcher finishes what it has queued."""
         old_batcher = self._batcher
-        self._engine, self._batcher, self._engine_key = engine, RequestBatcher(engine), key
+        self._engine, self._batcher, self._engine_key = engine, batcher, key
         if old_batcher is not None:
             old_batcher.close()
 
@@ -205,15 +226,66 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         Concurrent requests share model passes through the :class:`RequestBatcher`."""
         batcher = self._require_batcher()
         self._sweep_finished_requests()
-        try:
-            results = batcher.run(images_np, policy_from_settings(settings, self.custom_inference_settings_dict))
-        except SettingsError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+        results = self._submit(batcher, images_np, settings).result()
         for collected in getattr(self._collecting, "lists", ()):
             collected.extend(results)
         return [
             result_to_predictions(result, image.shape[1], image.shape[0]) for result, image in zip(results, images_np)
         ]
+
+    def policy_for(self, settings: dict[str, Any]):
+        """The :class:`~kosmos2_engine.GenerationPolicy` of request ``settings`` over the
+        defaults of ``inference_settings.yaml`` (parsed once: the SDK parses the YAML text on
+        every call); ``HTTPException(400)`` naming the field when one is wrong."""
+        if self._defaults is None:
+            self._defaults = self.custom_inference_settings_dict
+        try:
+            return policy_from_settings(settings, self._defaults)
+        except SettingsError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+
+    def submit_images(self, images: list[np.ndarray], settings: dict[str, Any]) -> Future:
+        """The app's own inference path for the synchronous routes, first half (blocking: call
+        it from a worker thread): what the SDK's path does for a synchronous request (settings
+        over defaults, waking a frozen model, the idle timer) without its per-request
+        bookkeeping, then the images checked, preprocessed and queued. Returns the future of
+        their :class:`~kosmos2_engine.TaskResult` list; bad settings are a 400 at once."""
+        if sdk.is_frozen(self):
+            self._wake_up()
+        self._note_activity()
+        self._sweep_finished_requests()
+        return self._submit(self._require_batcher(), images, settings)
+
+    def annotations_of(self, images: list[np.ndarray], results, settings: dict[str, Any]) -> list:
+        """Second half: the annotation of each image (as the SDK builds it, ``classes``
+        whitelist applied), from its result."""
+        classes = settings.get("classes")
+        return [
+            self.make_annotation(image, result_to_predictions(result, image.shape[1], image.shape[0]), classes)
+            for image, result in zip(images, results)
+        ]
+
+    def _submit(self, batcher: RequestBatcher, images: list[np.ndarray], settings: dict[str, Any]):
+        """Queue the images under the policy of ``settings`` (a future of their results); what
+        the settings or the images make wrong (a region outside its image) is a 400 at once."""
+        policy = self.policy_for(settings)
+        try:
+            return batcher.submit(images, policy)
+        except SettingsError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+
+    def _wake_up(self) -> None:
+        with self._waking:
+            sdk.wake_up(self)
+
+    def _note_activity(self) -> None:
+        """Restart the SDK's idle-freeze timer, at most once a minute (the SDK restarts it, a
+        new thread each time, on every inference): the model freezes an hour after the last
+        request, give or take that minute."""
+        now = time.monotonic()
+        if now - self._activity_noted > 60:
+            self._activity_noted = now
+            sdk.restart_idle_freeze_timer(self)
 
     @contextlib.contextmanager
     def collected_results(self) -> Iterator[list[TaskResult]]:
@@ -315,7 +387,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         every interface (0.0.0.0) with no setting to change it."""
         self.put_routes_in_place()
         host, port = listen_address()
-        self._uvicorn_server = uvicorn.Server(uvicorn.Config(app=self.app, host=host, port=port, ws="websockets"))
+        config = uvicorn.Config(app=self.app, host=host, port=port, ws="websockets", access_log=access_log())
+        self._uvicorn_server = uvicorn.Server(config)
         self._uvicorn_server.run()
 
     def put_routes_in_place(self) -> None:
@@ -325,14 +398,18 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             return
         server = sdk.server_of(self)
         register_task_routes(self, server)
-        ImageRoutes(self, ImageFetcher(self.fetch_policy)).register(server)
+        image_routes = ImageRoutes(self, ImageFetcher(self.fetch_policy))
+        image_routes.register(server)
         DeployRoute(self).register(server)
         register_error_handlers(server, self.max_image_pixels)
+        self.metrics.know_routes({getattr(route, "path", "") for route in server.router.routes} | {"/metrics"})
         server.add_middleware(
             RequestGuard,
             policy=self.access_policy,
             is_widget_callback=sdk.is_widget_callback,
             max_body_bytes=max_body_bytes(),
+            metrics=self.metrics,
+            fast_routes=image_routes.fast_routes(),
         )
         self._routes_in_place = True
 
@@ -352,6 +429,24 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
+
+
+def _in_passing_thread(function, *args):
+    """``function(*args)`` in a new thread that ends when it returns; its result or error."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = function(*args)
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, name="kosmos2-load")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _precision_name(engine) -> str:

@@ -13,7 +13,9 @@ In order, for each HTTP request (see the README's Reliability section for the ta
    GUI's widget callbacks such as Serve and Stop): on the platform (``ENV=production``) they
    come through Supervisely's session proxy; elsewhere, without a key, only from loopback
    callers, and ``/sly/shutdown`` not at all (stop the process instead).
-5. ``/sly/session-info`` away from the platform answers without the server's ``API_TOKEN``.
+5. ``/sly/session-info`` away from the platform answers without the server's ``API_TOKEN``;
+   ``GET /metrics`` is answered here (Prometheus text; with a key, the key is needed).
+   The hot inference routes are handed to the app's own handlers here, past every check.
 6. **Bodies**: at most ``max_body_bytes`` (413). A JSON body must be an object whose
    ``state`` and ``context`` are objects (a missing or null one becomes ``{}``), and whose
    ``server_address`` (top level or in ``state``), if any, is the configured Supervisely
@@ -21,7 +23,8 @@ In order, for each HTTP request (see the README's Reliability section for the ta
    a content type is read as JSON. Requests to API routes are marked ``outside_request``, so
    that the SDK does not merge their state into the page's global GUI state.
 
-Refusals are JSON in the SDK's error shape ``{"detail", "message", "success": false}``.
+Refusals are JSON in the SDK's error shape ``{"detail", "message", "success": false}``. Every
+request is counted and timed (:class:`~.metrics.ServerMetrics`) on its way out.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ import ipaddress
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 from .config import AccessPolicy, normalise_server_address
+from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ HIDDEN_PATHS = frozenset(
 )
 WIDGET_ASSET = re.compile(r"^/sly/css/app/widgets/[A-Za-z0-9_]+/[A-Za-z0-9_.-]+\.(?:css|js)$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TASK_KEY = "kosmos2_task"  # a handler puts the task it ran in scope["state"] under this key
 
 
 def _message(status: int, text: str, headers: dict | None = None):
@@ -70,13 +76,27 @@ class RequestGuard:
         policy: key, platform mode, configured Supervisely address, ``/debug``.
         is_widget_callback: whether a path is a GUI widget callback (a control route).
         max_body_bytes: largest request body accepted.
+        metrics: where every request is counted and timed; also served at ``GET /metrics``.
+        fast_routes: ``POST`` paths answered here, past the checks, by ASGI handlers of the
+            app's own (the hot inference routes), instead of through the SDK's middleware and
+            router.
     """
 
-    def __init__(self, app, policy: AccessPolicy, is_widget_callback: Callable[[str], bool], max_body_bytes: int):
+    def __init__(
+        self,
+        app,
+        policy: AccessPolicy,
+        is_widget_callback: Callable[[str], bool],
+        max_body_bytes: int,
+        metrics: ServerMetrics | None = None,
+        fast_routes: dict[str, Callable] | None = None,
+    ):
         self.app = app
         self.policy = policy
         self.is_widget_callback = is_widget_callback
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.fast_routes = fast_routes or {}
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket" and self.policy.api_key and not self._has_key(scope):
@@ -85,6 +105,23 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.metrics is None:
+            await self._guarded(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def send_noting_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_noting_status)
+        finally:
+            task = (scope.get("state") or {}).get(TASK_KEY, "")
+            self.metrics.observe_request(scope["path"], task, status[0], time.perf_counter() - started)
+
+    async def _guarded(self, scope, receive, send) -> None:
         refusal = self._refusal(scope)
         if refusal is not None:
             await _respond(send, *refusal)
@@ -92,8 +129,16 @@ class RequestGuard:
         if scope["path"] == "/sly/session-info" and not self.policy.production:
             await _respond(send, *self._session_info())
             return
+        if scope["path"] == "/metrics" and self.metrics is not None:
+            body, content_type = self.metrics.exposition()
+            await _respond(send, 200, body, {"content-type": content_type})
+            return
         if _declared_length(scope) > self.max_body_bytes:
             await _respond(send, *_message(413, f"The request body is over {self.max_body_bytes} bytes."))
+            return
+        handler = self.fast_routes.get(scope["path"])
+        if handler is not None and scope["method"] == "POST":
+            await handler(scope, self._capped(receive), send)
             return
         if scope["method"] in _BODY_METHODS and not _is_form(scope):
             await self._with_checked_json(scope, receive, send)

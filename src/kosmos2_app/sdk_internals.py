@@ -43,7 +43,8 @@ PRIVATE_METHODS: dict[type, dict[str, str]] = {
         "_build_deploy_params_from_api": "deploy: a model row's files and info",
         "_download_model_files": "deploy: resolve the row's checkpoint",
         "_set_common_deploy_params": "deploy: default device and runtime",
-        "_schedule_freeze_on_inactivity": "deploy: restart the idle-freeze timer",
+        "_schedule_freeze_on_inactivity": "restart the idle-freeze timer (after a deploy, or activity)",
+        "_unfreeze_model": "the app's own inference path wakes a frozen model as the SDK's does",
     },
 }
 # Private attributes the SDK assigns in its own code (checked in its source).
@@ -55,6 +56,7 @@ PRIVATE_ATTRIBUTES: dict[type, dict[str, str]] = {
         "_hardware": "hardware of the last deploy (restored after a failed deploy)",
         "_executor": "the thread pool the request manager runs inference on",
         "_app": "the Application whose server gets the app's routes",
+        "_model_frozen": "whether the idle freeze moved the weights to CPU",
     },
     InferenceRequestsManager: {
         "_inference_requests": "listing finished requests (no public listing exists)",
@@ -194,6 +196,16 @@ def deploy_listed_model(model, model_name: str, device: str, runtime: str) -> di
 
 def restart_idle_freeze_timer(model) -> None:
     model._schedule_freeze_on_inactivity()
+
+
+def is_frozen(model) -> bool:
+    """Whether the SDK's idle freeze moved the model to CPU (the next inference wakes it)."""
+    return bool(getattr(model, "_model_frozen", False))
+
+
+def wake_up(model) -> None:
+    """The SDK's wake-up after the idle freeze: the model back on its deploy device."""
+    model._unfreeze_model()
 
 
 def infer_images(model, images: list, state: dict, inference_request: InferenceRequest) -> None:

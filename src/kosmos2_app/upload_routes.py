@@ -10,8 +10,13 @@ fetched any URL with no timeout into a cache path made of the URL. Here:
 * ``image_url`` is fetched by :class:`~.image_fetch.ImageFetcher` (public addresses only unless
   allowed, timeouts, size cap), with at most ``concurrency`` fetches in flight: others wait in
   the event loop, holding no thread, so slow URLs cannot starve inference;
-* inference then runs through the SDK's own request manager and formatter
-  (:func:`~.sdk_internals.infer_images`), so every response keeps the SDK's format;
+* synchronous requests (``/inference_image``, ``/inference_batch``, ``image_url``) run on the
+  app's lean path (:meth:`~.model.Kosmos2.serve_images`): settings parsed once, the engine
+  awaited without holding a thread, the SDK's per-request bookkeeping skipped, each response
+  built once in the SDK's format (:func:`result_json`; a test compares it with the SDK's own
+  path). The front door calls the two upload routes directly. ``/inference_batch_async``
+  runs through the SDK's request manager (its clients poll it), as does a request with an
+  ROI crop;
 * routes that would write a client's file under its name (video uploads, ``/smart_cache_files``)
   or that this image model cannot serve are refused with a 400 that says so.
 
@@ -21,17 +26,27 @@ JSON in ``state`` or ``settings`` (e.g. ``{"settings": {"max_new_tokens": 32}}``
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 from fastapi import HTTPException, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
+from kosmos2_engine.engine import parallel_map
+
 from . import sdk_internals as sdk
+from .http_errors import error_response
 from .image_decoding import ImageDecodeError, decode_image
 from .image_fetch import FetchRefused, ImageFetcher
+from .predictions import result_data
+from .request_guard import TASK_KEY
+
+logger = logging.getLogger(__name__)
 
 MAX_FILES = 256
 UNSUPPORTED = {
@@ -63,21 +78,27 @@ class ImageRoutes:
         for path, why in UNSUPPORTED.items():
             sdk.replace_route(server, path, _refusing(why))
 
+    def fast_routes(self) -> dict:
+        """The hot routes as ASGI handlers, for the front door to call directly."""
+        return {"/inference_image": _asgi(self.inference_image), "/inference_batch": _asgi(self.inference_batch)}
+
     async def inference_image(self, request: Request) -> JSONResponse:
         """One uploaded image; the SDK's single result dict."""
-        state, images = await self._state_and_images(request, exactly_one=True)
-        results = await anyio.to_thread.run_sync(self._infer, images, state)
-        return JSONResponse(results[0])
+        state, blobs = await self._state_and_uploads(request, exactly_one=True)
+        return JSONResponse((await self._results(request, blobs, state))[0])
 
     async def inference_batch(self, request: Request) -> JSONResponse:
         """Uploaded images; the SDK's list of result dicts, in upload order."""
-        state, images = await self._state_and_images(request)
-        return JSONResponse(await anyio.to_thread.run_sync(self._infer, images, state))
+        state, blobs = await self._state_and_uploads(request)
+        return JSONResponse(await self._results(request, blobs, state))
 
     async def inference_batch_async(self, request: Request) -> JSONResponse:
-        """Uploaded images, inferred in the background; poll ``/get_inference_progress`` and
-        ``/pop_inference_results`` with the returned ``inference_request_uuid``."""
-        state, images = await self._state_and_images(request)
+        """Uploaded images, inferred in the background through the SDK's request manager;
+        poll ``/get_inference_progress`` and ``/pop_inference_results`` with the returned
+        ``inference_request_uuid``. Bad settings are a 400 at once."""
+        state, blobs = await self._state_and_uploads(request)
+        _note_task(request, self.model.policy_for(dict(state.get("settings") or {})).task)
+        images = await anyio.to_thread.run_sync(self._decode_all, blobs)
         manager = self.model.inference_requests_manager
         inference_request, _ = manager.schedule_task(sdk.infer_images, self.model, images, state)
         return JSONResponse({"message": "Scheduled inference task.", "inference_request_uuid": inference_request.uuid})
@@ -90,9 +111,7 @@ class ImageRoutes:
         if not isinstance(url, str):
             raise bad_request(f"image_url: expected an http or https URL string, got {type(url).__name__}")
         data = await self._fetch(url)
-        image = self._decode(data, "image_url")
-        results = await anyio.to_thread.run_sync(self._infer, [image], state)
-        return JSONResponse(results[0])
+        return JSONResponse((await self._results(request, [data], state, field="image_url"))[0])
 
     async def _fetch(self, url: str) -> bytes:
         """The body of ``url``; waits (in the event loop, holding no thread) up to the fetch
@@ -113,13 +132,31 @@ class ImageRoutes:
         finally:
             self._fetch_slots.release()
 
-    def _infer(self, images: list, state: dict) -> list[dict[str, Any]]:
-        """The SDK's inference of ``images`` as one request; its result dicts. Errors raised
-        by the model (a 400 for bad settings) are raised here."""
+    async def _results(self, request: Request, blobs: list[bytes], state: dict, field: str = "files"):
+        """The SDK's result dicts for the encoded images ``blobs``: decoded, checked and
+        preprocessed in one worker thread, the engine awaited without holding a thread; or,
+        for a request with an ROI crop (``rectangle``), by the SDK's own path, which crops."""
+        settings = dict(state.get("settings") or {})
+        if "rectangle" in state or "rectangle" in settings or "rectangles" in settings:
+            images = await anyio.to_thread.run_sync(self._decode_all, blobs, field)
+            return await anyio.to_thread.run_sync(self._sdk_results, images, state)
+
+        def decode_and_submit():
+            images = self._decode_all(blobs, field)
+            return images, self.model.submit_images(images, settings)
+
+        images, future = await anyio.to_thread.run_sync(decode_and_submit)
+        results = await asyncio.wrap_future(future)
+        _note_task(request, results[0].task)
+        annotations = self.model.annotations_of(images, results, settings)
+        return [result_json(annotation, result) for annotation, result in zip(annotations, results)]
+
+    def _sdk_results(self, images: list, state: dict) -> list[dict[str, Any]]:
+        """The SDK's inference of ``images`` as one request, with its bookkeeping."""
         return self.model.inference_requests_manager.run(sdk.infer_images, self.model, images, state)
 
-    async def _state_and_images(self, request: Request, exactly_one: bool = False):
-        """The request's state (an object) and its uploaded images, decoded."""
+    async def _state_and_uploads(self, request: Request, exactly_one: bool = False) -> tuple[dict, list[bytes]]:
+        """The request's state (an object) and its uploaded files' bytes."""
         form = await request.form(max_files=MAX_FILES, max_fields=16)
         try:
             state = _form_state(form)
@@ -134,12 +171,13 @@ class ImageRoutes:
             blobs = [await upload.read() for upload in uploads]
         finally:
             await form.close()
-        images = await anyio.to_thread.run_sync(self._decode_all, blobs)
-        return state, images
+        return state, blobs
 
-    def _decode_all(self, blobs: list[bytes]) -> list:
+    def _decode_all(self, blobs: list[bytes], field: str = "files") -> list:
+        """Every upload decoded (several at once, one thread per core); a 400 names the first bad one."""
         many = len(blobs) > 1
-        return [self._decode(blob, f"files[{i}]" if many else "files") for i, blob in enumerate(blobs)]
+        return parallel_map(lambda item: self._decode(item[1], f"{field}[{item[0]}]" if many else field),
+                            list(enumerate(blobs)))  # fmt: skip
 
     def _decode(self, data: bytes, field: str):
         try:
@@ -163,6 +201,38 @@ class ImageRoutes:
         ):
             raise bad_request(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.model.validate_inference_state(state, log_error=False)
+
+
+def result_json(annotation, result) -> dict[str, Any]:
+    """One image's result as the SDK formats it (``Prediction.to_json()`` plus ``data``): every
+    field the SDK's clients read, in its order, the annotation serialised once."""
+    data = result_data(result)
+    return {
+        "source": None, "annotation": annotation.to_json(), "name": None, "path": None, "url": None,
+        "project_id": None, "dataset_id": None, "image_id": None, "video_id": None, "frame_index": None,
+        "slides_data": data, "data": data,
+    }  # fmt: skip
+
+
+def _note_task(request: Request, task: str) -> None:
+    """Tell the front door's metrics which task the request ran."""
+    request.scope.setdefault("state", {})[TASK_KEY] = task
+
+
+def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
+    """``endpoint`` as an ASGI app, answering errors in the SDK's shape (a 500 is logged once)."""
+
+    async def app(scope, receive, send) -> None:
+        try:
+            response = await endpoint(Request(scope, receive))
+        except HTTPException as error:
+            response = error_response(error.status_code, str(error.detail))
+        except Exception:
+            logger.exception("%s failed", scope["path"])
+            response = error_response(500, "Internal server error; the server's log says what failed.")
+        await response(scope, receive, send)
+
+    return app
 
 
 def _form_state(form) -> Any:

@@ -11,10 +11,13 @@ cross-request batcher uses it). Knows nothing of Supervisely.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +43,18 @@ ImageInput = np.ndarray | Image.Image
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """One request, checked and planned, before any model work: its images, its policy, one
-    :class:`PromptJob` per prompt and that prompt's encoding."""
+    """One request, checked, planned and preprocessed, before any model work: its images'
+    ``pixels`` (n, 3, S, S) float32, its policy, one :class:`PromptJob` per prompt and that
+    prompt's encoding."""
 
-    images: Sequence[ImageInput]
+    pixels: np.ndarray
     policy: GenerationPolicy
     jobs: tuple[PromptJob, ...]
     encoded: tuple[EncodedPrompt, ...]
+
+    @property
+    def image_count(self) -> int:
+        return len(self.pixels)
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,10 @@ class Kosmos2Engine:
         self.backend = backend
         self.processor, self.tokenizer, self.config = processor, processor.tokenizer, config
         self.max_batch_size = max_batch_size
+        self.tokens_generated = 0  # every token decoded so far (for metrics)
         self._lock = threading.RLock()
+        # Prompts repeat (every caption request sends the same one): tokenize each text once.
+        self._encoded = functools.lru_cache(maxsize=4096)(lambda text: encode_prompt(self.tokenizer, text))
 
     @classmethod
     def load(
@@ -117,22 +128,30 @@ class Kosmos2Engine:
 
         ``images`` are RGB ``uint8`` arrays (H, W, 3) (grey and RGBA are converted) or PIL
         images of any size; each is squashed to a square (no crop), as Kosmos-2 was trained.
-        Preprocessed in chunks of ``max_batch_size`` images.
         """
-        with self._lock:
-            return self.backend.encode_images(list(self._pixel_chunks(images)))
+        return self.encode_pixels(self.preprocess(images))
 
-    def _pixel_chunks(self, images: Sequence[ImageInput]):
-        """float32 ``pixel_values`` (n, 3, S, S) of ``max_batch_size`` images at a time: each
-        image squashed to the model's square size, no crop."""
+    def preprocess(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """``pixel_values`` (n, 3, S, S) float32 of the images, by the checkpoint's own image
+        processor: each squashed to the model's square size (no crop), transparency
+        composited onto white. No model work and no lock: any thread may call it."""
         side = self.image_size
-        for start in range(0, len(images), self.max_batch_size):
-            yield self.processor.image_processor(
-                [to_rgb(image) for image in images[start : start + self.max_batch_size]],
+
+        def pixels(part: Sequence[ImageInput]) -> np.ndarray:
+            return self.processor.image_processor(
+                [to_rgb(image) for image in part],
                 return_tensors="np",
                 size={"height": side, "width": side},
                 do_center_crop=False,
             )["pixel_values"].astype(np.float32)
+
+        return np.concatenate(parallel_map(pixels, split_evenly(list(images), os.cpu_count() or 1)))
+
+    def encode_pixels(self, pixels: np.ndarray):
+        """Image embeddings of ``pixels`` (n, 3, S, S), in chunks of ``max_batch_size`` images."""
+        chunks = [pixels[start : start + self.max_batch_size] for start in range(0, len(pixels), self.max_batch_size)]
+        with self._lock:
+            return self.backend.encode_images(chunks)
 
     def generate(
         self, image_embeds, prompts: Sequence[str], policy: GenerationPolicy, image_rows: Sequence[int] | None = None
@@ -151,11 +170,13 @@ class Kosmos2Engine:
         return [to_generation(self.tokenizer, p, ids, probs, policy) for p, (ids, probs) in zip(encoded, decoded)]
 
     def prepare(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> PreparedRun:
-        """Plan and check a request without touching the model: regions against image sizes,
-        prompt lengths against the context. Raises :class:`~kosmos2_engine.validation.SettingsError`."""
+        """Plan, check and preprocess a request without touching the model: regions against
+        image sizes, prompt lengths against the context (raises
+        :class:`~kosmos2_engine.validation.SettingsError`), then the pixels. Runs in the
+        caller's thread, so that the engine's own thread only runs the network."""
         jobs = tuple(plan_jobs(policy, [_size(image) for image in images]))
         encoded = tuple(self._encode_prompt(job.prompt.text, policy) for job in jobs)
-        return PreparedRun(images, policy, jobs, encoded)
+        return PreparedRun(self.preprocess(images), policy, jobs, encoded)
 
     def run(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[TaskResult]:
         """Run ``policy``'s task on every image: one vision pass per image, then every prompt
@@ -171,8 +192,8 @@ class Kosmos2Engine:
             return self._execute(runs)
 
     def _execute(self, runs: Sequence[PreparedRun]) -> list[list[TaskResult]]:
-        embeds = self.encode_images([image for run in runs for image in run.images])
-        first_rows = np.cumsum([0] + [len(run.images) for run in runs]).tolist()
+        embeds = self.encode_pixels(np.concatenate([run.pixels for run in runs]))
+        first_rows = np.cumsum([0] + [run.image_count for run in runs]).tolist()
         views: list[list[GroundedText | None]] = [[None] * len(run.jobs) for run in runs]
         groups: dict[tuple, list[_DecodeItem]] = {}
         for r, run in enumerate(runs):
@@ -184,7 +205,7 @@ class Kosmos2Engine:
             groups.setdefault(key, []).extend(items)
         for items in groups.values():
             self._decode_items(embeds, runs, items, views)
-        return [assemble(run.policy, run.jobs, views[r], len(run.images)) for r, run in enumerate(runs)]
+        return [assemble(run.policy, run.jobs, views[r], run.image_count) for r, run in enumerate(runs)]
 
     def _decode_items(self, embeds, runs, items: list[_DecodeItem], views) -> None:
         """Decode ``items`` (same length limit and stops) as one workload; fill ``views``."""
@@ -278,10 +299,11 @@ class Kosmos2Engine:
         for batch in length_sorted_batches([len(p.ids) for p in encoded], self.max_batch_size):
             for index, result in zip(batch, run_splitting_on_oom(decode_batch, batch)):
                 results[index] = result
+        self.tokens_generated += sum(len(ids) for ids, _ in results)
         return results
 
     def _encode_prompt(self, prompt: str, policy: GenerationPolicy) -> EncodedPrompt:
-        encoded = encode_prompt(self.tokenizer, prompt)
+        encoded = self._encoded(prompt)
         limit = int(self.config.text_config.max_position_embeddings)
         if len(encoded.ids) + policy.max_new_tokens > limit:
             raise SettingsError(
@@ -290,6 +312,30 @@ class Kosmos2Engine:
                 f"context is {limit}; max_new_tokens must be at most {limit - len(encoded.ids)}",
             )
         return encoded
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def parallel_map(function, items: Sequence) -> list:
+    """``[function(item) for item in items]``, spread over a pool of one thread per core when
+    there are several items (for work that releases the GIL: image decoding and resizing)."""
+    global _POOL
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kosmos2-images")
+    return list(_POOL.map(function, items))
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` consecutive slices of nearly equal size, none empty."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    bounds = [index * size + min(index, extra) for index in range(parts + 1)]
+    return [items[bounds[index] : bounds[index + 1]] for index in range(parts)]
 
 
 def _size(image: ImageInput) -> tuple[int, int]:

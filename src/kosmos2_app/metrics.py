@@ -1,0 +1,90 @@
+"""The server's Prometheus metrics (prometheus_client), served at ``GET /metrics``.
+
+=========================================  =========  =============================================
+metric                                     type       what
+=========================================  =========  =============================================
+``kosmos2_requests_total``                 counter    requests by ``route``, ``task`` and ``status``
+``kosmos2_request_duration_seconds``       histogram  request latency by ``route``
+``kosmos2_batch_queue_wait_seconds``       histogram  per request, from queueing to its engine run
+``kosmos2_batch_images``                   histogram  images per engine run (one vision pass)
+``kosmos2_batch_prompts``                  histogram  prompts per engine run
+``kosmos2_generated_tokens_total``         counter    tokens generated
+``kosmos2_engine_busy_seconds_total``      counter    time the engine spent running
+``kosmos2_gpu_memory_allocated_bytes``     gauge      CUDA memory in use, by ``device`` (GPU only)
+=========================================  =========  =============================================
+
+``route`` is the path of one of the app's routes, or ``other`` (so that a stranger's paths
+cannot grow the label set); ``task`` is the task a request ran, ``""`` where none did. Updating a
+metric costs a counter increment or a histogram bucket on the request's way out; the text is
+produced only when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from kosmos2_engine.request_batcher import RunStats
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    """Every metric of one server, in a registry of its own."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.routes: frozenset[str] = frozenset()
+        self.requests = Counter(
+            "kosmos2_requests", "Requests by route, task and status.", ("route", "task", "status"),
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "kosmos2_request_duration_seconds", "Request latency.", ("route",), buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "kosmos2_batch_queue_wait_seconds", "Per request, from queueing to its engine run.",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.images = Histogram(
+            "kosmos2_batch_images", "Images per engine run.", buckets=SIZE_BUCKETS, registry=self.registry
+        )
+        self.prompts = Histogram(
+            "kosmos2_batch_prompts", "Prompts per engine run.", buckets=SIZE_BUCKETS, registry=self.registry
+        )
+        self.tokens = Counter("kosmos2_generated_tokens", "Tokens generated.", registry=self.registry)
+        self.busy = Counter("kosmos2_engine_busy_seconds", "Time the engine spent running.", registry=self.registry)
+        self._gpu_memory()
+
+    def _gpu_memory(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        gauge = Gauge("kosmos2_gpu_memory_allocated_bytes", "CUDA memory in use.", ("device",), registry=self.registry)
+        for index in range(torch.cuda.device_count()):
+            gauge.labels(f"cuda:{index}").set_function(lambda index=index: torch.cuda.memory_allocated(index))
+
+    def know_routes(self, paths) -> None:
+        """The app's route paths (the values the ``route`` label may take besides ``other``)."""
+        self.routes = frozenset(paths)
+
+    def observe_request(self, path: str, task: str, status: int, seconds: float) -> None:
+        route = path if path in self.routes else "other"
+        self.requests.labels(route, task, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def observe_run(self, stats: RunStats) -> None:
+        """The batcher's observer: called on the engine thread after every run."""
+        for wait in stats.queue_wait_s:
+            self.queue_wait.observe(wait)
+        self.images.observe(stats.images)
+        self.prompts.observe(stats.prompts)
+        self.tokens.inc(stats.tokens)
+        self.busy.inc(stats.busy_s)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """(the text format, its content type) of every metric."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
