@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint bench bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint label bench bench-label bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,14 @@ demo: venv
 ## bench: reference path vs our engine on the real architecture (random weights); small counts on CPU
 bench: venv
 	$(PY) -m bench.engine_bench $(if $(filter cuda%,$(DEVICE)),--device $(DEVICE),--device cpu --quick)
+
+## bench-label: the labelling job on Ray (1 and 2 actors) against one process doing the same work (tiny model, ~3 min)
+bench-label: venv
+	$(PY) -m bench.label_bench
+
+## label: label a folder or project with Ray (SOURCE=folder|project:ID OUT=folder, ARGS= for more options)
+label: venv
+	$(PY) src/label.py $(SOURCE) --out $(OUT) $(ARGS)
 
 ## bench-server: the serving path old and new side by side against the engine alone (tiny model, CPU, ~4 min)
 bench-server: venv

@@ -111,7 +111,7 @@ def test_classes_are_created_on_the_fly_thread_safely(served):
     def create(chunk):
         try:
             for name in chunk:
-                model._create_label(sly.nn.PredictionBBox(name, [1, 2, 3, 4], 0.5))
+                model.make_annotation(np.zeros((8, 8, 3), np.uint8), [sly.nn.PredictionBBox(name, [1, 2, 3, 4], 0.5)])
         except Exception as error:  # noqa: BLE001 - collected for the assertion
             errors.append(error)
 

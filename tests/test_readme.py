@@ -11,6 +11,7 @@ An HTML comment right before each fenced block says what it is:
   free ``PORT`` until ``/is_alive`` answers; the examples after it call that server.
 * ``<!-- example: setup -->``: the set-up commands: each is a Makefile target, and CI runs them.
 * ``<!-- output -->``: what the example before it prints.
+* ``<!-- output: times vary -->``: the same, with decimal numbers (times, rates) not compared.
 * ``<!-- example: file-tree -->``: the source tree, which must list every module and no other.
 
 The table of each task's request and response (marked ``<!-- example: task-table -->``) is
@@ -112,6 +113,12 @@ def _run(block: Block, url: str, env: dict) -> str:
     return result.stdout
 
 
+def _masked(text: str, mask: bool) -> str:
+    """``text``, with every decimal number (a time, a rate) as ``#`` when ``mask``: counts,
+    names and words must match, measured times cannot."""
+    return re.sub(r"\d+\.\d+", "#", text) if mask else text
+
+
 def _serve(block: Block, env: dict, port: int) -> subprocess.Popen:
     (REPO / ".cache").mkdir(exist_ok=True)
     log = (REPO / ".cache" / "readme-server.log").open("w")
@@ -142,11 +149,14 @@ def test_every_example_runs_and_prints_what_the_readme_shows():
                 assert server is not None or "8000" not in block.body, "an example calls the server before it starts"
                 printed = _run(block, url, env)
                 following = found[index + 1] if index + 1 < len(found) else None
-                if following is not None and following.mark == "output":
+                if following is not None and following.mark in ("output", "output: times vary"):
                     if RECORD:
                         replacements.append((following, printed))
                     else:
-                        assert printed == following.body, f"README example:\n{block.body}\nprinted:\n{printed}"
+                        shown, mask = following.body, following.mark == "output: times vary"
+                        assert _masked(printed, mask) == _masked(shown, mask), (
+                            f"README example:\n{block.body}\nprinted:\n{printed}"
+                        )
         if RECORD:
             _check_task_table(text, url, replacements)
         else:

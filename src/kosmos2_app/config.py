@@ -236,3 +236,12 @@ def access_log() -> bool:
 def api_token() -> str | None:
     """The SDK's ``API_TOKEN`` (the session's token), kept out of every log."""
     return _text("API_TOKEN") or None
+
+
+SUPERVISELY_ENV = ("SERVER_ADDRESS", "API_TOKEN")
+
+
+def supervisely_env() -> dict[str, str]:
+    """The SDK's instance address and token, where set: what ``sly.Api.from_env()`` reads, handed
+    to the labelling job's Ray workers (on a cluster they do not share this shell)."""
+    return {name: os.environ[name] for name in SUPERVISELY_ENV if os.environ.get(name)}

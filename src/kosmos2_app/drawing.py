@@ -12,9 +12,7 @@ import numpy as np
 import supervisely as sly
 from PIL import Image, ImageDraw, ImageFont
 
-from .predictions import DESCRIPTION_TAG, TEXT_TAGS
-
-CONFIDENCE_TAG = "confidence"
+from .predictions import CONFIDENCE_TAG, DESCRIPTION_TAG, TEXT_TAGS
 
 
 def draw_annotation(image: np.ndarray, ann: sly.Annotation) -> np.ndarray:

@@ -25,7 +25,6 @@ import supervisely as sly
 import uvicorn
 from fastapi import HTTPException, status
 from supervisely.nn.inference import ModelPrecision, RuntimeType
-from supervisely.nn.prediction_dto import PredictionBBox
 
 from kosmos2_engine import (
     CheckpointError,
@@ -36,7 +35,9 @@ from kosmos2_engine import (
     policy_from_settings,
 )
 
+from . import app_files
 from . import sdk_internals as sdk
+from .annotations import AnnotationBuilder
 from .backends import backend_of, load_engine
 from .config import (
     CHECKPOINT_ENV,
@@ -50,26 +51,16 @@ from .config import (
     max_image_pixels,
 )
 from .deploy_route import DeployRoute
-from .drawing import DrawnAnnotation
 from .http_errors import register_error_handlers
 from .image_fetch import ImageFetcher
 from .log_hygiene import keep_logs_tidy
 from .metrics import ServerMetrics
-from .predictions import (
-    DESCRIPTION_TAG,
-    TEXT_TAGS,
-    DescribedRegion,
-    ImageText,
-    class_colour,
-    result_data,
-    result_to_predictions,
-)
+from .predictions import result_data, result_to_predictions
 from .request_guard import RequestGuard
 from .request_janitor import FinishedRequestJanitor
 from .task_routes import register_task_routes
 from .upload_routes import ImageRoutes
 
-SRC_DIR = Path(__file__).resolve().parent.parent
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
@@ -78,20 +69,19 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     of the class named by the phrase, text becomes ``caption`` / ``answer`` / ``description`` tags."""
 
     FRAMEWORK_NAME = "Kosmos-2"
-    MODELS = str(SRC_DIR / "models.json")
-    APP_OPTIONS = str(SRC_DIR / "app_options.yaml")
-    INFERENCE_SETTINGS = str(SRC_DIR / "inference_settings.yaml")
+    MODELS = str(app_files.MODELS)
+    APP_OPTIONS = str(app_files.APP_OPTIONS)
+    INFERENCE_SETTINGS = str(app_files.INFERENCE_SETTINGS)
 
     def __init__(self, *args, **kwargs):
         # Set before the SDK constructor: in CLI mode it deploys (calls load_model) inside it.
         self._engine: Kosmos2Engine | None = None
         self._batcher: RequestBatcher | None = None
         self._engine_key: tuple[str, str] | None = None
-        self._meta_lock = threading.Lock()
+        self.annotations: AnnotationBuilder | None = None  # created by the first deploy
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
         self._collecting = threading.local()  # per thread: the lists collecting TaskResults
-        self._defaults: dict | None = None  # the default settings, parsed once
         self._activity_noted = float("-inf")
         self._waking = threading.Lock()
         self.metrics = ServerMetrics()
@@ -161,7 +151,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             )
         self.model_precision = _precision_name(self._engine)
         self.classes = []
-        self._add_tag_metas()
+        self._publish_annotation_meta()
 
     def _loaded_engine(
         self, key: tuple[str, str], device: str, options: ServingOptions
@@ -193,15 +183,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         if old_batcher is not None:
             old_batcher.close()
 
-    def _add_tag_metas(self) -> None:
-        with self._meta_lock:
-            if sdk.model_meta(self) is None:
-                sdk.set_model_meta(self, sly.ProjectMeta())
-            sdk.confidence_tag_meta(self)
-            for name in TEXT_TAGS:
-                if sdk.model_meta(self).get_tag_meta(name) is None:
-                    meta = sly.TagMeta(name, sly.TagValueType.ANY_STRING)
-                    sdk.set_model_meta(self, sdk.model_meta(self).add_tag_meta(meta))
+    def _publish_annotation_meta(self) -> None:
+        """The model meta the SDK serves is the annotation builder's, kept current as phrases
+        become classes (kept across deploys: classes already handed out stay)."""
+        if self.annotations is None:
+            self.annotations = AnnotationBuilder(on_meta_change=lambda meta: sdk.set_model_meta(self, meta))
+        else:
+            sdk.set_model_meta(self, self.annotations.meta)
 
     def _listed_checkpoint(self, model_files: dict) -> str:
         """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
@@ -237,10 +225,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """The :class:`~kosmos2_engine.GenerationPolicy` of request ``settings`` over the
         defaults of ``inference_settings.yaml`` (parsed once: the SDK parses the YAML text on
         every call); ``HTTPException(400)`` naming the field when one is wrong."""
-        if self._defaults is None:
-            self._defaults = self.custom_inference_settings_dict
         try:
-            return policy_from_settings(settings, self._defaults)
+            return policy_from_settings(settings, app_files.default_settings())
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
 
@@ -332,14 +318,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         return api
 
     def make_annotation(self, image, predictions, classes_whitelist=None) -> sly.Annotation:
-        """The SDK's annotation of the box DTOs, plus an image tag per :class:`ImageText`, as a
-        :class:`DrawnAnnotation` (drawn with phrases and confidences)."""
-        texts = [p for p in predictions if isinstance(p, ImageText)]
-        boxes = [p for p in predictions if not isinstance(p, ImageText)]
-        ann = sdk.sdk_annotation(self, image, boxes, classes_whitelist)
-        with self._meta_lock:
-            tags = [sly.Tag(sdk.model_meta(self).get_tag_meta(t.tag), t.value) for t in texts]
-        return DrawnAnnotation.of(ann.add_tags(tags))  # CLI predict --draw: boxes, phrases, scores
+        """The annotation of ``image`` (an RGB array, or a path the SDK passes) from its DTOs,
+        built by :class:`~.annotations.AnnotationBuilder` (as the labelling job builds it)."""
+        height, width = (image if isinstance(image, np.ndarray) else sly.image.read(image)).shape[:2]
+        return self.annotations.annotation(height, width, predictions, classes_whitelist)
 
     def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
         """The SDK's batched inference, in chunks of the engine's batch size with a progress
@@ -357,23 +339,6 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
                 data += [{**item, **result_data(result)} for item, result in zip(part_data, results)]
                 bar.update(len(part_anns))
         return anns, data
-
-    def make_label(self, dto: PredictionBBox) -> sly.Label:
-        """A rectangle of the class named by the phrase (created on first use, under a lock,
-        since requests run in parallel threads), with a ``confidence`` tag, or a
-        ``description`` tag for a :class:`DescribedRegion`."""
-        with self._meta_lock:
-            meta = sdk.model_meta(self)
-            obj_class = meta.get_obj_class(dto.class_name)
-            if obj_class is None:
-                obj_class = sly.ObjClass(dto.class_name, sly.Rectangle, class_colour(dto.class_name))
-                meta = meta.add_obj_class(obj_class)
-                sdk.set_model_meta(self, meta)
-            if isinstance(dto, DescribedRegion):
-                tag = sly.Tag(meta.get_tag_meta(DESCRIPTION_TAG), dto.description)
-            else:
-                tag = sly.Tag(sdk.confidence_tag_meta(self), dto.score)
-        return sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, [tag])
 
     def serve(self):
         """The SDK's ``serve``, then the app's routes and its front door (see :meth:`put_routes_in_place`)."""

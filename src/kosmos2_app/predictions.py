@@ -2,7 +2,7 @@
 
 Besides the SDK's ``PredictionBBox``, two DTOs carry text: :class:`ImageText` becomes an image
 tag (``caption`` or ``answer``), :class:`DescribedRegion` a rectangle with a ``description``
-tag. The adapter's ``make_annotation`` and ``make_label`` turn them into tags and labels; a result's
+tag. :class:`~.annotations.AnnotationBuilder` turns them into labels and tags; a result's
 ``data`` is :func:`result_data`.
 """
 
@@ -18,6 +18,7 @@ from kosmos2_engine import TASK_TABLE, TaskResult, box_to_pixel_tlbr
 
 SCORE_DECIMALS = 4
 REGION_CLASS = "region"
+CONFIDENCE_TAG = "confidence"  # a predicted box's score (the SDK's name for it)
 DESCRIPTION_TAG = "description"  # the text of a region_description row, a tag on each region
 TEXT_TAGS = tuple(dict.fromkeys(task.text for task in TASK_TABLE.values() if task.text))  # caption, answer, description
 

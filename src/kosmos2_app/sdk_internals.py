@@ -7,7 +7,7 @@ an upgrade that renames one fails at start-up with the name, instead of quietly 
 0.0.0.0, dropping image tags or turning requests into 500s.
 
 :class:`SdkHooks` is a mixin for the app's ``Inference`` subclass: it overrides the private
-hooks and forwards each to a public method of the app (``make_label``, ``make_annotation``,
+hooks and forwards each to a public method of the app (``make_annotation``,
 ``infer_in_chunks``, ``run_server``), so that the rest of the app never names a private SDK
 method.
 """
@@ -25,21 +25,16 @@ from supervisely.app.content import DataJson
 from supervisely.app.fastapi.subapp import SUPERVISELY_SERVER_PATH_PREFIX
 from supervisely.nn.inference import Inference
 from supervisely.nn.inference.inference_request import InferenceRequest, InferenceRequestsManager
-from supervisely.nn.inference.object_detection.object_detection import ObjectDetection
 
 # Private methods the app overrides (hooks) or calls, by class, each with why.
 PRIVATE_METHODS: dict[type, dict[str, str]] = {
-    ObjectDetection: {
-        "_create_label": "open-vocabulary classes (created on first use) and description tags",
-    },
     Inference: {
-        "_predictions_to_annotation": "image-level tags (caption, answer)",
+        "_predictions_to_annotation": "annotations built as the labelling job builds them (classes, text tags)",
         "_inference_batched_wrapper": "each result's data, and chunked CLI predict with progress",
         "_run_server": "CLI deploy binds loopback, with the app's routes in place",
         "_run_server_in_thread": "quick deploy: the same, in a thread",
         "_load_model_headless": "a failed deploy restores what the SDK had recorded",
         "_inference_images": "the SDK's own image inference, on images decoded in memory",
-        "_get_confidence_tag_meta": "the confidence tag in the model meta",
         "_build_deploy_params_from_api": "deploy: a model row's files and info",
         "_download_model_files": "deploy: resolve the row's checkpoint",
         "_set_common_deploy_params": "deploy: default device and runtime",
@@ -110,9 +105,6 @@ check_sdk()
 class SdkHooks:
     """Overrides of the SDK's private hooks, each forwarding to a public method of the app."""
 
-    def _create_label(self, dto):
-        return self.make_label(dto)
-
     def _predictions_to_annotation(self, image_path, predictions, classes_whitelist=None):
         return self.make_annotation(image_path, predictions, classes_whitelist)
 
@@ -138,19 +130,9 @@ class SdkHooks:
             raise
 
 
-def sdk_annotation(model, image, predictions, classes_whitelist):
-    """The SDK's own annotation of box predictions (``Inference._predictions_to_annotation``)."""
-    return Inference._predictions_to_annotation(model, image, predictions, classes_whitelist)
-
-
 def sdk_batched_inference(model, source, settings):
     """The SDK's own batched inference over ``source`` (``Inference._inference_batched_wrapper``)."""
     return Inference._inference_batched_wrapper(model, source, settings)
-
-
-def sdk_label(model, dto):
-    """``ObjectDetection._create_label``: the SDK's rectangle label of a box prediction."""
-    return ObjectDetection._create_label(model, dto)
 
 
 def model_meta(model):
@@ -160,11 +142,6 @@ def model_meta(model):
 
 def set_model_meta(model, meta) -> None:
     model._model_meta = meta
-
-
-def confidence_tag_meta(model):
-    """The ``confidence`` tag meta, added to the model meta when missing."""
-    return model._get_confidence_tag_meta()
 
 
 def server_of(model):

@@ -1,0 +1,118 @@
+"""Supervisely annotations of engine results, and the project meta they need: the one builder
+that the server and the labelling job share, so that both write the same annotation for the
+same image and settings.
+
+A box is a rectangle (inclusive pixel ``top, left, bottom, right``) of the class named by its
+phrase, created on first use with a colour hashed from the name, and tagged with its
+``confidence``; a described region is a rectangle of class ``region`` tagged with its
+``description``; the caption or answer is an image tag. Every label is marked as made by a
+model (``LabelingStatus.AUTO``), as the SDK marks its predictions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+import supervisely as sly
+from supervisely.annotation.label import LabelingStatus
+from supervisely.nn.prediction_dto import PredictionBBox
+
+from kosmos2_engine import TaskResult
+
+from .drawing import DrawnAnnotation
+from .predictions import (
+    CONFIDENCE_TAG,
+    DESCRIPTION_TAG,
+    TEXT_TAGS,
+    DescribedRegion,
+    ImageText,
+    class_colour,
+    result_to_predictions,
+)
+
+
+def tag_metas() -> list[sly.TagMeta]:
+    """The tags any task writes: ``confidence`` (a number), ``caption``, ``answer`` and
+    ``description`` (text)."""
+    return [
+        sly.TagMeta(CONFIDENCE_TAG, sly.TagValueType.ANY_NUMBER),
+        *(sly.TagMeta(name, sly.TagValueType.ANY_STRING) for name in TEXT_TAGS),
+    ]
+
+
+def phrase_class(name: str) -> sly.ObjClass:
+    """The rectangle class of phrase ``name``: its colour depends only on the name."""
+    return sly.ObjClass(name, sly.Rectangle, class_colour(name))
+
+
+def meta_with(meta: sly.ProjectMeta, class_names: Iterable[str] = ()) -> sly.ProjectMeta:
+    """``meta`` plus the task tags and the phrase classes of ``class_names`` that it lacks."""
+    for tag_meta in tag_metas():
+        if meta.get_tag_meta(tag_meta.name) is None:
+            meta = meta.add_tag_meta(tag_meta)
+    for name in class_names:
+        if meta.get_obj_class(name) is None:
+            meta = meta.add_obj_class(phrase_class(name))
+    return meta
+
+
+class AnnotationBuilder:
+    """Annotations of prediction DTOs, with the meta they need grown as phrases appear.
+
+    Thread-safe: requests build annotations in parallel threads. ``on_meta_change`` is called
+    (under the builder's lock) with every new meta, for a server that publishes it.
+    """
+
+    def __init__(
+        self,
+        meta: sly.ProjectMeta | None = None,
+        on_meta_change: Callable[[sly.ProjectMeta], None] | None = None,
+    ):
+        self._meta_lock = threading.Lock()
+        self._on_meta_change = on_meta_change
+        self._meta = meta_with(meta or sly.ProjectMeta())
+        if on_meta_change is not None:
+            on_meta_change(self._meta)
+
+    @property
+    def meta(self) -> sly.ProjectMeta:
+        """Every tag the tasks write and every class met so far."""
+        return self._meta
+
+    def annotation(
+        self, height: int, width: int, predictions: Sequence, classes_whitelist: Sequence[str] | None = None
+    ) -> DrawnAnnotation:
+        """The annotation of one ``height`` x ``width`` image from its DTOs (see
+        :func:`~.predictions.result_to_predictions`). Boxes whose class is not in
+        ``classes_whitelist`` are left out (``None`` or ``"all"``: every class), as the SDK does."""
+        keep_all = classes_whitelist in (None, "all")
+        boxes = [
+            p for p in predictions if isinstance(p, PredictionBBox) and (keep_all or p.class_name in classes_whitelist)
+        ]
+        texts = [p for p in predictions if isinstance(p, ImageText)]
+        with self._meta_lock:
+            labels = [self._label(box) for box in boxes]
+            tags = [sly.Tag(self._meta.get_tag_meta(text.tag), text.value) for text in texts]
+        return DrawnAnnotation((height, width), labels, img_tags=tags)
+
+    def annotation_of(
+        self, result: TaskResult, height: int, width: int, classes_whitelist: Sequence[str] | None = None
+    ) -> DrawnAnnotation:
+        """The annotation of one image's :class:`~kosmos2_engine.TaskResult`."""
+        return self.annotation(height, width, result_to_predictions(result, width, height), classes_whitelist)
+
+    def _label(self, dto: PredictionBBox) -> sly.Label:
+        obj_class = self._meta.get_obj_class(dto.class_name)
+        if obj_class is None:
+            obj_class = phrase_class(dto.class_name)
+            self._meta = self._meta.add_obj_class(obj_class)
+            if self._on_meta_change is not None:
+                self._on_meta_change(self._meta)
+        if isinstance(dto, DescribedRegion):
+            tags = [sly.Tag(self._meta.get_tag_meta(DESCRIPTION_TAG), dto.description)]
+        else:
+            tags = [] if dto.score is None else [sly.Tag(self._meta.get_tag_meta(CONFIDENCE_TAG), dto.score)]
+        label = sly.Label(sly.Rectangle(*dto.bbox_tlbr), obj_class, tags)
+        label.status = LabelingStatus.AUTO
+        return label
