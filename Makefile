@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples tiny-checkpoint label bench bench-label bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint label bench bench-label bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,18 @@ demo: venv
 ## bench: reference path vs our engine on the real architecture (random weights); small counts on CPU
 bench: venv
 	$(PY) -m bench.engine_bench $(if $(filter cuda%,$(DEVICE)),--device $(DEVICE),--device cpu --quick)
+
+## eval-samples: a labelled sample project (shapes, Supervisely format) in samples/shapes-project
+eval-samples: venv
+	$(PY) -m tests.evaluation_cases samples/shapes-project
+
+## evaluate: phrase grounding on a labelled project (PROJECT=folder|project:ID OUT=folder, ARGS= for more options)
+evaluate: venv
+	$(PY) src/evaluate.py project $(PROJECT) --out $(OUT) $(ARGS)
+
+## evaluation-docs: the README's evaluation report, made by the tiny model on the sample project, into docs/evaluation
+evaluation-docs: eval-samples
+	KOSMOS2_CHECKPOINT=$$($(PY) -m tests.tiny_model.build | tail -n 1) $(PY) src/evaluate.py project samples/shapes-project --out docs/evaluation
 
 ## bench-label: the labelling job on Ray (1 and 2 actors) against one process doing the same work (tiny model, ~3 min)
 bench-label: venv

@@ -10,6 +10,7 @@ from kosmos2_app import Kosmos2
 from kosmos2_engine import Kosmos2Engine
 from tests.app_harness import app_environment, client_for, deploy_on_cpu, infer_image
 from tests.helpers import SCENE_CASES, scene
+from tests.server_process import app_env, free_port, server_command, start, stop
 from tests.tiny_model.build import ensure_tiny_checkpoint
 
 
@@ -50,3 +51,23 @@ def served(tmp_path_factory, tiny_checkpoint):
         response = deploy_on_cpu(client)
         assert response.status_code == 200, response.text
         yield model, client
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory, tiny_checkpoint):
+    """`uvicorn main:model.app --app-dir src` (what `make serve` runs) on 127.0.0.1, deployed with
+    ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels."""
+    import requests
+    from supervisely.nn.model.model_api import ModelAPI
+
+    tmp = tmp_path_factory.mktemp("server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": "1000000"}
+    process = start(server_command(port), env, tmp / "server.log", url)
+    try:
+        assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503
+        ModelAPI(url=url).load("Kosmos-2", device="cpu")
+        yield url
+    finally:
+        stop(process)

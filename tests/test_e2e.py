@@ -19,11 +19,11 @@ from supervisely.nn.model.model_api import ModelAPI
 from kosmos2_app.predictions import class_colour
 from tests.app_harness import REPO, label_tlbr, rectangles
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
-from tests.server_process import app_env, free_port, server_command, start, stop
+from tests.server_process import app_env, free_port, start, stop
 
 pytestmark = pytest.mark.slow
 
-MAX_PIXELS = 1_000_000  # the server fixture's KOSMOS2_MAX_IMAGE_PIXELS: above every test scene
+MAX_PIXELS = 1_000_000  # live_server's KOSMOS2_MAX_IMAGE_PIXELS (tests/conftest.py): above every test scene
 
 
 def write_pngs(folder: Path, cases, draw) -> list:
@@ -51,19 +51,8 @@ def two_shape_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_checkpoint):
-    """`uvicorn main:model.app --app-dir src` (what `make serve` runs), deployed with ModelAPI.load."""
-    tmp = tmp_path_factory.mktemp("server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": str(MAX_PIXELS)}
-    process = start(server_command(port), env, tmp / "server.log", url)
-    try:
-        assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503
-        ModelAPI(url=url).load("Kosmos-2", device="cpu")
-        yield url
-    finally:
-        stop(process)
+def server(live_server):
+    return live_server
 
 
 def session(url: str, **settings) -> sly.nn.inference.Session:

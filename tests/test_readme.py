@@ -83,13 +83,14 @@ def test_every_make_target_the_readme_names_exists():
 
 def test_the_file_tree_lists_every_module_and_nothing_else():
     [tree] = [b for b in blocks(README.read_text()) if b.mark == "example: file-tree"]
-    listed, folder = set(), None
+    listed, folders = set(), {}  # indentation -> the folder a line at that indentation is in
     for line in tree.body.splitlines():
-        name = line.split()[0]
+        name, depth = line.split()[0], len(line) - len(line.lstrip())
+        path = REPO / name if name.startswith("src/") else folders[depth] / name
         if name.endswith("/"):
-            folder = (REPO / name) if name.startswith("src/") else folder / name
+            folders[depth + 2] = path
         else:
-            listed.add(REPO / name if name.startswith("src/") else folder / name)
+            listed.add(path)
     modules = {p for p in (REPO / "src").rglob("*.py") if p.name != "__init__.py"}
     assert listed == modules, (sorted(map(str, listed - modules)), sorted(map(str, modules - listed)))
 

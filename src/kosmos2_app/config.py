@@ -245,3 +245,13 @@ def supervisely_env() -> dict[str, str]:
     """The SDK's instance address and token, where set: what ``sly.Api.from_env()`` reads, handed
     to the labelling job's Ray workers (on a cluster they do not share this shell)."""
     return {name: os.environ[name] for name in SUPERVISELY_ENV if os.environ.get(name)}
+
+
+def team_id() -> int | None:
+    """The SDK's ``TEAM_ID``: the team whose files an evaluation report is uploaded to."""
+    value = _text("TEAM_ID")
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"TEAM_ID must be a team's number, got '{value}'")
+    return int(value)
