@@ -4,6 +4,7 @@ on a generated labelled project."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -293,3 +294,28 @@ def test_the_tiny_model_measures_what_its_boxes_are(tmp_path, tiny_checkpoint):
     # are not the phrases it was measured on, so within 0.2.
     measured = json.loads((Path(tiny_checkpoint) / "build_report.json").read_text())["grounding_hit_rate"]
     assert abs(evaluation.metrics.overall.at(0.0)[1] - measured) <= 0.2
+
+
+def test_a_project_on_supervisely_is_read_and_evaluated_by_id(tmp_path):
+    import supervisely as sly
+
+    from kosmos2_app.evaluation.ground_truth import read_remote
+    from tests.app_harness import png_bytes
+    from tests.fake_supervisely import FakeSupervisely
+
+    root, drawn = write_labelled_project(tmp_path / "p", 3)
+    meta = sly.ProjectMeta.from_json(json.loads((root / "meta.json").read_text()))
+    images = {11: [(100 + i, name, png_bytes(image)) for i, (name, image, _) in enumerate(drawn)]}
+    api = FakeSupervisely(1, {11: ("shapes", None)}, images, meta)
+    for i, (name, _, _) in enumerate(drawn):
+        api.annotations[100 + i] = json.loads((root / "shapes" / "ann" / f"{name}.json").read_text())
+    truth = read_remote(api, "dataset", 11)
+    assert truth.classes == CLASSES and [image.item.image_id for image in truth.images] == [100, 101, 102]
+    assert truth.images == [
+        dataclasses.replace(local, item=remote.item)
+        for local, remote in zip(read_project_folder(root).images, truth.images)
+    ]
+    read = cli.image_reader(10**8, api)
+    answers = [[Detection(c, box, 0.9) for c, box in image.boxes] for image in truth.images]
+    evaluation = evaluate_project(truth, ScriptedRunner(answers), read)
+    assert evaluation.metrics.ap50 == pytest.approx(1.0) and read(truth.images[0]).shape == drawn[0][1].shape

@@ -86,8 +86,9 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def image_reader(max_pixels: int):
-    """Reads a labelled image (a local file, or a download by id) as the server decodes uploads."""
+def image_reader(max_pixels: int, api_factory=None):
+    """Reads a labelled image (a local file, or a download by id through ``api_factory``, by
+    default ``sly.Api.from_env``) as the server decodes uploads."""
     from ..config import limit_opencv_decoding
 
     limit_opencv_decoding()
@@ -97,7 +98,9 @@ def image_reader(max_pixels: int):
 
     def read(image):
         item = image.item
-        data = read_remote([item], default_api_factory)[0] if item.image_id else read_local(item, 1 << 30)
+        data = (
+            read_remote([item], api_factory or default_api_factory)[0] if item.image_id else read_local(item, 1 << 30)
+        )
         return decode_image(data, max_pixels)
 
     return read
