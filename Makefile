@@ -60,9 +60,9 @@ demo: venv
 bench: venv
 	$(PY) -m bench.engine_bench $(if $(filter cuda%,$(DEVICE)),--device $(DEVICE),--device cpu --quick)
 
-## eval-samples: a labelled sample project (shapes, Supervisely format) in samples/shapes-project
+## eval-samples: a labelled sample project (shapes, Supervisely format) in eval-samples/shapes-project
 eval-samples: venv
-	$(PY) -m tests.evaluation_cases samples/shapes-project
+	$(PY) -m tests.evaluation_cases eval-samples/shapes-project
 
 ## evaluate: phrase grounding on a labelled project (PROJECT=folder|project:ID OUT=folder, ARGS= for more options)
 evaluate: venv
@@ -70,7 +70,7 @@ evaluate: venv
 
 ## evaluation-docs: the README's evaluation report, made by the tiny model on the sample project, into docs/evaluation
 evaluation-docs: eval-samples
-	KOSMOS2_CHECKPOINT=$$($(PY) -m tests.tiny_model.build | tail -n 1) $(PY) src/evaluate.py project samples/shapes-project --out docs/evaluation
+	KOSMOS2_CHECKPOINT=$$($(PY) -m tests.tiny_model.build | tail -n 1) $(PY) src/evaluate.py project eval-samples/shapes-project --out docs/evaluation
 
 ## bench-label: the labelling job on Ray (1 and 2 actors) against one process doing the same work (tiny model, ~3 min)
 bench-label: venv

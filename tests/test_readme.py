@@ -17,6 +17,9 @@ An HTML comment right before each fenced block says what it is:
 The table of each task's request and response (marked ``<!-- example: task-table -->``) is
 checked row by row through ``Session``. A fenced block with no mark fails the test.
 
+The folders the README's examples write (``GENERATED``, all git-ignored) are removed first, so
+the examples run on what a fresh clone has, whatever an earlier run left there.
+
 ``KOSMOS2_README_RECORD=1 pytest tests/test_readme.py`` rewrites the outputs and the table
 from a run (for a change that is meant to change them); review the diff before committing.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +47,7 @@ pytestmark = pytest.mark.slow
 README = REPO / "README.md"
 RECORD = os.environ.get("KOSMOS2_README_RECORD") == "1"
 README_URL = "http://127.0.0.1:8000"
+GENERATED = ("samples", "eval-samples", "predictions", "labels", "labels-cluster", "eval-report", "eval-report-server")
 _BLOCK = re.compile(r"(?:<!-- (?P<mark>[^>]*?) -->\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)```\n", re.S)
 
 
@@ -137,8 +142,16 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def _remove_generated() -> None:
+    for name in GENERATED:
+        ignored = subprocess.run(["git", "check-ignore", "-q", f"{name}/"], cwd=REPO).returncode == 0
+        assert ignored, f"{name}/ is not git-ignored: the README test would delete a tracked folder"
+        shutil.rmtree(REPO / name, ignore_errors=True)
+
+
 def test_every_example_runs_and_prints_what_the_readme_shows():
     text = README.read_text()
+    _remove_generated()
     port = free_port()
     url, env = f"http://127.0.0.1:{port}", _environment(port)
     found, server, replacements = blocks(text), None, []
