@@ -16,6 +16,7 @@ import socket
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,11 @@ def _load(source: str, dtype: torch.dtype, local_files_only: bool):
 
 def _require_hub(checkpoint: str) -> None:
     """Fail at once, with what to set, when the hub is disabled or unreachable (the hub client
-    itself would retry for minutes)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    itself would retry for minutes). ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT`` are read as the hub
+    client reads them, from its parsed constants, so this check and the download agree."""
+    if hub_constants.HF_HUB_OFFLINE:
         raise CheckpointError(_offline_message(checkpoint, "HF_HUB_OFFLINE is set"))
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    endpoint = urlparse(hub_constants.ENDPOINT)
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
     try:
         socket.create_connection((endpoint.hostname, port), timeout=_HUB_PROBE_TIMEOUT_S).close()
