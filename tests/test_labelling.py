@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import supervisely as sly
 
 from kosmos2_app.annotations import AnnotationBuilder
 from kosmos2_app.labelling import cli
+from kosmos2_app.labelling.interrupts import InterruptWatch
 from kosmos2_app.labelling.job import LabelJob
 from kosmos2_app.labelling.output import TEMP_SUFFIX, ProjectOutput
 from kosmos2_app.labelling.plan import plan_resources
@@ -272,3 +275,32 @@ def test_merged_meta_reuses_compatible_classes_and_tags():
     assert classes["dog"].color == [1, 2, 3]
     assert tags["confidence"].name == f"confidence{SUFFIX}" and tags["caption"].name == "caption"
     assert merged.get_tag_meta("confidence").value_type == sly.TagValueType.ANY_STRING
+
+
+def test_a_ctrl_c_that_library_code_swallows_is_raised_at_the_next_check():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with InterruptWatch() as watch:
+            watch.check()  # nothing yet
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler raises here
+            except KeyboardInterrupt:
+                pass  # swallowed, as a finaliser or a catch-all in a library would
+            with pytest.raises(KeyboardInterrupt):
+                watch.check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_handler_someone_else_set_is_left_alone():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    try:
+        with InterruptWatch() as watch:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            watch.check()
+        assert not watch.requested
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -143,8 +143,9 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
     process = _command(folder, out, tiny_checkpoint, ray_address)
     _wait_for_annotations(out, 6, process)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130 and "run the same command again" in stderr
+    stdout, stderr = process.communicate(timeout=120)
+    interrupted = process.returncode == 130 and "run the same command again" in stderr
+    assert interrupted, (process.returncode, stdout, stderr[-3000:])
     before = {p: p.stat().st_mtime_ns for p in out.glob("**/ann/*.json")}
     assert 6 <= len(before) < 40
     _no_temporaries(out)

@@ -22,6 +22,7 @@ from kosmos2_engine import policy_from_settings
 
 from ..annotations import meta_with
 from ..app_files import default_settings
+from .interrupts import InterruptWatch
 from .output import ProjectOutput
 from .plan import ResourcePlan, plan_resources
 from .sources import Item, local_items, remote_items
@@ -149,7 +150,8 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     labelling_started = time.monotonic()
     try:
         if pending:
-            plan = _label(job, output, pending, tally)
+            with InterruptWatch() as watch:
+                plan = _label(job, output, pending, tally, watch)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -199,7 +201,9 @@ def connect_ray():
     return ray
 
 
-def _label(job: LabelJob, output: ProjectOutput, pending: list[Item], tally: Tally) -> ResourcePlan:
+def _label(
+    job: LabelJob, output: ProjectOutput, pending: list[Item], tally: Tally, watch: InterruptWatch
+) -> ResourcePlan:
     ray = connect_ray()
     from ray import data as ray_data
 
@@ -233,6 +237,8 @@ def _label(job: LabelJob, output: ProjectOutput, pending: list[Item], tally: Tal
     )
     for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
         tally.add(batch)
+        watch.check()
+    watch.check()
     return plan
 
 
