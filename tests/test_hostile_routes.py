@@ -156,14 +156,17 @@ def snapshot(roots: list[Path], skip: list[Path]) -> dict[str, tuple[int, int]]:
     return files
 
 
-def files_holding(marker: bytes, roots: list[Path]) -> list[str]:
+def files_holding(marker: bytes, roots: list[Path], since_ns: int = 0) -> list[str]:
+    """Files under ``roots`` that hold ``marker``, among those written at or after ``since_ns``
+    (a file the server wrote during the test is newer; older ones are not read)."""
     found = []
     for root in roots:
         for folder, _, names in os.walk(root):
             for name in names:
                 path = Path(folder, name)
                 try:
-                    if path.is_file() and marker in path.read_bytes():
+                    fresh = path.lstat().st_mtime_ns >= since_ns
+                    if fresh and path.is_file() and marker in path.read_bytes():
                         found.append(str(path))
                 except OSError:
                     pass
@@ -213,6 +216,7 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
     (sentinel / "victim.png").write_bytes(b"the victim's own bytes")
     own = [tmp / "app_data", tmp / "cache", tmp / "server_tmp", tmp / "server.log"]
     roots = [tmp_path_factory.getbasetemp(), Path(__file__).resolve().parents[1]]
+    started_ns = time.time_ns() - 2_000_000_000  # a margin for the file system's clock
     before = snapshot(roots, own)
     image = marked_png(scene(*SCENE_CASES[1])[0])
     statuses, uuids = {}, []
@@ -234,7 +238,8 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
     }
     assert snapshot(roots, own) == before  # nothing written, overwritten or deleted
     assert (sentinel / "victim.png").read_bytes() == b"the victim's own bytes"
-    assert files_holding(MARKER.encode(), [*own[:3], sentinel, tmp_path_factory.getbasetemp(), Path("/tmp")]) == []
+    searched = [*own[:3], sentinel, tmp_path_factory.getbasetemp(), Path("/tmp")]
+    assert files_holding(MARKER.encode(), searched, since_ns=started_ns) == []
     assert process.poll() is None
 
 
