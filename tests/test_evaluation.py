@@ -319,3 +319,16 @@ def test_a_project_on_supervisely_is_read_and_evaluated_by_id(tmp_path):
     answers = [[Detection(c, box, 0.9) for c, box in image.boxes] for image in truth.images]
     evaluation = evaluate_project(truth, ScriptedRunner(answers), read)
     assert evaluation.metrics.ap50 == pytest.approx(1.0) and read(truth.images[0]).shape == drawn[0][1].shape
+
+
+def test_phrases_come_from_text_or_a_file_and_a_wrong_one_names_the_option(tmp_path, capsys):
+    path = tmp_path / "phrases.yaml"
+    path.write_text("circle: a round shape\n")
+    assert cli.mapping_of(str(path)) == {"circle": "a round shape"}
+    assert cli.mapping_of('{"square": "a box"}') == {"square": "a box"}
+    for text, message in (("[1, 2", "neither JSON nor YAML"), ("[a, b]", "must map class names to phrases"),
+                          ('{"circle": 3}', "must map class names to phrases")):  # fmt: skip
+        argv = ["project", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), "--phrases", text]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--phrases" in err and message in err, err

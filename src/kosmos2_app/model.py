@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -398,20 +398,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 
 def _in_passing_thread(function, *args):
     """``function(*args)`` in a new thread that ends when it returns; its result or error."""
-    outcome: dict = {}
-
-    def work():
-        try:
-            outcome["result"] = function(*args)
-        except BaseException as error:  # noqa: BLE001 - raised again in the caller
-            outcome["error"] = error
-
-    thread = threading.Thread(target=work, name="kosmos2-load")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kosmos2-load") as pool:
+        return pool.submit(function, *args).result()
 
 
 def _precision_name(engine) -> str:

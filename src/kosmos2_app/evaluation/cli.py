@@ -17,11 +17,12 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
+from ..cli_options import engine_choice, mapping_option
+from ..labelling.sources import supervisely_source
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="a deployed server's URL (ModelAPI); default: the engine in this process")
+    parser.add_argument("--server", help="a deployed server's URL (the SDK's Session); default: the engine here")
     parser.add_argument("--checkpoint", help="hub id or folder (default: KOSMOS2_CHECKPOINT, else models.json's)")
     parser.add_argument("--backend", help="pytorch (default) or an OpenVINO variant (CPU)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
@@ -58,11 +59,10 @@ def mapping_of(text: str | None) -> dict[str, str] | None:
     """``--phrases``: a class -> phrase mapping from JSON or YAML text or a file."""
     if not text:
         return None
-    if Path(text).suffix.lower() in (".json", ".yaml", ".yml") and Path(text).is_file():
-        text = Path(text).read_text(encoding="utf-8")
-    mapping = yaml.safe_load(text)
-    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-        raise ValueError('--phrases must map class names to phrases, e.g. \'{"person": "a person"}\'')
+    must = 'map class names to phrases, e.g. \'{"person": "a person"}\''
+    mapping = mapping_option(text, "--phrases", must)
+    if not all(isinstance(v, str) for v in mapping.values()):
+        raise ValueError(f"--phrases must {must}")
     return {str(k): v for k, v in mapping.items()}
 
 
@@ -71,13 +71,8 @@ def make_runner(args):
 
     if args.server:
         return ServerRunner(args.server), f"the server at {args.server}"
-    from ..app_files import default_checkpoint
-    from ..backends import PYTORCH
-    from ..config import backend_override, checkpoint_override
-
     device = args.device or _default_device()
-    checkpoint = args.checkpoint or checkpoint_override() or default_checkpoint()
-    return EngineRunner(checkpoint, args.backend or backend_override() or PYTORCH, device), f"the engine ({device})"
+    return EngineRunner(*engine_choice(args.checkpoint, args.backend), device), f"the engine ({device})"
 
 
 def _default_device() -> str:
@@ -114,7 +109,7 @@ def run_project(args) -> int:
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     phrases = mapping_of(args.phrases)
-    remote = _remote(args.source)
+    remote = supervisely_source(args.source)
     if remote:
         from ..labelling.job import default_api_factory
 
@@ -182,11 +177,6 @@ def _file_reader(folder: Path, max_pixels: int):
         return decode_image(path.read_bytes(), max_pixels)
 
     return read
-
-
-def _remote(source: str):
-    kind, _, number = source.partition(":")
-    return (kind, int(number)) if kind in ("project", "dataset") and number.isdigit() else None
 
 
 def _progress(message: str) -> None:

@@ -1,5 +1,5 @@
 """What answers the evaluation's questions: the engine in this process, or a deployed server
-called through the SDK's ``ModelAPI``. Both send the same images in the same groups with the same
+called through the SDK's ``Session``. Both send the same images in the same groups with the same
 settings, and read boxes the way the server writes them (inclusive pixel ``(top, left, bottom,
 right)``, scores to 4 decimals), so both give the same numbers.
 """

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
+from ..cli_options import engine_choice, mapping_option
 
 EPILOG = """examples:
   python src/label.py photos --out photos-labelled
@@ -51,30 +51,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings_of(args: argparse.Namespace) -> dict:
     """``--settings`` (text or a file) with ``--task`` over it; ``ValueError`` when unreadable."""
-    text = args.settings
-    if Path(text).suffix.lower() in (".json", ".yaml", ".yml") and Path(text).is_file():
-        text = Path(text).read_text(encoding="utf-8")
-    try:
-        settings = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise ValueError(f"--settings is neither JSON nor YAML: {error}") from error
-    if not isinstance(settings, dict):
-        raise ValueError('--settings must be a mapping such as \'{"task": "caption"}\'')
+    settings = mapping_option(args.settings, "--settings", 'be a mapping such as \'{"task": "caption"}\'')
     return {**settings, **({"task": args.task} if args.task else {})}
 
 
 def build_job(args: argparse.Namespace):
-    from ..app_files import default_checkpoint
-    from ..backends import PYTORCH
-    from ..config import backend_override, checkpoint_override, max_image_pixels
+    from ..config import max_image_pixels
     from .job import LabelJob
 
+    checkpoint, backend = engine_choice(args.checkpoint, args.backend)
     return LabelJob(
         source=args.source,
         out=args.out,
         settings=settings_of(args),
-        checkpoint=args.checkpoint or checkpoint_override() or default_checkpoint(),
-        backend=args.backend or backend_override() or PYTORCH,
+        checkpoint=checkpoint,
+        backend=backend,
         device=args.device,
         actors=args.actors,
         batch_size=args.batch_size,

@@ -11,7 +11,6 @@ this machine; with it, the same job runs on that cluster (whose nodes must see `
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,12 +24,11 @@ from ..app_files import default_settings
 from .interrupts import InterruptWatch
 from .output import ProjectOutput
 from .plan import ResourcePlan, plan_resources
-from .sources import Item, local_items, remote_items
+from .sources import Item, local_items, remote_items, supervisely_source
 from .stages import EngineSpec, LabelImages, read_images
 
 CLASSES_LOG = "labelling-classes.jsonl"
 UPLOAD_MODES = ("create", "append", "replace")
-_REMOTE = re.compile(r"^(project|dataset):(\d+)$")
 
 
 def default_api_factory():
@@ -93,8 +91,7 @@ class LabelJob:
     @property
     def remote(self) -> tuple[str, int] | None:
         """``("project" | "dataset", id)`` for a Supervisely source, else ``None``."""
-        match = _REMOTE.match(self.source.strip())
-        return (match.group(1), int(match.group(2))) if match else None
+        return supervisely_source(self.source)
 
     def items(self) -> list[Item]:
         """Every image of the source, listed by the driver."""

@@ -20,6 +20,14 @@ from typing import Any
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 NESTED = "datasets"  # the SDK's folder of nested datasets inside a dataset folder
 _BAD_NAME = re.compile(r"[/\\\x00-\x1f]")
+_SUPERVISELY_SOURCE = re.compile(r"^(project|dataset):(\d+)$")
+
+
+def supervisely_source(source: str) -> tuple[str, int] | None:
+    """``("project" | "dataset", id)`` for a Supervisely source (``project:<id>``,
+    ``dataset:<id>``), else ``None`` (a local folder)."""
+    match = _SUPERVISELY_SOURCE.match(source.strip())
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def name_problem(name: str) -> str | None:
