@@ -26,6 +26,14 @@ def default_settings() -> dict[str, Any]:
     return dict(_default_settings())
 
 
+def settings_policy(settings: dict[str, Any]):
+    """The :class:`~kosmos2_engine.GenerationPolicy` of ``settings`` over these defaults;
+    ``SettingsError`` naming the field when one is wrong."""
+    from kosmos2_engine import policy_from_settings
+
+    return policy_from_settings(settings, default_settings())
+
+
 def model_rows() -> list[dict[str, Any]]:
     """The rows of ``models.json``, the first being the default model."""
     return json.loads(MODELS.read_text())

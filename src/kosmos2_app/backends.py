@@ -42,3 +42,12 @@ def load_engine(checkpoint: str, backend: str, device: str, options: ServingOpti
     from kosmos2_engine.openvino.backend import load_openvino_engine
 
     return load_openvino_engine(checkpoint, backend[len(OPENVINO_PREFIX) :], options.max_batch_size)
+
+
+def load_warm_engine(checkpoint: str, backend: str, device: str, max_batch_size: int) -> Kosmos2Engine:
+    """An engine for a job that calls it from one thread (a labelling actor, an evaluation):
+    loaded (decoder compiled on GPU) and warmed up."""
+    options = ServingOptions(max_batch_size, 0.0, device.startswith("cuda"))
+    engine = load_engine(checkpoint, backend, device, options)
+    engine.warm_up()
+    return engine

@@ -32,7 +32,6 @@ from kosmos2_engine import (
     RequestBatcher,
     SettingsError,
     TaskResult,
-    policy_from_settings,
 )
 
 from . import app_files
@@ -226,7 +225,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         defaults of ``inference_settings.yaml`` (parsed once: the SDK parses the YAML text on
         every call); ``HTTPException(400)`` naming the field when one is wrong."""
         try:
-            return policy_from_settings(settings, app_files.default_settings())
+            return app_files.settings_policy(settings)
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
 

@@ -30,22 +30,17 @@ class EngineRunner:
     """The engine, loaded here: ``checkpoint`` with ``backend`` on ``device``."""
 
     def __init__(self, checkpoint: str, backend: str = "pytorch", device: str = "cpu", max_batch_size: int = 16):
-        from ..backends import load_engine
-        from ..config import ServingOptions
+        from ..backends import load_warm_engine
 
-        options = ServingOptions(max_batch_size, 0.0, device.startswith("cuda"))
-        self.engine = load_engine(checkpoint, backend, device, options)
-        self.engine.warm_up()
+        self.engine = load_warm_engine(checkpoint, backend, device, max_batch_size)
 
     def detections(self, images: list[np.ndarray], settings: dict[str, Any]) -> list[list[Detection]]:
         from supervisely.nn.prediction_dto import PredictionBBox
 
-        from kosmos2_engine import policy_from_settings
-
-        from ..app_files import default_settings
+        from ..app_files import settings_policy
         from ..predictions import DescribedRegion, result_to_predictions
 
-        results = self.engine.run(images, policy_from_settings(settings, default_settings()))
+        results = self.engine.run(images, settings_policy(settings))
         found = []
         for image, result in zip(images, results):
             dtos = result_to_predictions(result, image.shape[1], image.shape[0])

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kosmos2_engine import policy_from_settings
-
 from ..annotations import meta_with
-from ..app_files import default_settings
+from ..app_files import settings_policy
 from .interrupts import InterruptWatch
 from .output import ProjectOutput
 from .plan import ResourcePlan, plan_resources
@@ -76,7 +74,7 @@ class LabelJob:
     api_factory: Callable[[], Any] = default_api_factory
 
     def __post_init__(self):
-        policy_from_settings(dict(self.settings), default_settings())  # SettingsError names the field
+        settings_policy(dict(self.settings))  # SettingsError names the field
         if not self.checkpoint:
             raise ValueError("checkpoint: name a hub id or a folder of weights")
         if self.batch_size < 1 or (self.actors is not None and self.actors < 1):

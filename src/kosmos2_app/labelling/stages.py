@@ -94,19 +94,14 @@ class LabelImages:
     def __init__(self, spec: EngineSpec, settings: dict[str, Any], output: ProjectOutput, classes_log: str):
         import torch
 
-        from kosmos2_engine import policy_from_settings
-
         from ..annotations import AnnotationBuilder
-        from ..app_files import default_settings
-        from ..backends import load_engine
-        from ..config import ServingOptions
+        from ..app_files import settings_policy
+        from ..backends import load_warm_engine
 
         if spec.device == "cpu":
             torch.set_num_threads(spec.threads)
-        options = ServingOptions(spec.max_batch_size, 0.0, spec.device.startswith("cuda"))
-        self.engine = load_engine(spec.checkpoint, spec.backend, spec.device, options)
-        self.engine.warm_up()
-        self.policy = policy_from_settings(settings, default_settings())
+        self.engine = load_warm_engine(spec.checkpoint, spec.backend, spec.device, spec.max_batch_size)
+        self.policy = settings_policy(settings)
         self.classes_whitelist = settings.get("classes")
         self.builder = AnnotationBuilder()
         self.output = output
