@@ -104,7 +104,7 @@ load-test: venv
 CHECKPOINT ?= microsoft/kosmos-2-patch14-224
 WEIGHTS ?= int8
 export-openvino: venv
-	$(PY) -m kosmos2_engine.openvino.export $(CHECKPOINT) --weights $(WEIGHTS)
+	$(PY) -m kosmos2_engine.runtime.openvino.export $(CHECKPOINT) --weights $(WEIGHTS)
 
 ## bench-openvino: torch fp32 vs OpenVINO fp32/int8/int4 on the real architecture, CPU (~15 min, ~20 GB disk)
 bench-openvino: venv

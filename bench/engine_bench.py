@@ -32,8 +32,8 @@ import torch
 from bench.machine import bandwidth_share, environment, peak_memory_mib, reset_peak_memory, synchronize
 from bench.report import write_report
 from kosmos2_engine import Kosmos2Engine, RequestBatcher, policy_from_settings
-from kosmos2_engine.task_table import CAPTION_PROMPT
-from kosmos2_engine.torch_backend import TorchBackend
+from kosmos2_engine.runtime.torch.backend import TorchBackend
+from kosmos2_engine.tasks import CAPTION_PROMPT
 
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = REPO / "tests" / "tiny_model" / "checkpoint"

@@ -5,7 +5,7 @@ with seeded random weights and a forced 32-token caption per image (batch 1).
 * ``torch-reference``: transformers' ``generate`` in fp32, pixels in (what the public app runs);
 * ``torch-engine``: our torch engine (static-cache decoder), fp32;
 * ``openvino-fp32`` / ``-int8`` / ``-int4``: :class:`OpenVINOBackend` on IR exported from the same
-  weights (``kosmos2_engine.openvino.convert``, as ``export`` does).
+  weights (``kosmos2_engine.runtime.openvino.convert``, as ``export`` does).
 
 Each variant runs in its own process, so that its memory is its own. Reported per variant:
 latency per image (p50, vision pass included), decoded tokens/s, load time, IR size, RSS after
@@ -83,8 +83,8 @@ def export_irs(work: Path) -> dict[str, float]:
     """fp32, int8 and int4 IR of the random model under ``work``; returns their sizes in MB."""
     import openvino as ov
 
-    from kosmos2_engine.openvino.convert import compress_decoder, convert_decoder, convert_image_encoder, save
-    from kosmos2_engine.openvino.export import DECODER, IMAGE_ENCODER
+    from kosmos2_engine.runtime.openvino.convert import compress_decoder, convert_decoder, convert_image_encoder, save
+    from kosmos2_engine.runtime.openvino.export import DECODER, IMAGE_ENCODER
 
     fp32 = work / "openvino-fp32"
     if not (fp32 / DECODER).is_file():
@@ -110,8 +110,8 @@ def export_irs(work: Path) -> dict[str, float]:
 
 def caption_runner(variant: str, work: Path):
     """(load seconds, a function image -> decoded token count) for ``variant``."""
-    from kosmos2_engine.task_table import CAPTION_PROMPT
-    from kosmos2_engine.token_layout import encode_prompt
+    from kosmos2_engine.prompts import encode_prompt
+    from kosmos2_engine.tasks import CAPTION_PROMPT
 
     started = time.perf_counter()
     processor = processor_224()
@@ -129,11 +129,11 @@ def caption_runner(variant: str, work: Path):
     from kosmos2_engine import Kosmos2Engine
 
     if variant == "torch-engine":
-        from kosmos2_engine.torch_backend import TorchBackend
+        from kosmos2_engine.runtime.torch.backend import TorchBackend
 
         backend = TorchBackend(random_model(), "cpu")
     else:
-        from kosmos2_engine.openvino.backend import OpenVINOBackend
+        from kosmos2_engine.runtime.openvino.backend import OpenVINOBackend
 
         backend = OpenVINOBackend(work / variant, Kosmos2Config(), variant.split("-")[1])
     engine = Kosmos2Engine(backend, processor, Kosmos2Config())

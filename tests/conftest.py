@@ -24,7 +24,7 @@ def tiny_checkpoint() -> str:
 def openvino_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
     """A copy of the tiny checkpoint with its int8 and fp32 OpenVINO IR exported beside it,
     once per test session (each export takes seconds)."""
-    from kosmos2_engine.openvino.export import export_openvino
+    from kosmos2_engine.runtime.openvino.export import export_openvino
 
     folder = tmp_path_factory.mktemp("openvino") / "tiny"
     shutil.copytree(tiny_checkpoint, folder)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from kosmos2_engine.backend import DecodedBatch
-from kosmos2_engine.token_layout import EncodedPrompt, left_pad
+from kosmos2_engine.prompts import EncodedPrompt, left_pad
+from kosmos2_engine.runtime.protocol import DecodedBatch
 
 
 class _ChosenTokenProbability(LogitsProcessor):

@@ -9,10 +9,10 @@ import torch
 
 from kosmos2_engine import GenerationPolicy, Kosmos2Engine, policy_from_settings
 from kosmos2_engine.decode_batches import length_sorted_batches, run_splitting_on_oom
-from kosmos2_engine.decoder import BATCH_BUCKETS, StaticDecoder
-from kosmos2_engine.generation import stop_token_ids, until_stop
-from kosmos2_engine.planning import plan_jobs
-from kosmos2_engine.token_layout import encode_prompt
+from kosmos2_engine.outputs import stop_token_ids, until_stop
+from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.runtime.torch.decoder import BATCH_BUCKETS, StaticDecoder
+from kosmos2_engine.tasks import plan_jobs
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 from tests.hf_reference import hf_greedy
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kosmos2_engine import CAPTION_PROMPT, CheckpointError, GenerationPolicy, Kosmos2Engine
-from kosmos2_engine.token_layout import encode_prompt
+from kosmos2_engine.prompts import encode_prompt
 from tests.helpers import SCENE_CASES, iou, scene
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from kosmos2_engine import Kosmos2Engine, policy_from_settings
-from kosmos2_engine.decoder import StaticDecoder
 from kosmos2_engine.grounding import GRID, box_to_patch_indices
-from kosmos2_engine.token_layout import encode_prompt
+from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.runtime.torch.decoder import StaticDecoder
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 from tests.tiny_model.build import ensure_tiny_checkpoint
 

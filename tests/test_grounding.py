@@ -14,7 +14,7 @@ from transformers.models.kosmos2.processing_kosmos2 import (
 
 from kosmos2_engine import (
     box_to_patch_indices,
-    box_to_pixel_tlbr,
+    box_to_pixel_xyxy,
     drop_unconfident_boxes,
     parse_grounded_pieces,
     patch_indices_to_box,
@@ -181,9 +181,9 @@ def test_patch_encoding_matches_transformers(box):
 
 
 def test_pixel_boxes_are_clipped_and_never_inverted():
-    assert box_to_pixel_tlbr((0.25, 0.5, 0.75, 1.0), width=200, height=100) == (50, 50, 99, 149)
-    assert box_to_pixel_tlbr((-0.5, -1.0, 2.0, 3.0), width=30, height=10) == (0, 0, 9, 29)
-    assert box_to_pixel_tlbr((0.5, 0.5, 0.5, 0.5), width=1, height=1) == (0, 0, 0, 0)
+    assert box_to_pixel_xyxy((0.25, 0.5, 0.75, 1.0), width=200, height=100) == (50, 50, 149, 99)
+    assert box_to_pixel_xyxy((-0.5, -1.0, 2.0, 3.0), width=30, height=10) == (0, 0, 29, 9)
+    assert box_to_pixel_xyxy((0.5, 0.5, 0.5, 0.5), width=1, height=1) == (0, 0, 0, 0)
 
 
 def test_drop_unconfident_boxes_keeps_text_and_strong_boxes():
@@ -236,7 +236,7 @@ def test_an_rgba_image_is_composited_onto_white_as_transformers_does():
     from PIL import Image
     from transformers.image_transforms import convert_to_rgb
 
-    from kosmos2_engine.engine import to_rgb
+    from kosmos2_engine.imaging import to_rgb
 
     rgba = np.zeros((8, 10, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, np.linspace(0, 255, 10).astype(np.uint8)  # red, transparent to opaque

@@ -36,7 +36,7 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
     assert f"LABEL python_sdk_version={pins()['supervisely']}" in dockerfile
     assert "requirements.txt" in dockerfile and "download_weights.py" in dockerfile
     assert "KOSMOS2_CHECKPOINT=/weights/" in dockerfile
-    assert "kosmos2_engine.openvino.export /weights/" in dockerfile  # the IR can be baked too
+    assert "kosmos2_engine.runtime.openvino.export /weights/" in dockerfile  # the IR can be baked too
 
 
 def test_model_table_rows_have_checkpoints_backends_and_paper_figures():

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from kosmos2_engine import Kosmos2Engine, policy_from_settings
-from kosmos2_engine.decoder import StaticDecoder
 from kosmos2_engine.grounding import GRID
-from kosmos2_engine.openvino.backend import load_openvino_engine
-from kosmos2_engine.openvino.export import cached_ir, export_openvino, ir_folder
-from kosmos2_engine.token_layout import encode_prompt
+from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.runtime.openvino.backend import load_openvino_engine
+from kosmos2_engine.runtime.openvino.export import cached_ir, export_openvino, ir_folder
+from kosmos2_engine.runtime.torch.decoder import StaticDecoder
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 
 EVERY_TASK = [
@@ -156,7 +156,7 @@ def test_serving_the_ir_loads_no_torch_weights(checkpoint_copy, ov_int8, monkeyp
 def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
     folder = tmp_path / "tiny"
     shutil.copytree(tiny_checkpoint, folder)
-    with pytest.raises(FileNotFoundError, match="kosmos2_engine.openvino.export"):
+    with pytest.raises(FileNotFoundError, match="kosmos2_engine.runtime.openvino.export"):
         load_openvino_engine(str(folder), "int4", export_if_missing=False)
     with pytest.raises(ValueError, match="int8"):
         load_openvino_engine(str(folder), "int2")
@@ -165,7 +165,7 @@ def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_the_export_command_says_what_to_do_when_weights_are_absent(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "kosmos2_engine.openvino.export", str(tmp_path / "nothing")],
+        [sys.executable, "-m", "kosmos2_engine.runtime.openvino.export", str(tmp_path / "nothing")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,7 +5,7 @@ row); ``KOSMOS2_BACKEND`` overrides it for local runs."""
 
 from __future__ import annotations
 
-from kosmos2_engine import Kosmos2Engine
+from kosmos2_engine import Kosmos2Engine, load_openvino_engine
 
 from .config import BACKEND_ENV, ServingOptions, backend_override
 
@@ -39,8 +39,6 @@ def load_engine(checkpoint: str, backend: str, device: str, options: ServingOpti
         return Kosmos2Engine.load(
             checkpoint, device=device, max_batch_size=options.max_batch_size, compile_decoder=options.compile_decoder
         )
-    from kosmos2_engine.openvino.backend import load_openvino_engine
-
     return load_openvino_engine(checkpoint, backend[len(OPENVINO_PREFIX) :], options.max_batch_size)
 
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from kosmos2_engine.engine import to_rgb
+from kosmos2_engine import to_rgb
 
 BAD_IMAGE_MESSAGE = (
     "The image could not be read: the file is empty, truncated, or not in an image format "

@@ -159,7 +159,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 
         Loading runs in a thread of its own that ends with it, warm-up on the batcher's engine
         thread: that thread is then the only one left that has run torch (see
-        :mod:`kosmos2_engine.request_batcher` for why that matters)."""
+        :mod:`kosmos2_engine.batcher` for why that matters)."""
         try:
             engine = _in_passing_thread(load_engine, *key, device, options)
         except CheckpointError as error:  # the message says what to set: give it to the caller

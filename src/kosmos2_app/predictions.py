@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 from supervisely.nn.prediction_dto import PredictionBBox
 
-from kosmos2_engine import TASK_TABLE, TaskResult, box_to_pixel_tlbr
+from kosmos2_engine import TASK_TABLE, TaskResult, box_to_pixel_xyxy
 
 SCORE_DECIMALS = 4
 REGION_CLASS = "region"
 CONFIDENCE_TAG = "confidence"  # a predicted box's score (the SDK's name for it)
 DESCRIPTION_TAG = "description"  # the text of a region_description row, a tag on each region
-TEXT_TAGS = tuple(dict.fromkeys(task.text for task in TASK_TABLE.values() if task.text))  # caption, answer, description
+TEXT_TAGS = tuple(
+    dict.fromkeys(task.text.value for task in TASK_TABLE.values() if task.text)
+)  # caption, answer, description
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,11 @@ def result_to_predictions(result: TaskResult, width: int, height: int) -> list:
     the task's text is: caption or answer), and one :class:`DescribedRegion` per requested
     region."""
     predictions: list = [
-        PredictionBBox(box.name, list(box_to_pixel_tlbr(box.xyxy, width, height)), round(box.score, SCORE_DECIMALS))
+        PredictionBBox(box.name, pixel_tlbr(box.xyxy, width, height), round(box.score, SCORE_DECIMALS))
         for box in result.boxes
     ]
     if result.text:
-        predictions.append(ImageText(TASK_TABLE[result.task].text, result.text))
+        predictions.append(ImageText(text_tag(result), result.text))
     predictions += [
         DescribedRegion(REGION_CLASS, [top, left, bottom, right], description)
         for (left, top, right, bottom), description in zip(result.regions, result.descriptions)
@@ -58,12 +60,25 @@ def result_to_predictions(result: TaskResult, width: int, height: int) -> list:
     return predictions
 
 
+def pixel_tlbr(xyxy, width: int, height: int) -> list[int]:
+    """A normalised xyxy box as Supervisely's inclusive pixel ``[top, left, bottom, right]``
+    in a ``width`` x ``height`` image (the only place the adapter changes box convention)."""
+    left, top, right, bottom = box_to_pixel_xyxy(xyxy, width, height)
+    return [top, left, bottom, right]
+
+
+def text_tag(result: TaskResult) -> str:
+    """The name of the tag (and ``data`` key) a result's text goes under: caption, answer..."""
+    kind = TASK_TABLE[result.task].text
+    return kind.value if kind is not None else ""
+
+
 def result_data(result: TaskResult) -> dict:
     """A result's ``data`` in the response: the task, and its text as ``caption`` / ``answer``
     (when there is text) or ``descriptions`` (when regions were described)."""
     data: dict = {"task": result.task}
     if result.text:
-        data[TASK_TABLE[result.task].text] = result.text
+        data[text_tag(result)] = result.text
     if result.descriptions:
         data["descriptions"] = list(result.descriptions)
     return data

@@ -37,7 +37,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from kosmos2_engine.engine import parallel_map
+from kosmos2_engine import parallel_map
 
 from . import sdk_internals as sdk
 from .http_errors import error_response

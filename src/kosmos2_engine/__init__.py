@@ -8,29 +8,46 @@ Typical use::
     for box in result.boxes:
         print(box.name, box.xyxy, box.score)  # normalised xyxy, confidence in [0, 1]
 
-The tasks are the rows of :data:`~kosmos2_engine.task_table.TASK_TABLE`.
+A request flows through the modules in this order: :mod:`.tasks` (the task table and the
+checked policy; :mod:`.settings` builds one from raw settings) → :mod:`.prompts` (templates
+and token layout) → :mod:`.engine` (encode images once, decode every prompt) and
+:mod:`.batcher` (concurrent requests share runs) → :mod:`.runtime` (the network: torch or
+OpenVINO) → :mod:`.outputs` (grounded text, one :class:`TaskResult` per image). These names
+are the engine's public surface; the serving app and the jobs use nothing else.
 """
 
-from .backend import Backend, DecodedBatch
+from __future__ import annotations
+
+from .batcher import RequestBatcher, RunStats
 from .checkpoint import CHECKPOINT_ENV, CheckpointError
-from .engine import Kosmos2Engine, PreparedRun, available_devices, check_device, default_device
-from .generation import Generation
+from .devices import available_devices, check_device, default_device
+from .engine import Kosmos2Engine, PreparedRun
 from .grounding import (
     GroundedBox,
     GroundedPhrase,
     GroundedText,
     box_to_patch_indices,
-    box_to_pixel_tlbr,
+    box_to_pixel_xyxy,
     drop_unconfident_boxes,
     parse_grounded_pieces,
     patch_indices_to_box,
 )
-from .planning import NamedBox, TaskResult
-from .policy import GenerationPolicy
-from .request_batcher import RequestBatcher
+from .imaging import ImageInput, parallel_map, to_rgb
+from .outputs import Generation, NamedBox, TaskResult
+from .prompts import CAPTION_PROMPT
+from .runtime.protocol import Backend, DecodedBatch
 from .settings import policy_from_settings
-from .task_table import CAPTION_PROMPT, TASK_TABLE, TASKS, Task
+from .tasks import TASK_TABLE, TASKS, GenerationPolicy, ResultKind, Task, TextKind
 from .validation import MAX_ITEMS, SettingsError, find_markup
+
+
+def load_openvino_engine(checkpoint: str, weights: str = "int8", max_batch_size: int = 16) -> Kosmos2Engine:
+    """An engine on the OpenVINO runtime (CPU), exporting the IR beside the weights first when
+    there is none for ``checkpoint`` yet. Imports ``openvino`` only when called."""
+    from .runtime.openvino.backend import load_openvino_engine as load
+
+    return load(checkpoint, weights, max_batch_size)
+
 
 __all__ = [
     "CAPTION_PROMPT",
@@ -46,21 +63,28 @@ __all__ = [
     "GroundedBox",
     "GroundedPhrase",
     "GroundedText",
+    "ImageInput",
     "Kosmos2Engine",
     "NamedBox",
     "PreparedRun",
     "RequestBatcher",
+    "ResultKind",
+    "RunStats",
     "SettingsError",
     "Task",
     "TaskResult",
+    "TextKind",
     "available_devices",
     "box_to_patch_indices",
-    "box_to_pixel_tlbr",
+    "box_to_pixel_xyxy",
     "check_device",
     "default_device",
     "drop_unconfident_boxes",
     "find_markup",
+    "load_openvino_engine",
+    "parallel_map",
     "parse_grounded_pieces",
     "patch_indices_to_box",
     "policy_from_settings",
+    "to_rgb",
 ]

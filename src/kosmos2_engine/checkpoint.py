@@ -30,13 +30,6 @@ class CheckpointError(RuntimeError):
     """The checkpoint cannot be found or loaded; the message says what to do."""
 
 
-def default_dtype(device: str) -> torch.dtype:
-    """bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
 def load_checkpoint(checkpoint: str, dtype: torch.dtype):
     """Load ``(model, processor)`` from a folder or hub id; the model is on CPU, in eval mode."""
     if os.path.isdir(checkpoint):

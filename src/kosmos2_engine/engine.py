@@ -3,7 +3,7 @@
 The expensive part (the CLIP vision tower and the resampler) runs once per image in
 :meth:`Kosmos2Engine.encode_images`; prompts are then decoded against those embeddings,
 greedily, in length-sorted, left-padded batches. The network runs in a
-:class:`~kosmos2_engine.backend.Backend` (PyTorch or OpenVINO); this engine owns everything
+:class:`~kosmos2_engine.runtime.protocol.Backend` (PyTorch or OpenVINO); this engine owns everything
 around it: preprocessing, prompt planning and checks (by the task table), batching, parsing,
 ranking. :meth:`Kosmos2Engine.execute` runs several requests as one piece of work (the
 cross-request batcher uses it). Knows nothing of Supervisely.
@@ -17,28 +17,25 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .backend import Backend
-from .checkpoint import default_dtype, load_checkpoint
+from .checkpoint import load_checkpoint
 from .decode_batches import length_sorted_batches, run_splitting_on_oom
-from .generation import Generation, stop_token_ids, to_generation, until_stop
+from .devices import check_device, default_dtype
 from .grounding import GroundedText
-from .planning import PromptJob, TaskResult, assemble, plan_jobs
-from .policy import GenerationPolicy
+from .imaging import ImageInput, parallel_map, size_of, split_evenly, to_rgb
+from .outputs import Generation, TaskResult, assemble, stop_token_ids, to_generation, until_stop
+from .prompts import EncodedPrompt, encode_prompt
 from .ranking import rank_boxes
-from .token_layout import EncodedPrompt, encode_prompt
-from .torch_backend import TorchBackend
+from .runtime.protocol import Backend
+from .runtime.torch.backend import TorchBackend
+from .tasks import GenerationPolicy, PromptJob, ResultKind, plan_jobs
 from .validation import SettingsError
 
 logger = logging.getLogger(__name__)
-
-ImageInput = np.ndarray | Image.Image
 
 
 @dataclass(frozen=True)
@@ -70,8 +67,8 @@ class Kosmos2Engine:
     """Kosmos-2 on one device. Thread-safe: a lock serialises work on the backend.
 
     Args:
-        backend: the network (:class:`~kosmos2_engine.torch_backend.TorchBackend` or
-            :class:`~kosmos2_engine.openvino.backend.OpenVINOBackend`).
+        backend: the network (:class:`~kosmos2_engine.runtime.torch.backend.TorchBackend` or
+            :class:`~kosmos2_engine.runtime.openvino.backend.OpenVINOBackend`).
         processor: the checkpoint's ``Kosmos2Processor`` (image preprocessing, tokenizer).
         config: the checkpoint's ``Kosmos2Config``.
         max_batch_size: most prompts decoded (and images encoded) in one batch.
@@ -174,7 +171,7 @@ class Kosmos2Engine:
         image sizes, prompt lengths against the context (raises
         :class:`~kosmos2_engine.validation.SettingsError`), then the pixels. Runs in the
         caller's thread, so that the engine's own thread only runs the network."""
-        jobs = tuple(plan_jobs(policy, [_size(image) for image in images]))
+        jobs = tuple(plan_jobs(policy, [size_of(image) for image in images]))
         encoded = tuple(self._encode_prompt(job.prompt.text, policy) for job in jobs)
         return PreparedRun(self.preprocess(images), policy, jobs, encoded)
 
@@ -227,12 +224,12 @@ class Kosmos2Engine:
         return rank_boxes(next_token_probs, self.tokenizer, job.prompt.text, job.prompt.name, run.policy)
 
     def generate_texts(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
-        """The :class:`~kosmos2_engine.generation.Generation` of a task with one prompt per image
+        """The :class:`~kosmos2_engine.outputs.Generation` of a task with one prompt per image
         and text as its result (caption, detailed caption, vqa, custom), for every image: one
         vision pass per image, batched decoding."""
-        if policy.row.result != "grounded_text":
+        if policy.row.result != ResultKind.GROUNDED_TEXT:
             raise ValueError(f"generate_texts() runs tasks with one prompt per image, not '{policy.task}'")
-        jobs = plan_jobs(policy, [_size(image) for image in images])
+        jobs = plan_jobs(policy, [size_of(image) for image in images])
         with self._lock:
             return self.generate(self.encode_images(images), [job.prompt.text for job in jobs], policy)
 
@@ -312,75 +309,3 @@ class Kosmos2Engine:
                 f"context is {limit}; max_new_tokens must be at most {limit - len(encoded.ids)}",
             )
         return encoded
-
-
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def parallel_map(function, items: Sequence) -> list:
-    """``[function(item) for item in items]``, spread over a pool of one thread per core when
-    there are several items (for work that releases the GIL: image decoding and resizing)."""
-    global _POOL
-    if len(items) < 2:
-        return [function(item) for item in items]
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kosmos2-images")
-    return list(_POOL.map(function, items))
-
-
-def split_evenly(items: list, parts: int) -> list[list]:
-    """``items`` in at most ``parts`` consecutive slices of nearly equal size, none empty."""
-    parts = max(1, min(parts, len(items)))
-    size, extra = divmod(len(items), parts)
-    bounds = [index * size + min(index, extra) for index in range(parts + 1)]
-    return [items[bounds[index] : bounds[index + 1]] for index in range(parts)]
-
-
-def _size(image: ImageInput) -> tuple[int, int]:
-    """(width, height) of an (H, W, C) array or a PIL image."""
-    return (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
-
-
-def to_rgb(image: ImageInput) -> Image.Image:
-    """An RGB PIL image of an array (H, W[, 1|3|4]) uint8 or a PIL image of any mode, any
-    transparency composited onto white, as transformers' ``convert_to_rgb`` does (its blend
-    for arrays, Pillow's ``alpha_composite`` for images)."""
-    if isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[2] == 4:
-            alpha = image[..., 3:4] / 255
-            image = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
-        return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image).convert("RGB")
-    if "A" in image.getbands() or image.info.get("transparency") is not None:
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def available_devices() -> list[str]:
-    """The devices of this machine an engine can use: ``cpu``, then ``cuda:0`` … ``cuda:N-1``."""
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return ["cpu", *(f"cuda:{index}" for index in range(count))]
-
-
-def default_device() -> str:
-    """``cuda:0`` where CUDA is available, else ``cpu``."""
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def check_device(device: str) -> None:
-    """``ValueError`` unless ``device`` is a CPU or CUDA device of this machine (``cpu``,
-    ``cpu:0``, ``cuda``, ``cuda:N`` with N below the device count)."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        parsed = None
-    if parsed is None or parsed.type not in ("cpu", "cuda") or (parsed.type == "cpu" and parsed.index not in (None, 0)):
-        raise ValueError(f"Unknown device '{device}': use 'cpu', 'cuda' or 'cuda:N'.")
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device '{device}' was asked for but CUDA is not available; use 'cpu'.")
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise ValueError(
-            f"Device '{device}' is not on this machine: it has {torch.cuda.device_count()} CUDA device(s)."
-        )

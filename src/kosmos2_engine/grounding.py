@@ -7,7 +7,9 @@ Pure functions, no model. Conventions:
   the original image.
 * A *location token* ``<patch_index_k>`` names cell ``k = row * 32 + col`` of a 32x32 grid.
   A box is two of them: the upper-left and the lower-right cell.
-* A *pixel box* is Supervisely's ``[top, left, bottom, right]``, inclusive integer pixels.
+* A *pixel box* is ``(left, top, right, bottom)`` in inclusive integer pixels of the image
+  (pixel ``xyxy``). The engine uses these two conventions only; the serving adapter turns
+  pixel boxes into Supervisely's ``[top, left, bottom, right]``.
 
 A box's **confidence** is the geometric mean of the probabilities of its two location tokens,
 each taken from the full-vocabulary softmax at the step that emitted it:
@@ -90,14 +92,14 @@ def box_to_patch_indices(xyxy: Sequence[float]) -> tuple[int, int]:
     return row_a * GRID + col_a, row_b * GRID + col_b
 
 
-def box_to_pixel_tlbr(xyxy: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
-    """Normalised xyxy box to inclusive pixel ``[top, left, bottom, right]`` in a
+def box_to_pixel_xyxy(xyxy: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """Normalised xyxy box to inclusive integer pixel ``(left, top, right, bottom)`` in a
     ``width`` x ``height`` image, clipped to the image and never inverted."""
     x1, y1, x2, y2 = (min(max(float(v), 0.0), 1.0) for v in xyxy)
     left, top = min(math.floor(x1 * width), width - 1), min(math.floor(y1 * height), height - 1)
     right = min(max(math.ceil(x2 * width) - 1, left), width - 1)
     bottom = min(max(math.ceil(y2 * height) - 1, top), height - 1)
-    return top, left, bottom, right
+    return left, top, right, bottom
 
 
 def parse_grounded_pieces(pieces: Sequence[str], probs: Sequence[float]) -> GroundedText:

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_indices_to_box
-from .policy import GenerationPolicy
-from .token_layout import EncodedPrompt, encode_prompt
+from .prompts import EncodedPrompt, encode_prompt
+from .tasks import GenerationPolicy
 
 NextTokenProbs = Callable[[Sequence[EncodedPrompt]], torch.Tensor]
 

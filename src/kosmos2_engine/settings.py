@@ -10,8 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .policy import GenerationPolicy
-from .task_table import TASK_OF_FIELD, PixelBox
+from .tasks import TASK_OF_FIELD, GenerationPolicy, PixelBox
 from .validation import SettingsError
 
 # Settings that only one task reads (TASK_OF_FIELD, from the task table): sending one with

@@ -1,6 +1,6 @@
 """Training examples of every Kosmos-2 task for one synthetic scene: (prompt, target) pairs.
 
-Prompts come from the engine's own templates (:mod:`kosmos2_engine.task_table`), so the tiny
+Prompts come from the engine's own templates (:mod:`kosmos2_engine.tasks`), so the tiny
 model learns exactly the prompts the server sends. Targets use the grounding markup
 ``<phrase> text</phrase><object><patch_index_UL><patch_index_LR></object>``; the end-of-text
 token is appended when the examples are packed.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kosmos2_engine import box_to_patch_indices
-from kosmos2_engine.task_table import (
+from kosmos2_engine.tasks import (
     CAPTION_PROMPT,
     DETAILED_CAPTION_PROMPT,
     phrase_grounding_prompt,

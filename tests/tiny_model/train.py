@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kosmos2_engine.token_layout import encode_prompt
+from kosmos2_engine.prompts import encode_prompt
 
 from .examples import scene_examples
 from .scenes import draw_scene, draw_two_shapes, random_size

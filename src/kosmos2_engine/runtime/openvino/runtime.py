@@ -1,7 +1,7 @@
 """Running the exported IR on CPU with numpy: the image encoder and a greedy decoder over the
 stateful text decoder. No torch here.
 
-The decoder keeps the torch engine's rules (:mod:`kosmos2_engine.decoder`): prompts
+The decoder keeps the torch engine's rules (:mod:`kosmos2_engine.runtime.torch.decoder`): prompts
 right-aligned (left padding), explicit positions (``padding_idx + 1 + n`` for a row's n-th real
 token), pads masked as keys, greedy argmax with its full-vocabulary softmax probability.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ..backend import DecodedBatch
-from ..token_layout import EncodedPrompt, common_prefix_len
+from ...prompts import EncodedPrompt, common_prefix_len
+from ..protocol import DecodedBatch
 from .export import DECODER, IMAGE_ENCODER
 
 # Activations and the KV cache in float32 (OpenVINO's CPU defaults may pick bf16 activations
@@ -39,7 +39,7 @@ def compile_ir(folder: Path, threads: int | None = None) -> tuple[ov.CompiledMod
 
 class OpenVINODecoder:
     """Greedy decoding over the compiled stateful decoder, by the rules of
-    :class:`~kosmos2_engine.decoder.StaticDecoder`, with numpy arrays where it has tensors.
+    :class:`~kosmos2_engine.runtime.torch.decoder.StaticDecoder`, with numpy arrays where it has tensors.
 
     Args:
         compiled: the compiled ``decoder.xml``.

@@ -1,8 +1,8 @@
 """The two torch modules that are converted to OpenVINO IR (used at export time only).
 
 Both run over the weights of a loaded ``Kosmos2ForConditionalGeneration`` with the torch
-engine's own code (:func:`~kosmos2_engine.decoder.transformer_block`,
-:func:`~kosmos2_engine.torch_backend.image_embeddings`), so that an fp32 IR decodes the same tokens.
+engine's own code (:func:`~kosmos2_engine.runtime.torch.decoder.transformer_block`,
+:func:`~kosmos2_engine.runtime.torch.backend.image_embeddings`), so that an fp32 IR decodes the same tokens.
 
 * :class:`ImageEncoderGraph`: ``pixel_values`` (B, 3, S, S) float32 -> image embeddings
   (B, 64, E): vision tower, post-layernorm, L2 normalise, resampler projection.
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from ..decoder import last_logits, transformer_block
-from ..torch_backend import image_embeddings
+from ..torch.backend import image_embeddings
+from ..torch.decoder import last_logits, transformer_block
 
 
 class ImageEncoderGraph(torch.nn.Module):
-    """:func:`~kosmos2_engine.torch_backend.image_embeddings` as a module."""
+    """:func:`~kosmos2_engine.runtime.torch.backend.image_embeddings` as a module."""
 
     def __init__(self, model):
         super().__init__()

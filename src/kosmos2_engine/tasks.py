@@ -1,70 +1,77 @@
-"""Every Kosmos-2 task, one row each, and the prompt templates the rows use.
+"""Every Kosmos-2 task, one row each, and the policy of one request: what it asks, checked.
 
 A :class:`Task` row says everything that differs between tasks:
 
 * ``field``: the setting only this task reads (``phrases``, ``expression`` …) and ``check``,
   how that setting is checked on a policy;
-* ``prompts``: the prompts it decodes for one image (one per phrase, per region …);
+* ``prompts``: the prompts it decodes for one image (one per phrase, per region …), from the
+  templates of :mod:`.prompts`;
 * ``stops_at_box``: decoding stops at ``</object>``: the box is the answer, and the model
   would otherwise go on into a caption;
 * ``answer_only``: the text kept is the continuation alone (the prompt is an instruction);
   otherwise prompt and continuation are read together (the prompt starts the caption);
-* ``text``: what its text is to a user: ``caption``, ``answer``, a ``description`` per
-  region, or nothing;
-* ``result``: how its decoded prompts make one result per image: boxes named by the user's
-  phrases, descriptions of the requested regions, or text with its grounded phrases;
+* ``text``: what its text is to a user (:class:`TextKind`): a caption, an answer, a
+  description per region, or nothing;
+* ``result``: how its decoded prompts make one result per image (:class:`ResultKind`): boxes
+  named by the user's phrases, descriptions of the requested regions, or text with its
+  grounded phrases;
 * ``ranks_top_k``: ``top_k`` > 1 ranks candidate boxes instead of decoding greedily.
 
-Policy checks, settings, planning, decoding, and the serving adapter's tags all read this
-table; adding a task is adding a row (and its tests).
+A :class:`GenerationPolicy` is frozen and checks itself on construction: the checks every task
+shares, then its row's ``check``. Invalid values raise
+:class:`~kosmos2_engine.validation.SettingsError`, which names the field and what is allowed.
+:mod:`.settings` builds a policy from raw request settings; :func:`plan_jobs` turns a policy
+and the image sizes into the prompts to decode.
 
-Templates are the model card's and the paper's. User text goes in verbatim: it is checked to
-hold no tag first (:func:`~kosmos2_engine.validation.find_markup`). Location tokens name cells
-of the 32x32 grid (``k = row * 32 + col``).
+Policy checks, settings, planning, decoding, and the serving adapter's tags all read this
+table; adding a task is adding a row (and its tests). Coordinates: request regions are pixel
+``[left, top, right, bottom]`` (inclusive).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from enum import StrEnum
 
 from .grounding import box_to_patch_indices
-from .validation import MAX_ITEMS, MAX_PROMPT_CHARS, SettingsError, check_user_text
-
-if TYPE_CHECKING:
-    from .policy import GenerationPolicy
-
-CAPTION_PROMPT = "<grounding> An image of"
-DETAILED_CAPTION_PROMPT = "<grounding> Describe this image in detail:"
-GROUNDING_TAG = "<grounding>"
+from .prompts import (
+    CAPTION_PROMPT,
+    DETAILED_CAPTION_PROMPT,
+    phrase_grounding_prompt,
+    region_description_prompt,
+    vqa_prompt,
+    with_grounding_tag,
+)
+from .validation import (
+    MAX_ITEMS,
+    MAX_NEW_TOKENS_LIMIT,
+    MAX_PROMPT_CHARS,
+    MAX_TOP_K,
+    SettingsError,
+    check_int_range,
+    check_unit_interval,
+    check_user_text,
+)
 
 PixelBox = tuple[float, float, float, float]  # pixel [left, top, right, bottom], inclusive
 
 
-def phrase_grounding_prompt(phrase: str) -> str:
-    """Ground one phrase (also a referring expression): the model answers with its box(es)."""
-    return f"{GROUNDING_TAG}<phrase> {phrase.strip()}</phrase>"
+class TextKind(StrEnum):
+    """What a task's text is to a user (the name of its tag in the adapter)."""
+
+    CAPTION = "caption"
+    ANSWER = "answer"
+    DESCRIPTION = "description"
 
 
-def region_description_prompt(upper_left: int, lower_right: int) -> str:
-    """Describe the region between two grid cells: "It<box> is" and the model goes on."""
-    return (
-        f"{GROUNDING_TAG}<phrase> It</phrase><object><patch_index_{upper_left:04d}>"
-        f"<patch_index_{lower_right:04d}></object> is"
-    )
+class ResultKind(StrEnum):
+    """How a task's decoded prompts make one result per image."""
 
-
-def vqa_prompt(question: str) -> str:
-    """A grounded question; the model writes the answer after "Answer:"."""
-    return f"{GROUNDING_TAG} Question: {question.strip()} Answer:"
-
-
-def with_grounding_tag(prompt: str) -> str:
-    """Prefix ``<grounding>`` unless the prompt already starts with it."""
-    stripped = prompt.lstrip()
-    return stripped if stripped.startswith(GROUNDING_TAG) else f"{GROUNDING_TAG} {stripped}"
+    NAMED_BOXES = "named_boxes"  # each prompt's boxes, named by the user's phrase
+    REGION_DESCRIPTIONS = "region_descriptions"  # one description per requested region
+    GROUNDED_TEXT = "grounded_text"  # one text and the boxes of its phrases
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,8 @@ class Task:
     prompts: Callable[[GenerationPolicy, int, int], list[PlannedPrompt]]
     stops_at_box: bool = False
     answer_only: bool = False
-    text: str | None = None
-    result: str = "grounded_text"  # "named_boxes" | "region_descriptions" | "grounded_text"
+    text: TextKind | None = None
+    result: ResultKind = ResultKind.GROUNDED_TEXT
     ranks_top_k: bool = False
 
 
@@ -189,14 +196,14 @@ def _nothing(policy: GenerationPolicy) -> None:
 TASK_TABLE: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("caption", None, _nothing, lambda p, w, h: [PlannedPrompt(CAPTION_PROMPT)], text="caption"),
+        Task("caption", None, _nothing, lambda p, w, h: [PlannedPrompt(CAPTION_PROMPT)], text=TextKind.CAPTION),
         Task(
             "detailed_caption",
             None,
             _nothing,
             lambda p, w, h: [PlannedPrompt(DETAILED_CAPTION_PROMPT)],
             answer_only=True,
-            text="caption",
+            text=TextKind.CAPTION,
         ),
         Task(
             "phrase_grounding",
@@ -204,7 +211,7 @@ TASK_TABLE: dict[str, Task] = {
             _check_phrases,
             lambda p, w, h: [PlannedPrompt(phrase_grounding_prompt(phrase), phrase) for phrase in p.phrases],
             stops_at_box=True,
-            result="named_boxes",
+            result=ResultKind.NAMED_BOXES,
         ),
         Task(
             "referring_expression",
@@ -212,7 +219,7 @@ TASK_TABLE: dict[str, Task] = {
             _check_expression,
             lambda p, w, h: [PlannedPrompt(phrase_grounding_prompt(p.expression), p.expression.strip())],
             stops_at_box=True,
-            result="named_boxes",
+            result=ResultKind.NAMED_BOXES,
             ranks_top_k=True,
         ),
         Task(
@@ -221,8 +228,8 @@ TASK_TABLE: dict[str, Task] = {
             _check_regions,
             _region_prompts,
             answer_only=True,
-            text="description",
-            result="region_descriptions",
+            text=TextKind.DESCRIPTION,
+            result=ResultKind.REGION_DESCRIPTIONS,
         ),
         Task(
             "vqa",
@@ -230,16 +237,80 @@ TASK_TABLE: dict[str, Task] = {
             _check_question,
             lambda p, w, h: [PlannedPrompt(vqa_prompt(p.question))],
             answer_only=True,
-            text="answer",
+            text=TextKind.ANSWER,
         ),
         Task(
             "custom",
             "prompt",
             _check_prompt,
             lambda p, w, h: [PlannedPrompt(with_grounding_tag(p.prompt))],
-            text="caption",
+            text=TextKind.CAPTION,
         ),
     )
 }
 TASKS = tuple(TASK_TABLE)
 TASK_OF_FIELD = {task.field: task.name for task in TASK_TABLE.values() if task.field}
+
+
+@dataclass(frozen=True)
+class GenerationPolicy:
+    """One request: the task, its inputs, and how to decode. Greedy decoding, always.
+
+    Attributes:
+        task: one of :data:`TASKS`.
+        phrases: ``phrase_grounding``: 1..32 phrases or class names, each grounded on its own.
+        expression: ``referring_expression``: the expression to box.
+        question: ``vqa``: the question to answer.
+        regions: ``region_description``: 1..32 pixel ``[left, top, right, bottom]`` boxes,
+            inclusive.
+        prompt: ``custom``: raw text after the image; ``<grounding>`` is added when missing.
+        top_k: ``referring_expression``: how many candidate boxes to return, 1..10.
+        max_new_tokens: decode at most this many tokens per prompt, 1..512.
+        confidence_threshold: boxes whose confidence is below this are dropped, 0..1.
+    """
+
+    task: str = "caption"
+    phrases: tuple[str, ...] = ()
+    expression: str | None = None
+    question: str | None = None
+    regions: tuple[PixelBox, ...] = ()
+    prompt: str | None = None
+    top_k: int = 1
+    max_new_tokens: int = 64
+    confidence_threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_TABLE:
+            raise SettingsError("task", f"must be one of {', '.join(TASKS)}; got {self.task!r}")
+        check_int_range("top_k", self.top_k, 1, MAX_TOP_K)
+        check_int_range("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+        check_unit_interval("confidence_threshold", self.confidence_threshold)
+        self.row.check(self)
+
+    @property
+    def row(self) -> Task:
+        """The task's row of the task table."""
+        return TASK_TABLE[self.task]
+
+    @property
+    def ranks_boxes(self) -> bool:
+        """Whether candidate boxes are ranked (``top_k`` > 1 on a task that takes it)."""
+        return self.row.ranks_top_k and self.top_k > 1
+
+
+@dataclass(frozen=True)
+class PromptJob:
+    """One prompt to decode against image ``image`` (its index in the request)."""
+
+    image: int
+    prompt: PlannedPrompt
+
+
+def plan_jobs(policy: GenerationPolicy, sizes: Sequence[tuple[int, int]]) -> list[PromptJob]:
+    """The prompts to decode for ``len(sizes)`` images of (width, height) ``sizes``, grouped by
+    image. Raises :class:`~kosmos2_engine.validation.SettingsError` for a region outside its image."""
+    return [
+        PromptJob(image, prompt)
+        for image, (width, height) in enumerate(sizes)
+        for prompt in policy.row.prompts(policy, width, height)
+    ]

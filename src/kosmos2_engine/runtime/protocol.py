@@ -2,9 +2,9 @@
 
 The engine (:class:`~kosmos2_engine.engine.Kosmos2Engine`) preprocesses images, plans and
 checks prompts, cuts decoding into batches, parses grounded text and ranks boxes; a backend
-runs the network. Two implement it: :class:`~kosmos2_engine.torch_backend.TorchBackend`
+runs the network. Two implement it: :class:`~kosmos2_engine.runtime.torch.backend.TorchBackend`
 (PyTorch, CPU or CUDA, our static-cache decoder) and
-:class:`~kosmos2_engine.openvino.backend.OpenVINOBackend` (OpenVINO IR on CPU, numpy).
+:class:`~kosmos2_engine.runtime.openvino.backend.OpenVINOBackend` (OpenVINO IR on CPU, numpy).
 Embeddings are the backend's own type (a tensor on its device, or a numpy array) and are only
 handed back to it; indexing them with a list of rows works for both.
 """
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from .token_layout import EncodedPrompt
+from ..prompts import EncodedPrompt
 
 
 @dataclass(frozen=True)

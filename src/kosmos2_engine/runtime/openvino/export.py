@@ -1,8 +1,8 @@
 """Export a Kosmos-2 checkpoint to OpenVINO IR, compressed with NNCF, cached beside the weights.
 
-    python -m kosmos2_engine.openvino.export microsoft/kosmos-2-patch14-224            # int8
-    python -m kosmos2_engine.openvino.export /models/kosmos-2 --weights int4
-    python -m kosmos2_engine.openvino.export /models/kosmos-2 --weights fp32 --output /ir
+    python -m kosmos2_engine.runtime.openvino.export microsoft/kosmos-2-patch14-224            # int8
+    python -m kosmos2_engine.runtime.openvino.export /models/kosmos-2 --weights int4
+    python -m kosmos2_engine.runtime.openvino.export /models/kosmos-2 --weights fp32 --output /ir
 
 Writes into ``<checkpoint folder>/openvino-<weights>/`` (a hub id resolves to its folder in the
 hub cache):
@@ -105,7 +105,7 @@ def export_openvino(
     started = time.perf_counter()
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from ...checkpoint import load_checkpoint
 
     progress(f"[1/4] Loading '{checkpoint}' (fp32) from {folder}")
     model, _ = load_checkpoint(str(folder), torch.float32)
@@ -145,7 +145,7 @@ def checkpoint_folder(checkpoint: str) -> Path:
     except Exception:  # noqa: BLE001 - not cached: load_checkpoint downloads, or says what to set
         import torch
 
-        from ..checkpoint import load_checkpoint
+        from ...checkpoint import load_checkpoint
 
         load_checkpoint(checkpoint, torch.float32)
     return Path(snapshot_download(checkpoint, local_files_only=True))
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from ..checkpoint import CheckpointError
+    from ...checkpoint import CheckpointError
 
     try:
         print(export_openvino(args.checkpoint, args.weights, args.output, progress=print))

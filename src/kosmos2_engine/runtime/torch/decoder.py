@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .backend import DecodedBatch
-from .token_layout import EncodedPrompt, common_prefix_len
+from ...prompts import EncodedPrompt, common_prefix_len
+from ..protocol import DecodedBatch
 
 STOP_CHECK_EVERY = 8
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)

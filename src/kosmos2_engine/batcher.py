@@ -26,9 +26,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine import ImageInput, Kosmos2Engine, PreparedRun
-from .planning import TaskResult
-from .policy import GenerationPolicy
+from .engine import Kosmos2Engine, PreparedRun
+from .imaging import ImageInput
+from .outputs import TaskResult
+from .tasks import GenerationPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The PyTorch backend: a ``Kosmos2ForConditionalGeneration`` on CPU or CUDA, decoded by our
-static-cache decoder (:class:`~kosmos2_engine.decoder.StaticDecoder`); on GPU in bf16 (fp16
+static-cache decoder (:class:`~kosmos2_engine.runtime.torch.decoder.StaticDecoder`); on GPU in bf16 (fp16
 where bf16 is unsupported), its one-token step compiled with CUDA graphs."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .backend import DecodedBatch
-from .checkpoint import default_dtype
+from ...devices import default_dtype
+from ...prompts import EncodedPrompt
+from ..protocol import DecodedBatch
 from .decoder import BATCH_BUCKETS, StaticDecoder
-from .token_layout import EncodedPrompt
 
 
 def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
 
 
 class TorchBackend:
-    """:class:`~kosmos2_engine.backend.Backend` over a transformers model.
+    """:class:`~kosmos2_engine.runtime.protocol.Backend` over a transformers model.
 
     Args:
         model: a ``Kosmos2ForConditionalGeneration`` in eval mode (moved to ``device``).

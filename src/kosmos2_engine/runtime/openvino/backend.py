@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, Kosmos2Config
 
-from ..backend import DecodedBatch
-from ..engine import Kosmos2Engine
+from ...engine import Kosmos2Engine
+from ..protocol import DecodedBatch
 from .export import WEIGHT_FORMATS, cached_ir, checkpoint_folder, export_openvino
 from .runtime import OpenVINODecoder, compile_ir
 
 
 class OpenVINOBackend:
-    """:class:`~kosmos2_engine.backend.Backend` over an OpenVINO export folder, on CPU.
+    """:class:`~kosmos2_engine.runtime.protocol.Backend` over an OpenVINO export folder, on CPU.
 
     Args:
         ir: the export folder (``image_encoder.xml``, ``decoder.xml``).
@@ -76,7 +76,7 @@ def load_openvino_engine(
     if ir is None:
         raise FileNotFoundError(
             f"no up-to-date OpenVINO IR ({weights}) beside '{checkpoint}'; run "
-            f"python -m kosmos2_engine.openvino.export {checkpoint} --weights {weights}"
+            f"python -m kosmos2_engine.runtime.openvino.export {checkpoint} --weights {weights}"
         )
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     config = Kosmos2Config.from_pretrained(folder, local_files_only=True)

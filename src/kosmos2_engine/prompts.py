@@ -1,4 +1,5 @@
-"""Token layout of a prompt, built without an image so that one image's embeddings serve many prompts.
+"""Prompts: the templates of every task (the model card's and the paper's), and their token
+layout, built without an image so that one image's embeddings serve many prompts.
 
 Kosmos-2's processor lays a prompt out as::
 
@@ -7,6 +8,10 @@ Kosmos-2's processor lays a prompt out as::
 and ``image_embeds_position_mask`` is 1 exactly on the 64 placeholders, whose embeddings the
 model overwrites with the image embeddings. :func:`encode_prompt` builds the same ids as
 ``Kosmos2Processor(images=..., text=...)`` (a test checks this) from the text alone.
+
+User text goes into a template verbatim: it is checked to hold no tag first
+(:func:`~kosmos2_engine.validation.find_markup`). Location tokens name cells of the 32x32 grid
+(``k = row * 32 + col``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,34 @@ from dataclasses import dataclass
 import torch
 
 NUM_IMAGE_TOKENS = 64
+
+CAPTION_PROMPT = "<grounding> An image of"
+DETAILED_CAPTION_PROMPT = "<grounding> Describe this image in detail:"
+GROUNDING_TAG = "<grounding>"
+
+
+def phrase_grounding_prompt(phrase: str) -> str:
+    """Ground one phrase (also a referring expression): the model answers with its box(es)."""
+    return f"{GROUNDING_TAG}<phrase> {phrase.strip()}</phrase>"
+
+
+def region_description_prompt(upper_left: int, lower_right: int) -> str:
+    """Describe the region between two grid cells: "It<box> is" and the model goes on."""
+    return (
+        f"{GROUNDING_TAG}<phrase> It</phrase><object><patch_index_{upper_left:04d}>"
+        f"<patch_index_{lower_right:04d}></object> is"
+    )
+
+
+def vqa_prompt(question: str) -> str:
+    """A grounded question; the model writes the answer after "Answer:"."""
+    return f"{GROUNDING_TAG} Question: {question.strip()} Answer:"
+
+
+def with_grounding_tag(prompt: str) -> str:
+    """Prefix ``<grounding>`` unless the prompt already starts with it."""
+    stripped = prompt.lstrip()
+    return stripped if stripped.startswith(GROUNDING_TAG) else f"{GROUNDING_TAG} {stripped}"
 
 
 @dataclass(frozen=True)

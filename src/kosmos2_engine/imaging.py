@@ -1,0 +1,62 @@
+"""Images in: the inputs the engine takes, their sizes, RGB conversion, and a shared thread pool
+for per-image work that releases the GIL (decoding, resizing).
+
+An image is an ``np.ndarray`` (H, W[, 1|3|4]) uint8 or a PIL image of any mode; sizes are
+``(width, height)`` in pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ImageInput = np.ndarray | Image.Image
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def parallel_map(function: Callable[[Any], Any], items: Sequence) -> list:
+    """``[function(item) for item in items]``, spread over a pool of one thread per core when
+    there are several items (for work that releases the GIL: image decoding and resizing)."""
+    global _POOL
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="kosmos2-images")
+    return list(_POOL.map(function, items))
+
+
+def split_evenly(items: list, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` consecutive slices of nearly equal size, none empty."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    bounds = [index * size + min(index, extra) for index in range(parts + 1)]
+    return [items[bounds[index] : bounds[index + 1]] for index in range(parts)]
+
+
+def size_of(image: ImageInput) -> tuple[int, int]:
+    """(width, height) of an (H, W, C) array or a PIL image."""
+    return (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
+
+
+def to_rgb(image: ImageInput) -> Image.Image:
+    """An RGB PIL image of an array (H, W[, 1|3|4]) uint8 or a PIL image of any mode, any
+    transparency composited onto white, as transformers' ``convert_to_rgb`` does (its blend
+    for arrays, Pillow's ``alpha_composite`` for images)."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[2] == 4:
+            alpha = image[..., 3:4] / 255
+            image = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
+        return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image).convert("RGB")
+    if "A" in image.getbands() or image.info.get("transparency") is not None:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

@@ -1,0 +1,1 @@
+"""The PyTorch runtime: :class:`~.backend.TorchBackend` and its static-cache decoder."""
