@@ -41,9 +41,9 @@ def log(message: str) -> None:
 
 def one_process(folder: Path, out: Path, checkpoint: str, threads: int) -> dict:
     """The job's stages in a loop in this process: read and decode a batch, label and write it."""
-    from kosmos2_app.labelling.output import ProjectOutput
-    from kosmos2_app.labelling.sources import local_items
-    from kosmos2_app.labelling.stages import EngineSpec, LabelImages, read_images
+    from kosmos2_jobs.labelling.stages import EngineSpec, LabelImages, read_images
+    from supervisely_io.output import ProjectOutput
+    from supervisely_io.sources import local_items
 
     output = ProjectOutput(out)
     stage = LabelImages(EngineSpec(checkpoint, "pytorch", "cpu", threads, BATCH), {}, output, str(out / "c.jsonl"))
@@ -74,7 +74,7 @@ def engine_only(images: list[np.ndarray], checkpoint: str, threads: int) -> dict
 
 
 def on_ray(folder: Path, out: Path, checkpoint: str, actors: int) -> dict:
-    from kosmos2_app.labelling.job import LabelJob, run_job
+    from kosmos2_jobs.labelling.job import LabelJob, run_job
 
     job = LabelJob(str(folder), out, checkpoint=checkpoint, device="cpu", actors=actors, batch_size=BATCH)
     summary = run_job(job, progress=lambda message: None)

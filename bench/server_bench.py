@@ -172,8 +172,8 @@ def engine_runner(checkpoint: str, data: bytes):
     """``run(n)``: ``Kosmos2Engine.run`` alone on ``n`` copies of the decoded image,
     ``max_new_tokens=1``. Loaded in a thread that ends, so that only this thread runs torch
     (as only the engine thread does in the server)."""
-    from kosmos2_app.image_decoding import decode_image
     from kosmos2_engine import Kosmos2Engine, policy_from_settings
+    from supervisely_io.images import decode_image
 
     holder: dict = {}
     loader = threading.Thread(target=lambda: holder.update(engine=Kosmos2Engine.load(checkpoint)))

@@ -3,7 +3,7 @@ a report), RefCOCO/+/g or Flickr30k Entities: ``python src/evaluate.py --help``.
 
 import sys
 
-from kosmos2_app.evaluation.cli import main
+from kosmos2_jobs.evaluation.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,7 +3,7 @@ Kosmos-2, on Ray: ``python src/label.py SOURCE --out FOLDER`` (``--help`` for th
 
 import sys
 
-from kosmos2_app.labelling.cli import main
+from kosmos2_jobs.labelling.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,8 +7,8 @@ import numpy as np
 import supervisely as sly
 from PIL import Image, ImageDraw
 
-from kosmos2_app.drawing import DrawnAnnotation, draw_annotation, font_for, wrapped
-from kosmos2_app.predictions import class_colour
+from kosmos2_app.results.drawing import DrawnAnnotation, draw_annotation, font_for, wrapped
+from kosmos2_app.results.predictions import class_colour
 
 
 def _annotation(caption: str | None = "An image of a red circle") -> sly.Annotation:

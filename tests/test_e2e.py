@@ -16,7 +16,7 @@ import supervisely as sly
 from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
-from kosmos2_app.predictions import class_colour
+from kosmos2_app.results.predictions import class_colour
 from tests.app_harness import REPO, label_tlbr, rectangles
 from tests.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
 from tests.server_process import app_env, free_port, start, stop

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kosmos2_app.evaluation import cli
-from kosmos2_app.evaluation.coco_metrics import evaluate_boxes, sweep
-from kosmos2_app.evaluation.ground_truth import read_project_folder
-from kosmos2_app.evaluation.project import evaluate_project, phrase_map
-from kosmos2_app.evaluation.protocols import iou, read_flickr30k, read_refer, run_flickr30k, run_refer
-from kosmos2_app.evaluation.report import write_report
-from kosmos2_app.evaluation.runners import Detection, EngineRunner
-from kosmos2_app.image_decoding import decode_image
-from kosmos2_app.labelling.sources import read_local
+from kosmos2_jobs.evaluation import cli
+from kosmos2_jobs.evaluation.coco_metrics import evaluate_boxes, sweep
+from kosmos2_jobs.evaluation.ground_truth import read_project_folder
+from kosmos2_jobs.evaluation.project import evaluate_project, phrase_map
+from kosmos2_jobs.evaluation.protocols import iou, read_flickr30k, read_refer, run_flickr30k, run_refer
+from kosmos2_jobs.evaluation.report import write_report
+from kosmos2_jobs.evaluation.runners import Detection, EngineRunner
+from supervisely_io.images import decode_image
+from supervisely_io.sources import read_local
 from tests.evaluation_cases import CLASSES, write_labelled_project
 
 SIZES = [(100, 100)] * 4
@@ -278,7 +278,7 @@ def test_the_tiny_model_measures_what_its_boxes_are(tmp_path, tiny_checkpoint):
     root, _ = write_labelled_project(tmp_path / "p", 24)
     truth = read_project_folder(root)
     evaluation = evaluate_project(truth, EngineRunner(tiny_checkpoint), _reader, batch_size=6)
-    from kosmos2_app.evaluation.coco_metrics import coco_box
+    from kosmos2_jobs.evaluation.coco_metrics import coco_box
 
     for name in CLASSES:
         hits = targets = 0
@@ -299,7 +299,7 @@ def test_the_tiny_model_measures_what_its_boxes_are(tmp_path, tiny_checkpoint):
 def test_a_project_on_supervisely_is_read_and_evaluated_by_id(tmp_path):
     import supervisely as sly
 
-    from kosmos2_app.evaluation.ground_truth import read_remote
+    from kosmos2_jobs.evaluation.ground_truth import read_remote
     from tests.app_harness import png_bytes
     from tests.fake_supervisely import FakeSupervisely
 

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from kosmos2_app.evaluation.ground_truth import read_project_folder
-from kosmos2_app.evaluation.project import evaluate_project
-from kosmos2_app.evaluation.runners import EngineRunner, ServerRunner
-from kosmos2_app.image_decoding import decode_image
-from kosmos2_app.labelling.sources import read_local
+from kosmos2_jobs.evaluation.ground_truth import read_project_folder
+from kosmos2_jobs.evaluation.project import evaluate_project
+from kosmos2_jobs.evaluation.runners import EngineRunner, ServerRunner
+from supervisely_io.images import decode_image
+from supervisely_io.sources import read_local
 from tests.app_harness import REPO
 from tests.evaluation_cases import write_labelled_project
 

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import supervisely as sly
 
-from kosmos2_app.annotations import AnnotationBuilder
-from kosmos2_app.labelling import cli
-from kosmos2_app.labelling.interrupts import InterruptWatch
-from kosmos2_app.labelling.job import LabelJob
-from kosmos2_app.labelling.output import TEMP_SUFFIX, ProjectOutput
-from kosmos2_app.labelling.plan import plan_resources
-from kosmos2_app.labelling.sources import Item, local_items, remote_items
-from kosmos2_app.labelling.stages import EngineSpec, LabelImages, read_images
-from kosmos2_app.labelling.upload import SUFFIX, merged_meta, upload_project
+from kosmos2_app.results.annotations import AnnotationBuilder
+from kosmos2_jobs.labelling import cli
+from kosmos2_jobs.labelling.interrupts import InterruptWatch
+from kosmos2_jobs.labelling.job import LabelJob
+from kosmos2_jobs.labelling.plan import plan_resources
+from kosmos2_jobs.labelling.stages import EngineSpec, LabelImages, read_images
+from supervisely_io.output import TEMP_SUFFIX, ProjectOutput
+from supervisely_io.sources import Item, local_items, remote_items
+from supervisely_io.upload import SUFFIX, merged_meta, upload_project
 from tests.app_harness import png_bytes
 from tests.helpers import canonical
 from tests.labelling_cases import (

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kosmos2_app.labelling.job import LabelJob, run_job
+from kosmos2_jobs.labelling.job import LabelJob, run_job
 from tests import labelling_cases as cases
 from tests.app_harness import REPO
 

@@ -13,12 +13,12 @@ import uuid
 import pytest
 from supervisely.nn.inference import Inference
 
-from kosmos2_app import sdk_internals
+from kosmos2_app import sdk_seam
 from kosmos2_app.config import AccessPolicy, UrlFetchPolicy
-from kosmos2_app.deploy_route import plan_deploy
-from kosmos2_app.image_fetch import FetchRefused, ImageFetcher, redact_url
+from kosmos2_app.http.guard import RequestGuard
 from kosmos2_app.log_hygiene import MAX_TEXT, REDACTED, LogHygieneFilter, tidy
-from kosmos2_app.request_guard import RequestGuard
+from kosmos2_app.routes.deploy import plan_deploy
+from kosmos2_app.routes.url_fetch import FetchRefused, ImageFetcher, redact_url
 from tests.app_harness import REPO
 
 SERVER_TOKEN = "SERVER-SECRET-5d1f0a"
@@ -336,24 +336,25 @@ def test_a_deploy_request_as_model_api_sends_it_is_planned():
 
 
 def test_the_sdk_seam_names_what_an_upgrade_removed(monkeypatch):
-    sdk_internals.check_sdk()  # the pinned SDK has everything
+    sdk_seam.check_sdk()  # the pinned SDK has everything
     monkeypatch.delattr(Inference, "_inference_images")
-    with pytest.raises(sdk_internals.SdkChangedError, match=r"Inference\._inference_images"):
-        sdk_internals.check_sdk()
+    with pytest.raises(sdk_seam.SdkChangedError, match=r"Inference\._inference_images"):
+        sdk_seam.check_sdk()
 
 
 def test_no_module_but_the_seam_names_a_private_sdk_method():
-    names = {name for methods in sdk_internals.PRIVATE_METHODS.values() for name in methods}
-    names |= {name for attributes in sdk_internals.PRIVATE_ATTRIBUTES.values() for name in attributes}
-    for path in (REPO / "src" / "kosmos2_app").glob("*.py"):
-        if path.name == "sdk_internals.py":
+    names = {name for methods in sdk_seam.PRIVATE_METHODS.values() for name in methods}
+    names |= {name for attributes in sdk_seam.PRIVATE_ATTRIBUTES.values() for name in attributes}
+    packages = ("kosmos2_app", "kosmos2_jobs", "supervisely_io")  # the ones that import the SDK
+    for path in (path for package in packages for path in (REPO / "src" / package).rglob("*.py")):
+        if path.name == "sdk_seam.py":
             continue
         text = path.read_text()
         used = sorted(name for name in names if f".{name}" in text or f"def {name}" in text)
-        assert not used, f"{path.name} uses private SDK names {used}: go through sdk_internals"
+        assert not used, f"{path.name} uses private SDK names {used}: go through sdk_seam"
 
 
 def test_request_ids_are_random():
-    manager = sdk_internals.UnguessableRequestsManager()
+    manager = sdk_seam.UnguessableRequestsManager()
     ids = {manager.create().uuid for _ in range(200)}
     assert len(ids) == 200 and all(uuid.UUID(i).version == 4 for i in ids)

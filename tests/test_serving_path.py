@@ -12,7 +12,7 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kosmos2_app import sdk_internals as sdk
+from kosmos2_app import sdk_seam as sdk
 from kosmos2_app.model import Kosmos2
 from kosmos2_engine import Kosmos2Engine
 from tests.app_harness import REPO, app_environment, client_for, deploy_on_cpu, infer_image, png_bytes

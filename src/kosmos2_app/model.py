@@ -4,8 +4,8 @@ The SDK owns the HTTP server, the GUI, the CLI and the annotation format; this c
 engine, turns settings into a :class:`~kosmos2_engine.GenerationPolicy`, grounded phrases into
 rectangles with a ``confidence`` tag, and text into ``caption`` / ``answer`` image tags and
 ``description`` label tags (also copied into each result's ``data``). Every route it exposes,
-the SDK's included, sits behind :class:`~.request_guard.RequestGuard`; the SDK's image and
-deploy routes are served by :mod:`.upload_routes` and :mod:`.deploy_route`.
+the SDK's included, sits behind :class:`~.http.guard.RequestGuard`; the SDK's image and
+deploy routes are served by :mod:`.routes.images` and :mod:`.routes.deploy`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from kosmos2_engine import (
 )
 
 from . import app_files
-from . import sdk_internals as sdk
-from .annotations import AnnotationBuilder
-from .backends import backend_of, load_engine
+from . import sdk_seam as sdk
 from .config import (
     CHECKPOINT_ENV,
     AccessPolicy,
@@ -49,16 +47,18 @@ from .config import (
     max_body_bytes,
     max_image_pixels,
 )
-from .deploy_route import DeployRoute
-from .http_errors import register_error_handlers
-from .image_fetch import ImageFetcher
+from .engines import backend_of, load_engine
+from .http.errors import register_error_handlers
+from .http.guard import RequestGuard
+from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
-from .metrics import ServerMetrics
-from .predictions import result_data, result_to_predictions
-from .request_guard import RequestGuard
 from .request_janitor import FinishedRequestJanitor
-from .task_routes import register_task_routes
-from .upload_routes import ImageRoutes
+from .results.annotations import AnnotationBuilder
+from .results.predictions import result_data, result_to_predictions
+from .routes.deploy import DeployRoute
+from .routes.images import ImageRoutes
+from .routes.tasks import register_task_routes
+from .routes.url_fetch import ImageFetcher
 
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 
@@ -112,7 +112,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             unsupported), CPU in fp32.
         :type device: str
         :param model_info: the ``models.json`` row; ``meta.backend`` picks the torch engine or an
-            OpenVINO variant (CPU only; see :mod:`.backends`).
+            OpenVINO variant (CPU only; see :mod:`.engines`).
         :type model_info: dict
         :param runtime: only ``PyTorch``.
         :type runtime: str
@@ -357,7 +357,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 
     def put_routes_in_place(self) -> None:
         """Once: the task routes, the app's handlers of the SDK's image and deploy routes,
-        error handlers, and :class:`~.request_guard.RequestGuard` in front of everything."""
+        error handlers, and :class:`~.http.guard.RequestGuard` in front of everything."""
         if self._routes_in_place:
             return
         server = sdk.server_of(self)

@@ -21,14 +21,14 @@ from __future__ import annotations
 import threading
 import time
 
-from .sdk_internals import finished_requests
+from .sdk_seam import finished_requests
 
 
 class FinishedRequestJanitor:
     """Sweeps an SDK ``InferenceRequestsManager``; see the module docstring.
 
     The manager has no public way to list its requests, so :meth:`sweep` lists them through
-    :func:`~.sdk_internals.finished_requests` and uses only public methods of each request and
+    :func:`~.sdk_seam.finished_requests` and uses only public methods of each request and
     of the manager.
     """
 

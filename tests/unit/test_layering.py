@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-PACKAGES = ("kosmos2_engine", "kosmos2_app", "supervisely_io", "jobs")
+PACKAGES = ("kosmos2_engine", "kosmos2_app", "supervisely_io", "kosmos2_jobs")
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,16 @@ def layer_violations(imports: list[Imported]) -> list[str]:
     for item in imports:
         source, target = _top(item.importer), item.module
         where = f"{item.importer}:{item.line} -> {target}"
-        if source == "kosmos2_engine" and _top(target) in ("kosmos2_app", "jobs", "supervisely_io", "supervisely"):
+        if source == "kosmos2_engine" and _top(target) in (
+            "kosmos2_app",
+            "kosmos2_jobs",
+            "supervisely_io",
+            "supervisely",
+        ):
             found.append(f"the engine imports {where}")
-        if source == "supervisely_io" and _top(target) in ("kosmos2_app", "jobs"):
+        if source == "supervisely_io" and _top(target) in ("kosmos2_app", "kosmos2_jobs"):
             found.append(f"supervisely_io imports {where}")
-        for package, users in (("kosmos2_engine", ("kosmos2_app", "jobs")), ("kosmos2_app", ("jobs",))):
+        for package, users in (("kosmos2_engine", ("kosmos2_app", "kosmos2_jobs")), ("kosmos2_app", ("kosmos2_jobs",))):
             if source in users and _top(target) == package and not _public(target, package):
                 found.append(f"{item.importer} reaches past {package}'s public names: {where}")
     return found

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli_options import engine_choice, mapping_option
+from ..options import engine_choice, mapping_option
 
 EPILOG = """examples:
   python src/label.py photos --out photos-labelled
@@ -56,7 +56,8 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 
 def build_job(args: argparse.Namespace):
-    from ..config import max_image_pixels
+    from kosmos2_app import max_image_pixels
+
     from .job import LabelJob
 
     checkpoint, backend = engine_choice(args.checkpoint, args.backend)

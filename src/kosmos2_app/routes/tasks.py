@@ -24,9 +24,9 @@ import supervisely as sly
 from fastapi import HTTPException, Request, status
 
 from kosmos2_engine import TaskResult
+from supervisely_io.images import ImageDecodeError, decode_image
 
-from .image_decoding import ImageDecodeError, decode_image
-from .predictions import DESCRIPTION_TAG
+from ..results.predictions import DESCRIPTION_TAG
 
 
 def register_task_routes(model, server) -> None:

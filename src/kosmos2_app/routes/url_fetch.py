@@ -4,7 +4,7 @@
 * Every address a host resolves to must be public (not loopback, private, link-local, the
   cloud metadata address, multicast or reserved) unless ``KOSMOS2_URL_ALLOWLIST`` names it.
   This is checked before connecting (for a clear message) and again on the socket actually
-  connected (:class:`_GuardedConnection`), so a DNS answer that changes in between (DNS
+  connected (:class:`_GuardedConnectionMixin`), so a DNS answer that changes in between (DNS
   rebinding) is caught too, and on every redirect hop (at most :data:`MAX_REDIRECTS`).
 * Connect and read timeouts, a deadline for the whole fetch (twice the timeout) and a cap on
   the body. (The route bounds how many fetches run at once.)
@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .config import URL_ALLOWLIST_ENV, UrlFetchPolicy
+from ..config import URL_ALLOWLIST_ENV, UrlFetchPolicy
 
 MAX_REDIRECTS = 5
 _CHUNK = 64 << 10

@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from .config import AccessPolicy, normalise_server_address
+from ..config import AccessPolicy, normalise_server_address
 from .metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .output import ProjectOutput
-from .sources import Item, read_local, read_remote
+from supervisely_io.output import ProjectOutput
+from supervisely_io.sources import Item, read_local, read_remote
 
 ITEM_COLUMNS = ("dataset", "name", "path", "image_id", "dataset_id")
 NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
@@ -42,10 +42,7 @@ def read_images(
 ) -> dict[str, Any]:
     """Read, decode and (when the output keeps images) copy each item of ``batch``; an image
     that cannot be read gets its reason in ``error`` instead of failing the batch."""
-    from ..config import limit_opencv_decoding
-
-    limit_opencv_decoding()  # before cv2 is first imported in this worker
-    from ..image_decoding import decode_image
+    from supervisely_io.images import decode_image
 
     items = batch_items(batch)
     downloaded, download_error = _downloads([item for item in items if item.image_id], api_factory)
@@ -94,9 +91,7 @@ class LabelImages:
     def __init__(self, spec: EngineSpec, settings: dict[str, Any], output: ProjectOutput, classes_log: str):
         import torch
 
-        from ..annotations import AnnotationBuilder
-        from ..app_files import settings_policy
-        from ..backends import load_warm_engine
+        from kosmos2_app import AnnotationBuilder, load_warm_engine, settings_policy
 
         if spec.device == "cpu":
             torch.set_num_threads(spec.threads)

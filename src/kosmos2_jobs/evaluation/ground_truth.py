@@ -15,7 +15,7 @@ from pathlib import Path
 
 import supervisely as sly
 
-from ..labelling.sources import Item, local_items, remote_items
+from supervisely_io.sources import Item, local_items, remote_items
 
 AREA_SHAPES = frozenset({"rectangle", "polygon", "bitmap", "alpha_mask", "oriented_bbox"})
 

@@ -17,8 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..cli_options import engine_choice, mapping_option
-from ..labelling.sources import supervisely_source
+from supervisely_io.sources import supervisely_source
+
+from ..options import engine_choice, mapping_option
 
 
 def _runner_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +85,8 @@ def _default_device() -> str:
 def image_reader(max_pixels: int, api_factory=None):
     """Reads a labelled image (a local file, or a download by id through ``api_factory``, by
     default ``sly.Api.from_env``) as the server decodes uploads."""
-    from ..config import limit_opencv_decoding
-
-    limit_opencv_decoding()
-    from ..image_decoding import decode_image
-    from ..labelling.job import default_api_factory
-    from ..labelling.sources import read_local, read_remote
+    from supervisely_io.images import decode_image
+    from supervisely_io.sources import default_api_factory, read_local, read_remote
 
     def read(image):
         item = image.item
@@ -102,7 +99,8 @@ def image_reader(max_pixels: int, api_factory=None):
 
 
 def run_project(args) -> int:
-    from ..config import max_image_pixels
+    from kosmos2_app import max_image_pixels
+
     from .ground_truth import read_project_folder, read_remote
     from .project import evaluate_project
     from .report import write_report
@@ -111,7 +109,7 @@ def run_project(args) -> int:
     phrases = mapping_of(args.phrases)
     remote = supervisely_source(args.source)
     if remote:
-        from ..labelling.job import default_api_factory
+        from supervisely_io.sources import default_api_factory
 
         truth = read_remote(default_api_factory(), *remote, classes)
     else:
@@ -133,8 +131,8 @@ def run_project(args) -> int:
 
 def upload_report(folder: Path, remote_dir: str, api=None) -> str:
     """The report folder into ``remote_dir`` of team ``TEAM_ID``'s files; where it went."""
-    from ..config import team_id
-    from ..labelling.job import default_api_factory
+    from kosmos2_app import team_id
+    from supervisely_io.sources import default_api_factory
 
     team = team_id()
     if team is None:
@@ -143,7 +141,8 @@ def upload_report(folder: Path, remote_dir: str, api=None) -> str:
 
 
 def run_protocol(args) -> int:
-    from ..config import max_image_pixels
+    from kosmos2_app import max_image_pixels
+
     from .protocols import read_flickr30k, read_refer, run_flickr30k, run_refer
 
     if args.command == "refer":
@@ -165,10 +164,7 @@ def run_protocol(args) -> int:
 
 
 def _file_reader(folder: Path, max_pixels: int):
-    from ..config import limit_opencv_decoding
-
-    limit_opencv_decoding()
-    from ..image_decoding import decode_image
+    from supervisely_io.images import decode_image
 
     def read(name: str):
         path = (folder / name).resolve()

@@ -30,15 +30,14 @@ class EngineRunner:
     """The engine, loaded here: ``checkpoint`` with ``backend`` on ``device``."""
 
     def __init__(self, checkpoint: str, backend: str = "pytorch", device: str = "cpu", max_batch_size: int = 16):
-        from ..backends import load_warm_engine
+        from kosmos2_app import load_warm_engine
 
         self.engine = load_warm_engine(checkpoint, backend, device, max_batch_size)
 
     def detections(self, images: list[np.ndarray], settings: dict[str, Any]) -> list[list[Detection]]:
         from supervisely.nn.prediction_dto import PredictionBBox
 
-        from ..app_files import settings_policy
-        from ..predictions import DescribedRegion, result_to_predictions
+        from kosmos2_app import DescribedRegion, result_to_predictions, settings_policy
 
         results = self.engine.run(images, settings_policy(settings))
         found = []

@@ -5,7 +5,7 @@ The SDK's handler shut the running model down first, so any refused request (an 
 name, ``cuda:7``, a checkpoint outside ``models.json``) left ``/is_ready`` at 503 until someone
 deployed again, and several of those were 500s. Here the whole request is checked first (400s
 that name the field and what is allowed), then the SDK's own deploy steps run without the
-shut-down (:func:`~.sdk_internals.deploy_listed_model`); ``load_model`` swaps engines only once
+shut-down (:func:`~kosmos2_app.sdk_seam.deploy_listed_model`); ``load_model`` swaps engines only once
 the new one is warm, and a failure restores what the SDK had recorded.
 
 Request (what ``ModelAPI.load`` and ``api.nn`` send)::
@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse
 
 from kosmos2_engine import available_devices, check_device, default_device
 
-from . import sdk_internals as sdk
-from .backends import backend_of, check_backend_device
+from .. import sdk_seam as sdk
+from ..engines import backend_of, check_backend_device
 
 PRETRAINED = "Pretrained models"
 PYTORCH_RUNTIME = "PyTorch"

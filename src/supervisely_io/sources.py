@@ -23,6 +23,13 @@ _BAD_NAME = re.compile(r"[/\\\x00-\x1f]")
 _SUPERVISELY_SOURCE = re.compile(r"^(project|dataset):(\d+)$")
 
 
+def default_api_factory():
+    """``supervisely.Api.from_env()``: ``SERVER_ADDRESS`` and ``API_TOKEN``."""
+    import supervisely as sly
+
+    return sly.Api.from_env()
+
+
 def supervisely_source(source: str) -> tuple[str, int] | None:
     """``("project" | "dataset", id)`` for a Supervisely source (``project:<id>``,
     ``dataset:<id>``), else ``None`` (a local folder)."""

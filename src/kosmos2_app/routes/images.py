@@ -5,9 +5,9 @@ into its cache under the client's filename (so ``/tmp/x.py`` or ``../../`` names
 and two clients sending ``image.png`` got each other's answers), and ``/inference_image_url``
 fetched any URL with no timeout into a cache path made of the URL. Here:
 
-* uploads are read and decoded in memory (:func:`~.image_decoding.decode_image`), per request;
+* uploads are read and decoded in memory (:func:`supervisely_io.images.decode_image`), per request;
   no filename is ever used, so results belong to their request by construction;
-* ``image_url`` is fetched by :class:`~.image_fetch.ImageFetcher` (public addresses only unless
+* ``image_url`` is fetched by :class:`~.url_fetch.ImageFetcher` (public addresses only unless
   allowed, timeouts, size cap), with at most ``concurrency`` fetches in flight: others wait in
   the event loop, holding no thread, so slow URLs cannot starve inference;
 * synchronous requests (``/inference_image``, ``/inference_batch``, ``image_url``) run on the
@@ -38,13 +38,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from kosmos2_engine import parallel_map
+from supervisely_io.images import ImageDecodeError, decode_image
 
-from . import sdk_internals as sdk
-from .http_errors import error_response
-from .image_decoding import ImageDecodeError, decode_image
-from .image_fetch import FetchRefused, ImageFetcher
-from .predictions import result_data
-from .request_guard import TASK_KEY
+from .. import sdk_seam as sdk
+from ..http.errors import error_response
+from ..http.guard import TASK_KEY
+from ..results.predictions import result_data
+from .url_fetch import FetchRefused, ImageFetcher
 
 logger = logging.getLogger(__name__)
 

@@ -114,8 +114,7 @@ def _drawn(image: LabelledImage, detections, threshold: float, read_image) -> np
     boxes at ``threshold`` drawn by the app, and its targets in white."""
     from supervisely.nn.prediction_dto import PredictionBBox
 
-    from ..annotations import AnnotationBuilder
-    from ..drawing import draw_annotation
+    from kosmos2_app import AnnotationBuilder, draw_annotation
 
     pixels = read_image(image)
     scale = max(1, round(320 / max(pixels.shape[:2])))

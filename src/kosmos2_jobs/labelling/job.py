@@ -17,23 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..annotations import meta_with
-from ..app_files import settings_policy
+from kosmos2_app import meta_with, settings_policy
+from supervisely_io.output import ProjectOutput
+from supervisely_io.sources import Item, default_api_factory, local_items, remote_items, supervisely_source
+
 from .interrupts import InterruptWatch
-from .output import ProjectOutput
 from .plan import ResourcePlan, plan_resources
-from .sources import Item, local_items, remote_items, supervisely_source
 from .stages import EngineSpec, LabelImages, read_images
 
 CLASSES_LOG = "labelling-classes.jsonl"
 UPLOAD_MODES = ("create", "append", "replace")
-
-
-def default_api_factory():
-    """``supervisely.Api.from_env()``: ``SERVER_ADDRESS`` and ``API_TOKEN``."""
-    import supervisely as sly
-
-    return sly.Api.from_env()
 
 
 @dataclass(frozen=True)
@@ -172,7 +165,7 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
         }
         output.write_summary(summary)
     if job.upload is not None:
-        from .upload import upload_project
+        from supervisely_io.upload import upload_project
 
         summary["upload"] = upload_project(job, output, usable, progress)
         output.write_summary(summary)
@@ -202,7 +195,7 @@ def _label(
     ray = connect_ray()
     from ray import data as ray_data
 
-    from ..config import supervisely_env
+    from kosmos2_app import supervisely_env
 
     plan = plan_resources(ray.cluster_resources(), job.device, job.actors)
     spec = EngineSpec(job.checkpoint, job.backend, plan.device, plan.threads, max(job.batch_size, 1))

@@ -31,9 +31,7 @@ def mapping_option(text: str, option: str, must: str) -> dict[str, Any]:
 def engine_choice(checkpoint: str | None, backend: str | None) -> tuple[str, str]:
     """The (checkpoint, backend) a command loads: what its options say, else
     ``KOSMOS2_CHECKPOINT`` / ``KOSMOS2_BACKEND``, else the first ``models.json`` row on PyTorch."""
-    from .app_files import default_checkpoint
-    from .backends import PYTORCH
-    from .config import backend_override, checkpoint_override
+    from kosmos2_app import PYTORCH, backend_override, checkpoint_override, default_checkpoint
 
     return (
         checkpoint or checkpoint_override() or default_checkpoint(),

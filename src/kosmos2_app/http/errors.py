@@ -16,7 +16,7 @@ from fastapi import Request, status
 from fastapi.responses import JSONResponse
 from supervisely.imaging.image import ImageExtensionError, ImageReadException, UnsupportedImageFormat
 
-from .image_decoding import BAD_IMAGE_MESSAGE, too_large_message
+from supervisely_io.images import BAD_IMAGE_MESSAGE, too_large_message
 
 
 def error_response(code: int, message: str) -> JSONResponse:

@@ -1,0 +1,1 @@
+"""Engine results to what Supervisely shows: prediction DTOs, annotations, drawings."""
