@@ -57,7 +57,7 @@ def app_environment(tmp_path: Path, checkpoint: str):
 
 
 def client_for(model) -> TestClient:
-    return TestClient(model.app.get_server(), raise_server_exceptions=False)
+    return TestClient(model.app.get_server(), raise_server_exceptions=False, client=("127.0.0.1", 50000))
 
 
 def deploy_on_cpu(client: TestClient):

@@ -1,4 +1,4 @@
-"""Security, in process: log hygiene, the URL fetcher, the front door (RequestGuard) on an app
+"""Security, in process: log hygiene, the URL fetcher, the front door (FrontDoor) on an app
 with a key, deploy planning, and the SDK seam. The same attacks against the real server on
 127.0.0.1 are in test_hostile_routes.py."""
 
@@ -15,7 +15,7 @@ from supervisely.nn.inference import Inference
 
 from kosmos2_app import sdk_seam
 from kosmos2_app.config import AccessPolicy, UrlFetchPolicy
-from kosmos2_app.http.guard import RequestGuard
+from kosmos2_app.http.front_door import FrontDoor
 from kosmos2_app.log_hygiene import MAX_TEXT, REDACTED, LogHygieneFilter, tidy
 from kosmos2_app.routes.deploy import plan_deploy
 from kosmos2_app.routes.url_fetch import FetchRefused, ImageFetcher, redact_url
@@ -185,8 +185,8 @@ def _guarded(policy: AccessPolicy, widgets=()):
 
     app = Starlette()
     app.add_route("/{path:path}", echo, methods=["GET", "POST"])
-    guard = RequestGuard(app, policy, lambda path: path in widgets, max_body_bytes=1 << 16)
-    return TestClient(guard)
+    guard = FrontDoor(app, policy, lambda path: path in widgets, max_body_bytes=1 << 16)
+    return TestClient(guard, client=("127.0.0.1", 50000))  # a caller on this machine
 
 
 def _basic(password: str) -> dict:
@@ -203,6 +203,14 @@ def test_with_a_key_every_route_but_health_needs_it():
         assert client.post(path, json={}, headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     for path in ("/is_alive", "/livez", "/is_ready", "/readyz"):
         assert client.get(path).status_code == 200
+
+
+def test_only_loopback_addresses_count_as_this_machine():
+    from kosmos2_app.http.access import from_loopback
+
+    assert from_loopback({"client": ("127.0.0.1", 1)}) and from_loopback({"client": ("::1", 1)})
+    for client in (("testclient", 50000), ("localhost", 1), ("10.0.0.7", 1), None):
+        assert not from_loopback({"client": client}), client
 
 
 def test_without_a_key_control_routes_are_for_loopback_callers_and_shutdown_for_nobody():

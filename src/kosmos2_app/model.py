@@ -4,7 +4,7 @@ The SDK owns the HTTP server, the GUI, the CLI and the annotation format; this c
 engine, turns settings into a :class:`~kosmos2_engine.GenerationPolicy`, grounded phrases into
 rectangles with a ``confidence`` tag, and text into ``caption`` / ``answer`` image tags and
 ``description`` label tags (also copied into each result's ``data``). Every route it exposes,
-the SDK's included, sits behind :class:`~.http.guard.RequestGuard`; the SDK's image and
+the SDK's included, sits behind :class:`~.http.front_door.FrontDoor`; the SDK's image and
 deploy routes are served by :mod:`.routes.images` and :mod:`.routes.deploy`.
 """
 
@@ -49,7 +49,7 @@ from .config import (
 )
 from .engines import backend_of, load_engine
 from .http.errors import register_error_handlers
-from .http.guard import RequestGuard
+from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
 from .request_janitor import FinishedRequestJanitor
@@ -357,7 +357,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 
     def put_routes_in_place(self) -> None:
         """Once: the task routes, the app's handlers of the SDK's image and deploy routes,
-        error handlers, and :class:`~.http.guard.RequestGuard` in front of everything."""
+        error handlers, and :class:`~.http.front_door.FrontDoor` in front of everything."""
         if self._routes_in_place:
             return
         server = sdk.server_of(self)
@@ -368,7 +368,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         register_error_handlers(server, self.max_image_pixels)
         self.metrics.know_routes({getattr(route, "path", "") for route in server.router.routes} | {"/metrics"})
         server.add_middleware(
-            RequestGuard,
+            FrontDoor,
             policy=self.access_policy,
             is_widget_callback=sdk.is_widget_callback,
             max_body_bytes=max_body_bytes(),

@@ -1,4 +1,9 @@
-"""Errors raised inside the SDK's own routes, answered deliberately instead of as 500s.
+"""One error shape for every refusal and failure the app answers, and the handlers of errors
+raised inside the SDK's own routes.
+
+Every error body is the SDK's: ``{"detail", "message", "success": false}``
+(:func:`error_content`), whether a middleware sends it raw (:func:`send_error`) or a route
+raises :func:`bad_request` / ``HTTPException`` (:func:`error_response`).
 
 The SDK still decodes images itself on the routes that take Supervisely ids
 (``/inference_image_id``, ``/inference_batch_ids``, the project routes): an image it cannot
@@ -10,18 +15,46 @@ instance's own answer is not passed on.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import cv2
 import requests
-from fastapi import Request, status
+from fastapi import HTTPException, Request, status
 from fastapi.responses import JSONResponse
 from supervisely.imaging.image import ImageExtensionError, ImageReadException, UnsupportedImageFormat
 
 from supervisely_io.images import BAD_IMAGE_MESSAGE, too_large_message
 
+INTERNAL_ERROR = "Internal server error; the server's log says what failed."
+
+
+def error_content(message: str) -> dict[str, Any]:
+    """The SDK's error shape: ``{"detail", "message", "success": false}``."""
+    return {"detail": message, "message": message, "success": False}
+
 
 def error_response(code: int, message: str) -> JSONResponse:
-    """The SDK's error shape: ``{"detail", "message", "success": false}``."""
-    return JSONResponse(status_code=code, content={"detail": message, "message": message, "success": False})
+    """An error response of status ``code`` in the SDK's shape."""
+    return JSONResponse(status_code=code, content=error_content(message))
+
+
+def bad_request(message: str) -> HTTPException:
+    """A 400 saying ``message`` (which names the field and what is allowed)."""
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=message)
+
+
+async def send_error(send, code: int, message: str, headers: dict[str, str] | None = None) -> None:
+    """Answer an ASGI request with an error of status ``code`` in the SDK's shape."""
+    await send_body(send, code, json.dumps(error_content(message)).encode(), {"content-type": "application/json",
+                                                                              **(headers or {})})  # fmt: skip
+
+
+async def send_body(send, code: int, body: bytes, headers: dict[str, str]) -> None:
+    """Answer an ASGI request with ``body`` and ``headers`` (content length added)."""
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()] + [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": code, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 def register_error_handlers(server, max_pixels: int) -> None:

@@ -17,14 +17,24 @@ metric                                     type       what
 cannot grow the label set); ``task`` is the task a request ran, ``""`` where none did. Updating a
 metric costs a counter increment or a histogram bucket on the request's way out; the text is
 produced only when ``/metrics`` is scraped.
+
+:class:`RequestTimer` (the outermost middleware) counts and times every request; a route that
+runs a task says which with :func:`note_task`. :class:`MetricsEndpoint` answers ``GET /metrics``
+(behind the access gate: with a key, the key is needed).
 """
 
 from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kosmos2_engine import RunStats
+
+from .errors import send_body
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -88,3 +98,62 @@ class ServerMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """(the text format, its content type) of every metric."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+@dataclass
+class RequestRecord:
+    """What the timer learns about one request from the route that served it."""
+
+    task: str = ""
+
+
+_CURRENT: ContextVar[RequestRecord | None] = ContextVar("kosmos2_request", default=None)
+
+
+def note_task(task: str) -> None:
+    """Record that the current request ran ``task`` (its ``task`` label); no-op outside one."""
+    record = _CURRENT.get()
+    if record is not None:
+        record.task = task
+
+
+class RequestTimer:
+    """ASGI middleware: every HTTP request counted and timed on its way out, with its status
+    and the task it ran."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status, record = time.perf_counter(), [500], RequestRecord()
+        token = _CURRENT.set(record)
+
+        async def send_noting_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            _CURRENT.reset(token)
+            self.metrics.observe_request(scope["path"], record.task, status[0], time.perf_counter() - started)
+
+
+class MetricsEndpoint:
+    """ASGI middleware: ``GET /metrics`` (Prometheus text) answered here."""
+
+    def __init__(self, app, metrics: ServerMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/metrics":
+            body, content_type = self.metrics.exposition()
+            await send_body(send, 200, body, {"content-type": content_type})
+        else:
+            await self.app(scope, receive, send)

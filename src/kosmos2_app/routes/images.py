@@ -41,8 +41,8 @@ from kosmos2_engine import parallel_map
 from supervisely_io.images import ImageDecodeError, decode_image
 
 from .. import sdk_seam as sdk
-from ..http.errors import error_response
-from ..http.guard import TASK_KEY
+from ..http.errors import INTERNAL_ERROR, bad_request, error_response
+from ..http.metrics import note_task
 from ..results.predictions import result_data
 from .url_fetch import FetchRefused, ImageFetcher
 
@@ -56,10 +56,6 @@ UNSUPPORTED = {
     "/tracking_by_detection": "this model serves images; tracking is not supported",
     "/smart_cache_files": "uploads are not cached; send the images to /inference_batch",
 }
-
-
-def bad_request(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=message)
 
 
 class ImageRoutes:
@@ -97,7 +93,7 @@ class ImageRoutes:
         poll ``/get_inference_progress`` and ``/pop_inference_results`` with the returned
         ``inference_request_uuid``. Bad settings are a 400 at once."""
         state, blobs = await self._state_and_uploads(request)
-        _note_task(request, self.model.policy_for(dict(state.get("settings") or {})).task)
+        note_task(self.model.policy_for(dict(state.get("settings") or {})).task)
         images = await anyio.to_thread.run_sync(self._decode_all, blobs)
         manager = self.model.inference_requests_manager
         inference_request, _ = manager.schedule_task(sdk.infer_images, self.model, images, state)
@@ -147,7 +143,7 @@ class ImageRoutes:
 
         images, future = await anyio.to_thread.run_sync(decode_and_submit)
         results = await asyncio.wrap_future(future)
-        _note_task(request, results[0].task)
+        note_task(results[0].task)
         annotations = self.model.annotations_of(images, results, settings)
         return [result_json(annotation, result) for annotation, result in zip(annotations, results)]
 
@@ -214,11 +210,6 @@ def result_json(annotation, result) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _note_task(request: Request, task: str) -> None:
-    """Tell the front door's metrics which task the request ran."""
-    request.scope.setdefault("state", {})[TASK_KEY] = task
-
-
 def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
     """``endpoint`` as an ASGI app, answering errors in the SDK's shape (a 500 is logged once)."""
 
@@ -229,7 +220,7 @@ def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
             response = error_response(error.status_code, str(error.detail))
         except Exception:
             logger.exception("%s failed", scope["path"])
-            response = error_response(500, "Internal server error; the server's log says what failed.")
+            response = error_response(500, INTERNAL_ERROR)
         await response(scope, receive, send)
 
     return app

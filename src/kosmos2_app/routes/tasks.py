@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 import supervisely as sly
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 
 from kosmos2_engine import TaskResult
 from supervisely_io.images import ImageDecodeError, decode_image
 
+from ..http.errors import bad_request
 from ..results.predictions import DESCRIPTION_TAG
 
 
@@ -48,7 +49,7 @@ def register_task_routes(model, server) -> None:
             ann, result = _describe(model, image, state, state["regions"])
             return {"descriptions": list(result.descriptions), "annotation": ann.to_json()}
         if state.get("image_id") is None:
-            raise _bad_request(
+            raise bad_request(
                 "regions: give regions ([left, top, right, bottom] pixel boxes), "
                 "or an image_id whose existing labels are to be described"
             )
@@ -94,24 +95,20 @@ def _image_from_state(model, request: Request, state: dict) -> np.ndarray:
         try:
             data = base64.b64decode(state["image_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError) as error:
-            raise _bad_request(f"image_base64: not base64 ({error})") from error
+            raise bad_request(f"image_base64: not base64 ({error})") from error
         try:
             return decode_image(data, model.max_image_pixels)
         except ImageDecodeError as error:
-            raise _bad_request(f"image_base64: {error}") from error
+            raise bad_request(f"image_base64: {error}") from error
     if state.get("image_id") is not None:
         if isinstance(state["image_id"], bool) or not isinstance(state["image_id"], int):
-            raise _bad_request(f"image_id: expected an integer, got {state['image_id']!r}")
+            raise bad_request(f"image_id: expected an integer, got {state['image_id']!r}")
         return model.api_from_request(request).image.download_np(state["image_id"])
-    raise _bad_request("give the image as image_id (Supervisely) or image_base64 (PNG or JPEG bytes)")
+    raise bad_request("give the image as image_id (Supervisely) or image_base64 (PNG or JPEG bytes)")
 
 
 def _settings_of(state: dict) -> dict:
     settings = state.get("settings") or {}
     if not isinstance(settings, dict):
-        raise _bad_request(f"settings: expected an object, got {type(settings).__name__}")
+        raise bad_request(f"settings: expected an object, got {type(settings).__name__}")
     return settings
-
-
-def _bad_request(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=message)

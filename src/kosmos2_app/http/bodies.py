@@ -1,0 +1,175 @@
+"""Request bodies: how large, what shape, and which handler reads them.
+
+1. A body over ``max_body_bytes`` is a 413 (by its declared length, or while it is read).
+2. The hot inference routes (``POST /inference_image``, ``/inference_batch``: multipart uploads)
+   go straight to the app's own ASGI handlers, past the SDK's middleware and router.
+3. A JSON body must be an object whose ``state`` and ``context`` are objects (a missing or null
+   one becomes ``{}``), and whose ``server_address`` (top level or in ``state``), if any, is the
+   configured Supervisely instance: the SDK would otherwise send the request's token to any
+   address. A body without a content type is read as JSON. Requests to API routes are marked
+   ``outside_request``, so that the SDK does not merge their state into the page's global GUI
+   state. A GET's JSON content type (a browser's) means no body, and is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from ..config import normalise_server_address
+from .errors import send_error
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the cap while it was read."""
+
+
+class BodyGate:
+    """ASGI middleware; see the module docstring.
+
+    Args:
+        app: the ASGI app behind it.
+        max_body_bytes: largest request body accepted.
+        server_address: the configured Supervisely instance (normalised), or None.
+        is_widget_callback: whether a path is a GUI widget callback (the page's own state).
+        fast_routes: ``POST`` paths answered by ASGI handlers of the app's own.
+    """
+
+    def __init__(
+        self,
+        app,
+        max_body_bytes: int,
+        server_address: str | None,
+        is_widget_callback: Callable[[str], bool],
+        fast_routes: dict[str, Callable] | None = None,
+    ):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.server_address = server_address
+        self.is_widget_callback = is_widget_callback
+        self.fast_routes = fast_routes or {}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _declared_length(scope) > self.max_body_bytes:
+            await send_error(send, 413, self._too_large())
+            return
+        handler = self.fast_routes.get(scope["path"])
+        if handler is not None and scope["method"] == "POST":
+            await handler(scope, self._capped(receive), send)
+        elif scope["method"] in BODY_METHODS and not _is_form(scope):
+            await self._with_checked_json(scope, receive, send)
+        else:
+            if scope["method"] not in BODY_METHODS:
+                scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]}
+            await self.app(scope, self._capped(receive), send)
+
+    def _too_large(self) -> str:
+        return f"The request body is over {self.max_body_bytes} bytes."
+
+    async def _with_checked_json(self, scope, receive, send) -> None:
+        try:
+            body = await read_body(receive, self.max_body_bytes)
+        except BodyTooLarge:
+            await send_error(send, 413, self._too_large())
+            return
+        try:
+            body = self.checked_json(scope["path"], body)
+        except ValueError as error:
+            await send_error(send, 400, str(error))
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await self.app({**scope, "headers": headers}, _replay(body, receive), send)
+
+    def checked_json(self, path: str, body: bytes) -> bytes:
+        """The body to pass on, as JSON bytes; ``ValueError`` saying what is wrong."""
+        if not body.strip():
+            content = {}
+        else:
+            try:
+                content = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                raise ValueError(f"The request body is not UTF-8 JSON: {error}") from None
+        if not isinstance(content, dict):
+            raise ValueError(
+                'The request body must be a JSON object such as {"state": {...}}, '
+                f"got a JSON {type(content).__name__}."
+            )
+        for field in ("state", "context"):
+            if content.get(field) is None:
+                content[field] = {}
+            elif not isinstance(content[field], dict):
+                raise ValueError(f"'{field}' must be a JSON object, got {type(content[field]).__name__}.")
+        for where, holder in (("server_address", content), ("state.server_address", content["state"])):
+            self._check_server_address(where, holder.get("server_address"))
+        if not (path.startswith("/sly/") or self.is_widget_callback(path)):
+            content["context"]["outside_request"] = True  # not the page's own state
+        return json.dumps(content).encode()
+
+    def _check_server_address(self, where: str, address) -> None:
+        if address is None:
+            return
+        if not isinstance(address, str) or normalise_server_address(address) != self.server_address:
+            raise ValueError(
+                f"'{where}' must be this app's Supervisely instance (SERVER_ADDRESS) or "
+                "left out; the server contacts no other instance and sends no token there."
+            )
+
+    def _capped(self, receive):
+        """``receive`` that answers a body over the cap with a disconnect (the app then fails
+        the request) after the limit is passed."""
+        seen = 0
+
+        async def capped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    return {"type": "http.disconnect"}
+            return message
+
+        return capped
+
+
+async def read_body(receive, limit: int) -> bytes:
+    """The whole body; :class:`BodyTooLarge` once it passes ``limit`` bytes."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise BodyTooLarge
+        if not message.get("more_body"):
+            break
+    return bytes(body)
+
+
+def _replay(body: bytes, receive) -> Callable[[], Awaitable[dict]]:
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _is_form(scope) -> bool:
+    content_type = dict(scope.get("headers") or ()).get(b"content-type", b"").lower()
+    return content_type.startswith((b"multipart/", b"application/x-www-form-urlencoded"))
+
+
+def _declared_length(scope) -> int:
+    value = dict(scope.get("headers") or ()).get(b"content-length", b"")
+    return int(value) if value.isdigit() else 0
