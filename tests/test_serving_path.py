@@ -145,3 +145,81 @@ def test_gpu_check_dry_run_checks_every_step_without_cuda(tmp_path):
     assert set(report["stack"]) >= {"torch", "transformers", "cuda_available", "differs_from_pins"}
     assert "gpu tests: passed" in result.stdout and "engine benchmark: passed" in result.stdout
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+ROI = {"points": {"exterior": [[20, 10], [139, 109]], "interior": []}}  # left 20, top 10, right 139, bottom 109
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"task": "phrase_grounding", "phrases": "circle. square"},
+        {"task": "region_description", "regions": [[0, 0, 40, 40]]},
+    ],
+    ids=["grounding", "regions"],
+)
+def test_a_region_of_interest_answers_as_the_sdks_own_roi_path(served, images, settings):
+    """The app crops and shifts itself; the SDK's ROI decorator (crop, our predict_batch, shift)
+    must give the same annotation, for ``rectangle`` in the settings and in the state."""
+    from supervisely.nn.inference import Inference
+
+    model, client = served
+    image = images[0]
+    [reference] = Inference._inference_batched(model, source=[image], settings={**settings, "rectangle": ROI},
+                                               data_to_return=[])  # fmt: skip
+    expected = reference.to_json()
+    assert expected["size"] == {"height": image.shape[0], "width": image.shape[1]} and expected["objects"]
+    in_settings = infer_image(client, image, **settings, rectangle=ROI)
+    assert in_settings.status_code == 200, in_settings.text
+    assert in_settings.json()["annotation"] == expected
+    in_state = client.post(
+        "/inference_image",
+        files=[("files", ("scene.png", png_bytes(image), "image/png"))],
+        data={"settings": json.dumps({"settings": settings, "rectangle": ROI})},
+    )
+    assert in_state.json()["annotation"] == expected
+    whole = infer_image(client, image, **settings).json()["annotation"]
+    assert whole != expected  # the crop changes what the model sees
+
+
+def test_a_region_of_interest_outside_the_image_or_malformed_is_a_400(served, images):
+    _, client = served
+    outside = {"points": {"exterior": [[0, 0], [5000, 10]], "interior": []}}
+    response = infer_image(client, images[0], rectangle=outside)
+    assert response.status_code == 400 and response.json()["message"].startswith("rectangle: ")
+    response = infer_image(client, images[0], rectangle={"points": "nope"})
+    assert response.status_code == 400 and "Supervisely rectangle" in response.json()["message"]
+    response = infer_image(client, images[0], rectangles=[ROI, ROI])
+    assert response.status_code == 400 and response.json()["message"].startswith("rectangles: ")
+
+
+def test_every_route_enters_the_one_inference_path(served, images, monkeypatch):
+    """The upload routes, the async batch, the extra task routes and the SDK's own inference all
+    reach the engine through ``Kosmos2.submit``, and nothing else submits to the batcher."""
+    import base64
+    import time
+
+    model, client = served
+    entered, submitted = [], []
+    submit, batcher_submit = model.submit, type(model._batcher).submit
+    monkeypatch.setattr(
+        model, "submit", lambda images, settings: entered.append(len(images)) or submit(images, settings)
+    )
+    monkeypatch.setattr(type(model._batcher), "submit",
+                        lambda self, images, policy: submitted.append(len(images)) or batcher_submit(self, images, policy))  # fmt: skip
+    encoded = base64.b64encode(png_bytes(images[0])).decode()
+    files = [("files", (f"{i}.png", png_bytes(image), "image/png")) for i, image in enumerate(images)]
+    assert infer_image(client, images[0], max_new_tokens=4).status_code == 200
+    assert client.post("/inference_batch", files=files, data={"settings": "{}"}).status_code == 200
+    question = {"state": {"image_base64": encoded, "question": "What is it?"}}
+    assert client.post("/visual_question_answering", json=question).status_code == 200
+    regions = {"state": {"image_base64": encoded, "regions": [[0, 0, 30, 30]]}}
+    assert client.post("/describe_regions", json=regions).status_code == 200
+    model.inference(images[1], {"max_new_tokens": 4})  # the SDK's public inference
+    job = client.post("/inference_batch_async", files=files, data={"settings": "{}"}).json()
+    for _ in range(600):
+        state = {"state": {"inference_request_uuid": job["inference_request_uuid"]}}
+        if client.post("/get_inference_progress", json=state).json().get("is_inferring") is False:
+            break
+        time.sleep(0.05)
+    assert entered == [1, 2, 1, 1, 1, 2] and submitted == entered

@@ -10,12 +10,10 @@ deploy routes are served by :mod:`.routes.images` and :mod:`.routes.deploy`.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from .http.errors import register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
+from .regions_of_interest import ROI_SETTINGS, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
 from .results.annotations import AnnotationBuilder
 from .results.predictions import result_data, result_to_predictions
@@ -80,7 +79,6 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.annotations: AnnotationBuilder | None = None  # created by the first deploy
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
-        self._collecting = threading.local()  # per thread: the lists collecting TaskResults
         self._activity_noted = float("-inf")
         self._waking = threading.Lock()
         self.metrics = ServerMetrics()
@@ -206,16 +204,50 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             )
         return checkpoint
 
-    def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
-        """Run the requested task on RGB uint8 images (H, W, 3). Returns per image the boxes
-        (pixel tlbr of that image), the text and the described regions, as DTOs.
-
-        Concurrent requests share model passes through the :class:`RequestBatcher`."""
-        batcher = self._require_batcher()
+    def submit(self, images: list[np.ndarray], settings: dict[str, Any]) -> Future:
+        """The one way into the engine, whatever the route (blocking: call it from a worker
+        thread). Wakes a model the idle timer froze, restarts that timer, bounds what the SDK
+        keeps of finished requests, then checks ``settings`` (over the defaults of
+        ``inference_settings.yaml``), crops each RGB uint8 (H, W, 3) image to its region of
+        interest if one is asked for, and queues them on the batcher, where concurrent
+        requests share model passes. Returns the future of their
+        :class:`~kosmos2_engine.TaskResult` list; bad settings are a 400 at once."""
+        if sdk.is_frozen(self):
+            self._wake_up()
+        self._note_activity()
         self._sweep_finished_requests()
-        results = self._submit(batcher, images_np, settings).result()
-        for collected in getattr(self._collecting, "lists", ()):
-            collected.extend(results)
+        batcher = self._require_batcher()
+        policy = self.policy_for(settings)
+        images = cropped(images, crops_of(settings, len(images)))
+        try:
+            return batcher.submit(images, policy)
+        except SettingsError as error:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+
+    def annotations_of(
+        self, images: list[np.ndarray], results: list[TaskResult], settings: dict[str, Any]
+    ) -> list[sly.Annotation]:
+        """The annotation of each whole image from its result (boxes of a region of interest
+        shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
+        crops = crops_of(settings, len(images)) or [None] * len(images)
+        classes = settings.get("classes")
+        return [
+            self.annotations.annotation_of(result, image.shape[0], image.shape[1], classes, crop)
+            for image, result, crop in zip(images, results, crops)
+        ]
+
+    def infer(self, images: list[np.ndarray], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
+        """:meth:`submit`, waited for: each image's annotation and the result it was built from."""
+        results = self.submit(images, settings).result()
+        return list(zip(self.annotations_of(images, results, settings), results))
+
+    def predict_batch(self, images_np: list[np.ndarray], settings: dict[str, Any]) -> list[list]:
+        """The SDK's model hook, for SDK code that calls it directly (its routes reach
+        :meth:`infer_in_chunks` instead): per RGB uint8 (H, W, 3) image the prediction DTOs
+        (boxes in pixel tlbr of that image, the text, the described regions). The SDK crops
+        images to a region of interest itself before it calls this, so none is applied here."""
+        whole_images = {key: value for key, value in settings.items() if key not in ROI_SETTINGS}
+        results = self.submit(images_np, whole_images).result()
         return [
             result_to_predictions(result, image.shape[1], image.shape[0]) for result, image in zip(results, images_np)
         ]
@@ -226,36 +258,6 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         every call); ``HTTPException(400)`` naming the field when one is wrong."""
         try:
             return app_files.settings_policy(settings)
-        except SettingsError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-
-    def submit_images(self, images: list[np.ndarray], settings: dict[str, Any]) -> Future:
-        """The app's own inference path for the synchronous routes, first half (blocking: call
-        it from a worker thread): what the SDK's path does for a synchronous request (settings
-        over defaults, waking a frozen model, the idle timer) without its per-request
-        bookkeeping, then the images checked, preprocessed and queued. Returns the future of
-        their :class:`~kosmos2_engine.TaskResult` list; bad settings are a 400 at once."""
-        if sdk.is_frozen(self):
-            self._wake_up()
-        self._note_activity()
-        self._sweep_finished_requests()
-        return self._submit(self._require_batcher(), images, settings)
-
-    def annotations_of(self, images: list[np.ndarray], results, settings: dict[str, Any]) -> list:
-        """Second half: the annotation of each image (as the SDK builds it, ``classes``
-        whitelist applied), from its result."""
-        classes = settings.get("classes")
-        return [
-            self.make_annotation(image, result_to_predictions(result, image.shape[1], image.shape[0]), classes)
-            for image, result in zip(images, results)
-        ]
-
-    def _submit(self, batcher: RequestBatcher, images: list[np.ndarray], settings: dict[str, Any]):
-        """Queue the images under the policy of ``settings`` (a future of their results); what
-        the settings or the images make wrong (a region outside its image) is a 400 at once."""
-        policy = self.policy_for(settings)
-        try:
-            return batcher.submit(images, policy)
         except SettingsError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
 
@@ -271,19 +273,6 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         if now - self._activity_noted > 60:
             self._activity_noted = now
             sdk.restart_idle_freeze_timer(self)
-
-    @contextlib.contextmanager
-    def collected_results(self) -> Iterator[list[TaskResult]]:
-        """A list that receives, in order, every :class:`~kosmos2_engine.TaskResult` that
-        :meth:`predict_batch` produces in this thread inside the block: what callers build
-        ``data`` and answers from (the SDK passes only annotations back)."""
-        lists = self._collecting.__dict__.setdefault("lists", [])
-        collected: list[TaskResult] = []
-        lists.append(collected)
-        try:
-            yield collected
-        finally:
-            lists.remove(collected)
 
     def _sweep_finished_requests(self) -> None:
         """Bound what the SDK keeps of finished requests (see :mod:`.request_janitor`). A
@@ -323,20 +312,22 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         return self.annotations.annotation(height, width, predictions, classes_whitelist)
 
     def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
-        """The SDK's batched inference, in chunks of the engine's batch size with a progress
-        bar, with each result's ``data`` holding the task and its text (``caption`` /
-        ``answer`` / ``descriptions``), built from the engine's results. The SDK fills ``data``
-        only in sliding-window mode, and read every image of a CLI ``predict`` folder before
-        inferring any."""
+        """The SDK's batched inference (its routes, async jobs and CLI ``predict`` end here),
+        through :meth:`infer` in chunks of the engine's batch size with a progress bar: each
+        result's ``data`` holds the task and its text (``caption`` / ``answer`` /
+        ``descriptions``). ``source`` holds RGB arrays or image paths, read a chunk at a time
+        (the SDK read every image of a CLI ``predict`` folder before inferring any)."""
         chunk = self._require_batcher().max_images
         anns, data = [], []
         with sly.tqdm_sly(total=len(source), desc="Kosmos-2", unit="image", disable=len(source) <= chunk) as bar:
             for start in range(0, len(source), chunk):
-                with self.collected_results() as results:
-                    part_anns, part_data = sdk.sdk_batched_inference(self, source[start : start + chunk], settings)
-                anns += part_anns
-                data += [{**item, **result_data(result)} for item, result in zip(part_data, results)]
-                bar.update(len(part_anns))
+                part = [
+                    sly.image.read(item) if isinstance(item, str) else item for item in source[start : start + chunk]
+                ]
+                for annotation, result in self.infer(part, settings):
+                    anns.append(annotation)
+                    data.append(result_data(result))
+                bar.update(len(part))
         return anns, data
 
     def serve(self):

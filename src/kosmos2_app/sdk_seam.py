@@ -30,7 +30,7 @@ from supervisely.nn.inference.inference_request import InferenceRequest, Inferen
 PRIVATE_METHODS: dict[type, dict[str, str]] = {
     Inference: {
         "_predictions_to_annotation": "annotations built as the labelling job builds them (classes, text tags)",
-        "_inference_batched_wrapper": "each result's data, and chunked CLI predict with progress",
+        "_inference_batched_wrapper": "the SDK's routes and jobs enter the app's one inference path",
         "_run_server": "CLI deploy binds loopback, with the app's routes in place",
         "_run_server_in_thread": "quick deploy: the same, in a thread",
         "_load_model_headless": "a failed deploy restores what the SDK had recorded",
@@ -128,11 +128,6 @@ class SdkHooks:
         except BaseException:
             restore_deployment_state(self, saved)
             raise
-
-
-def sdk_batched_inference(model, source, settings):
-    """The SDK's own batched inference over ``source`` (``Inference._inference_batched_wrapper``)."""
-    return Inference._inference_batched_wrapper(model, source, settings)
 
 
 def model_meta(model):

@@ -20,6 +20,7 @@ from supervisely.nn.prediction_dto import PredictionBBox
 
 from kosmos2_engine import TaskResult
 
+from ..regions_of_interest import Crop
 from .drawing import DrawnAnnotation
 from .predictions import (
     CONFIDENCE_TAG,
@@ -29,6 +30,7 @@ from .predictions import (
     ImageText,
     class_colour,
     result_to_predictions,
+    shifted,
 )
 
 
@@ -97,10 +99,20 @@ class AnnotationBuilder:
         return DrawnAnnotation((height, width), labels, img_tags=tags)
 
     def annotation_of(
-        self, result: TaskResult, height: int, width: int, classes_whitelist: Sequence[str] | None = None
+        self,
+        result: TaskResult,
+        height: int,
+        width: int,
+        classes_whitelist: Sequence[str] | None = None,
+        crop: Crop | None = None,
     ) -> DrawnAnnotation:
-        """The annotation of one image's :class:`~kosmos2_engine.TaskResult`."""
-        return self.annotation(height, width, result_to_predictions(result, width, height), classes_whitelist)
+        """The annotation of one ``height`` x ``width`` image's
+        :class:`~kosmos2_engine.TaskResult`; when the model saw only ``crop`` of the image, its
+        boxes are shifted back into the image."""
+        if crop is None:
+            return self.annotation(height, width, result_to_predictions(result, width, height), classes_whitelist)
+        inside = result_to_predictions(result, crop.right - crop.left + 1, crop.bottom - crop.top + 1)
+        return self.annotation(height, width, shifted(inside, crop.top, crop.left), classes_whitelist)
 
     def _label(self, dto: PredictionBBox) -> sly.Label:
         obj_class = self._meta.get_obj_class(dto.class_name)

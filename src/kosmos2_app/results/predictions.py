@@ -9,6 +9,7 @@ tag. :class:`~.annotations.AnnotationBuilder` turns them into labels and tags; a
 from __future__ import annotations
 
 import colorsys
+import copy
 import hashlib
 from dataclasses import dataclass
 
@@ -58,6 +59,19 @@ def result_to_predictions(result: TaskResult, width: int, height: int) -> list:
         for (left, top, right, bottom), description in zip(result.regions, result.descriptions)
     ]
     return predictions
+
+
+def shifted(predictions: list, rows: int, columns: int) -> list:
+    """The DTOs with every box moved ``rows`` down and ``columns`` right (from a crop's pixels
+    into the whole image's); text unchanged."""
+    moved = []
+    for dto in predictions:
+        if isinstance(dto, PredictionBBox):
+            top, left, bottom, right = dto.bbox_tlbr
+            dto = copy.copy(dto)
+            dto.bbox_tlbr = [top + rows, left + columns, bottom + rows, right + columns]
+        moved.append(dto)
+    return moved
 
 
 def pixel_tlbr(xyxy, width: int, height: int) -> list[int]:

@@ -10,13 +10,12 @@ fetched any URL with no timeout into a cache path made of the URL. Here:
 * ``image_url`` is fetched by :class:`~.url_fetch.ImageFetcher` (public addresses only unless
   allowed, timeouts, size cap), with at most ``concurrency`` fetches in flight: others wait in
   the event loop, holding no thread, so slow URLs cannot starve inference;
-* synchronous requests (``/inference_image``, ``/inference_batch``, ``image_url``) run on the
-  app's lean path (:meth:`~.model.Kosmos2.serve_images`): settings parsed once, the engine
-  awaited without holding a thread, the SDK's per-request bookkeeping skipped, each response
-  built once in the SDK's format (:func:`result_json`; a test compares it with the SDK's own
-  path). The front door calls the two upload routes directly. ``/inference_batch_async``
-  runs through the SDK's request manager (its clients poll it), as does a request with an
-  ROI crop;
+* synchronous requests (``/inference_image``, ``/inference_batch``, ``image_url``) enter the
+  app's one inference path (:meth:`~kosmos2_app.model.Kosmos2.submit`) without the SDK's
+  per-request bookkeeping: the engine awaited without holding a thread, each response built
+  once in the SDK's format (:func:`result_json`; a test compares it with the SDK's own
+  formatting). The front door calls the two upload routes directly. ``/inference_batch_async``
+  runs through the SDK's request manager (its clients poll it), which ends in the same path;
 * routes that would write a client's file under its name (video uploads, ``/smart_cache_files``)
   or that this image model cannot serve are refused with a 400 that says so.
 
@@ -130,26 +129,19 @@ class ImageRoutes:
 
     async def _results(self, request: Request, blobs: list[bytes], state: dict, field: str = "files"):
         """The SDK's result dicts for the encoded images ``blobs``: decoded, checked and
-        preprocessed in one worker thread, the engine awaited without holding a thread; or,
-        for a request with an ROI crop (``rectangle``), by the SDK's own path, which crops."""
-        settings = dict(state.get("settings") or {})
-        if "rectangle" in state or "rectangle" in settings or "rectangles" in settings:
-            images = await anyio.to_thread.run_sync(self._decode_all, blobs, field)
-            return await anyio.to_thread.run_sync(self._sdk_results, images, state)
+        preprocessed in one worker thread, the engine awaited without holding a thread, each
+        response built once in the SDK's format."""
+        settings = request_settings(state)
 
         def decode_and_submit():
             images = self._decode_all(blobs, field)
-            return images, self.model.submit_images(images, settings)
+            return images, self.model.submit(images, settings)
 
         images, future = await anyio.to_thread.run_sync(decode_and_submit)
         results = await asyncio.wrap_future(future)
         note_task(results[0].task)
         annotations = self.model.annotations_of(images, results, settings)
         return [result_json(annotation, result) for annotation, result in zip(annotations, results)]
-
-    def _sdk_results(self, images: list, state: dict) -> list[dict[str, Any]]:
-        """The SDK's inference of ``images`` as one request, with its bookkeeping."""
-        return self.model.inference_requests_manager.run(sdk.infer_images, self.model, images, state)
 
     async def _state_and_uploads(self, request: Request, exactly_one: bool = False) -> tuple[dict, list[bytes]]:
         """The request's state (an object) and its uploaded files' bytes."""
@@ -197,6 +189,15 @@ class ImageRoutes:
         ):
             raise bad_request(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.model.validate_inference_state(state, log_error=False)
+
+
+def request_settings(state: dict) -> dict[str, Any]:
+    """The settings of a request's state, with its ``rectangle`` (a region of interest) as the
+    SDK reads it."""
+    settings = dict(state.get("settings") or {})
+    if "rectangle" in state:
+        settings["rectangle"] = state["rectangle"]
+    return settings
 
 
 def result_json(annotation, result) -> dict[str, Any]:

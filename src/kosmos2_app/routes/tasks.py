@@ -58,9 +58,8 @@ def register_task_routes(model, server) -> None:
 
 def _infer(model, image: np.ndarray, settings: dict) -> tuple[sly.Annotation, TaskResult]:
     """The annotation of one image and the engine's result it was made from."""
-    with model.collected_results() as results:
-        ann = model.inference(image, settings)
-    return ann, results[0]
+    [(annotation, result)] = model.infer([image], settings)
+    return annotation, result
 
 
 def _describe(model, image: np.ndarray, state: dict, regions) -> tuple[sly.Annotation, TaskResult]:
