@@ -205,8 +205,12 @@ def test_every_route_enters_the_one_inference_path(served, images, monkeypatch):
     monkeypatch.setattr(
         model, "submit", lambda images, settings: entered.append(len(images)) or submit(images, settings)
     )
-    monkeypatch.setattr(type(model._batcher), "submit",
-                        lambda self, images, policy: submitted.append(len(images)) or batcher_submit(self, images, policy))  # fmt: skip
+
+    def batcher_spy(self, images, policy):
+        submitted.append(len(images))
+        return batcher_submit(self, images, policy)
+
+    monkeypatch.setattr(type(model._batcher), "submit", batcher_spy)
     encoded = base64.b64encode(png_bytes(images[0])).decode()
     files = [("files", (f"{i}.png", png_bytes(image), "image/png")) for i, image in enumerate(images)]
     assert infer_image(client, images[0], max_new_tokens=4).status_code == 200
