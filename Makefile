@@ -15,10 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 ## venv: create .venv (if missing), install the pinned dependencies and this project (editable)
 venv: $(STAMP)
 
-## lint: ruff check and ruff format --check (configured in pyproject.toml)
+## lint: ruff check, ruff format --check and mypy over src/ (configured in pyproject.toml)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 ## test: the whole suite, end-to-end tests included
 test: venv

@@ -57,10 +57,10 @@ def tidy(value: Any, secret: str | None = None, depth: int = 0) -> Any:
             tidied["…"] = f"{len(items) - MAX_ITEMS} more keys"
         return tidied
     if isinstance(value, (list, tuple)):
-        tidied = [tidy(item, secret, depth + 1) for item in value[:MAX_ITEMS]]
+        kept = [tidy(item, secret, depth + 1) for item in value[:MAX_ITEMS]]
         if len(value) > MAX_ITEMS:
-            tidied.append(f"… {len(value) - MAX_ITEMS} more items")
-        return type(value)(tidied) if isinstance(value, tuple) else tidied
+            kept.append(f"… {len(value) - MAX_ITEMS} more items")
+        return type(value)(kept) if isinstance(value, tuple) else kept
     return value
 
 

@@ -50,7 +50,7 @@ from .http.errors import register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
-from .regions_of_interest import ROI_SETTINGS, cropped, crops_of
+from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
 from .results.annotations import AnnotationBuilder
 from .results.predictions import result_data, result_to_predictions
@@ -134,20 +134,22 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             options = ServingOptions.from_environment(device)
         except ValueError as error:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
-        if self._engine is not None and self._engine_key == key:
+        if self._engine is not None and self._batcher is not None and self._engine_key == key:
             self._engine.max_batch_size = options.max_batch_size
             self._batcher.call(self._engine.to, device, options.compile_decoder)
             self._batcher.call(self._engine.warm_up)
         else:
             self._swap_in(*self._loaded_engine(key, device, options), key)
-        self._batcher.max_wait_s, self._batcher.max_images = options.batch_wait_s, options.max_batch_size
+        batcher = self._require_batcher()
+        batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
-        if self.checkpoint_info is not None:  # the SDK recorded the listed checkpoint: say what loaded
+        recorded = getattr(self, "checkpoint_info", None)
+        if recorded is not None:  # the SDK recorded the listed checkpoint: say what loaded
             self.checkpoint_info = dataclasses.replace(
-                self.checkpoint_info, checkpoint_name=Path(key[0]).name, checkpoint_url=key[0]
+                recorded, checkpoint_name=Path(key[0]).name, checkpoint_url=key[0]
             )
-        self.model_precision = _precision_name(self._engine)
-        self.classes = []
+        self.model_precision = _precision_name(batcher.engine)
+        self.classes: list[str] = []
         self._publish_annotation_meta()
 
     def _loaded_engine(
@@ -194,7 +196,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         folder or hub id (``KOSMOS2_CHECKPOINT``, which then stands for the listed one)."""
         listed = sorted({row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models})
         checkpoint = (model_files or {}).get("checkpoint")
-        if checkpoint not in listed:
+        if not isinstance(checkpoint, str) or checkpoint not in listed:
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST,
                 detail=(
@@ -229,10 +231,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     ) -> list[sly.Annotation]:
         """The annotation of each whole image from its result (boxes of a region of interest
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
-        crops = crops_of(settings, len(images)) or [None] * len(images)
+        found = crops_of(settings, len(images))
+        crops: list[Crop | None] = [None] * len(images) if found is None else list(found)
         classes = settings.get("classes")
+        builder = self._require_annotations()
         return [
-            self.annotations.annotation_of(result, image.shape[0], image.shape[1], classes, crop)
+            builder.annotation_of(result, image.shape[0], image.shape[1], classes, crop)
             for image, result, crop in zip(images, results, crops)
         ]
 
@@ -288,6 +292,14 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
                 )
             self._janitor.failed = True
 
+    def _require_annotations(self) -> AnnotationBuilder:
+        if self.annotations is None:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
+            )
+        return self.annotations
+
     def _require_batcher(self) -> RequestBatcher:
         batcher = self._batcher
         if batcher is None:
@@ -309,7 +321,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """The annotation of ``image`` (an RGB array, or a path the SDK passes) from its DTOs,
         built by :class:`~.annotations.AnnotationBuilder` (as the labelling job builds it)."""
         height, width = (image if isinstance(image, np.ndarray) else sly.image.read(image)).shape[:2]
-        return self.annotations.annotation(height, width, predictions, classes_whitelist)
+        return self._require_annotations().annotation(height, width, predictions, classes_whitelist)
 
     def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
         """The SDK's batched inference (its routes, async jobs and CLI ``predict`` end here),

@@ -18,6 +18,7 @@ recorded by the thread that replays them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -44,6 +45,13 @@ class _Pending:
     @property
     def images(self) -> int:
         return self.run.image_count if self.run is not None else 0
+
+    @property
+    def prepared(self) -> PreparedRun:
+        """The run of a queued request (calls never reach a run)."""
+        if self.run is None:
+            raise RuntimeError("a call was batched as a run")
+        return self.run
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class RequestBatcher:
         raise (``SettingsError`` before queueing; model errors after)."""
         return self.submit(images, policy).result()
 
-    def call(self, function: Callable[..., Any], *args) -> Any:
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` on the engine thread, between runs (warm-up, device moves);
         blocks until done and returns its result or raises its error."""
         return self._enqueue(_Pending(None, call=lambda: function(*args))).result()
@@ -162,7 +170,7 @@ class RequestBatcher:
         tokens_before = self.engine.tokens_generated
         if len(batch) > 1:
             try:
-                results = self.engine.execute([pending.run for pending in batch])
+                results = self.engine.execute([pending.prepared for pending in batch])
             except Exception as error:  # noqa: BLE001 - isolate: retry each request alone
                 logger.warning(
                     "A joint run of %d requests failed (%s: %s); running them one by one.",
@@ -177,8 +185,11 @@ class RequestBatcher:
                 self._observe(batch, started, tokens_before)
                 return
         for pending in batch:
-            _settle(pending.future, lambda pending=pending: self.engine.execute([pending.run])[0])
+            _settle(pending.future, functools.partial(self._execute_alone, pending.prepared))
         self._observe(batch, started, tokens_before)
+
+    def _execute_alone(self, run: PreparedRun) -> list[TaskResult]:
+        return self.engine.execute([run])[0]
 
     def _observe(self, batch: list[_Pending], started: float, tokens_before: int) -> None:
         if self.observer is None:
@@ -186,7 +197,7 @@ class RequestBatcher:
         stats = RunStats(
             queue_wait_s=tuple(started - pending.queued_at for pending in batch),
             images=sum(pending.images for pending in batch),
-            prompts=sum(len(pending.run.jobs) for pending in batch),
+            prompts=sum(len(pending.prepared.jobs) for pending in batch),
             tokens=self.engine.tokens_generated - tokens_before,
             busy_s=time.perf_counter() - started,
         )

@@ -13,11 +13,14 @@ import logging
 import os
 import re
 import socket
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
+
+from .hf_types import Kosmos2Model
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ class CheckpointError(RuntimeError):
     """The checkpoint cannot be found or loaded; the message says what to do."""
 
 
-def load_checkpoint(checkpoint: str, dtype: torch.dtype):
+def load_checkpoint(checkpoint: str, dtype: torch.dtype) -> tuple[Kosmos2Model, Any]:
     """Load ``(model, processor)`` from a folder or hub id; the model is on CPU, in eval mode."""
     if os.path.isdir(checkpoint):
         return _load(checkpoint, dtype, local_files_only=True)

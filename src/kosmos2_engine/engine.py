@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from .checkpoint import load_checkpoint
 from .decode_batches import length_sorted_batches, run_splitting_on_oom
 from .devices import check_device, default_dtype
 from .grounding import GroundedText
+from .hf_types import Kosmos2ModelConfig
 from .imaging import ImageInput, parallel_map, size_of, split_evenly, to_rgb
 from .outputs import Generation, TaskResult, assemble, stop_token_ids, to_generation, until_stop
 from .prompts import EncodedPrompt, encode_prompt
@@ -74,7 +76,7 @@ class Kosmos2Engine:
         max_batch_size: most prompts decoded (and images encoded) in one batch.
     """
 
-    def __init__(self, backend: Backend, processor, config, max_batch_size: int = 16):
+    def __init__(self, backend: Backend, processor: Any, config: Kosmos2ModelConfig, max_batch_size: int = 16) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
         self.backend = backend
@@ -120,7 +122,7 @@ class Kosmos2Engine:
             self.backend.to(device, compile_decoder)
         return self
 
-    def encode_images(self, images: Sequence[ImageInput]):
+    def encode_images(self, images: Sequence[ImageInput]) -> Any:
         """Image embeddings (B, 64, text hidden size), the backend's own type.
 
         ``images`` are RGB ``uint8`` arrays (H, W, 3) (grey and RGBA are converted) or PIL
@@ -144,14 +146,18 @@ class Kosmos2Engine:
 
         return np.concatenate(parallel_map(pixels, split_evenly(list(images), os.cpu_count() or 1)))
 
-    def encode_pixels(self, pixels: np.ndarray):
+    def encode_pixels(self, pixels: np.ndarray) -> Any:
         """Image embeddings of ``pixels`` (n, 3, S, S), in chunks of ``max_batch_size`` images."""
         chunks = [pixels[start : start + self.max_batch_size] for start in range(0, len(pixels), self.max_batch_size)]
         with self._lock:
             return self.backend.encode_images(chunks)
 
     def generate(
-        self, image_embeds, prompts: Sequence[str], policy: GenerationPolicy, image_rows: Sequence[int] | None = None
+        self,
+        image_embeds: Any,
+        prompts: Sequence[str],
+        policy: GenerationPolicy,
+        image_rows: Sequence[int] | None = None,
     ) -> list[Generation]:
         """Decode ``prompts[i]`` against image ``image_rows[i]`` of ``image_embeds``.
 
@@ -202,7 +208,7 @@ class Kosmos2Engine:
             groups.setdefault(key, []).extend(items)
         for items in groups.values():
             self._decode_items(embeds, runs, items, views)
-        return [assemble(run.policy, run.jobs, views[r], run.image_count) for r, run in enumerate(runs)]
+        return [assemble(run.policy, run.jobs, _decoded(views[r]), run.image_count) for r, run in enumerate(runs)]
 
     def _decode_items(self, embeds, runs, items: list[_DecodeItem], views) -> None:
         """Decode ``items`` (same length limit and stops) as one workload; fill ``views``."""
@@ -221,7 +227,7 @@ class Kosmos2Engine:
         def next_token_probs(prompts):
             return self.backend.next_token_probs(embeds, prompts, item.row)
 
-        return rank_boxes(next_token_probs, self.tokenizer, job.prompt.text, job.prompt.name, run.policy)
+        return rank_boxes(next_token_probs, self.tokenizer, job.prompt.text, job.prompt.name or "", run.policy)
 
     def generate_texts(self, images: Sequence[ImageInput], policy: GenerationPolicy) -> list[Generation]:
         """The :class:`~kosmos2_engine.outputs.Generation` of a task with one prompt per image
@@ -309,3 +315,10 @@ class Kosmos2Engine:
                 f"context is {limit}; max_new_tokens must be at most {limit - len(encoded.ids)}",
             )
         return encoded
+
+
+def _decoded(views: list[GroundedText | None]) -> list[GroundedText]:
+    """Every job's view, once all are decoded (a missing one is a bug, not a user error)."""
+    if any(view is None for view in views):
+        raise RuntimeError("a prompt of the run was not decoded")
+    return [view for view in views if view is not None]

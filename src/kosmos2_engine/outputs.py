@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .grounding import GroundedBox, GroundedText, drop_unconfident_boxes, parse_grounded_pieces
+from .hf_types import Kosmos2Tokenizer
 from .prompts import EncodedPrompt
 from .tasks import GenerationPolicy, PromptJob, ResultKind
 
@@ -30,7 +31,7 @@ class Generation:
     token_ids: tuple[int, ...]
 
 
-def stop_token_ids(tokenizer, policy: GenerationPolicy) -> tuple[int, ...]:
+def stop_token_ids(tokenizer: Kosmos2Tokenizer, policy: GenerationPolicy) -> tuple[int, ...]:
     """End-of-text, and ``</object>`` for a task whose row says it stops at the box."""
     stops = [tokenizer.eos_token_id]
     if policy.row.stops_at_box:
@@ -47,7 +48,11 @@ def until_stop(ids: Sequence[int], probs: Sequence[float], stops: Sequence[int])
 
 
 def to_generation(
-    tokenizer, prompt: EncodedPrompt, new_ids: Sequence[int], new_probs: Sequence[float], policy: GenerationPolicy
+    tokenizer: Kosmos2Tokenizer,
+    prompt: EncodedPrompt,
+    new_ids: Sequence[int],
+    new_probs: Sequence[float],
+    policy: GenerationPolicy,
 ) -> Generation:
     """Parse ``prompt`` + ``new_ids`` (already cut at the first stop); boxes under
     ``policy.confidence_threshold`` are dropped. Prompt tokens count as certain (1.0)."""
@@ -115,14 +120,16 @@ def _result(policy: GenerationPolicy, decoded: list[tuple[PromptJob, GroundedTex
     kind = policy.row.result
     if kind == ResultKind.NAMED_BOXES:
         boxes = [
-            NamedBox(job.prompt.name, box.xyxy, box.score) for job, view in decoded for box in _first_phrase_boxes(view)
+            NamedBox(job.prompt.name or "", box.xyxy, box.score)
+            for job, view in decoded
+            for box in _first_phrase_boxes(view)
         ]
         return TaskResult(policy.task, boxes=tuple(boxes))
     if kind == ResultKind.REGION_DESCRIPTIONS:
         return TaskResult(
             policy.task,
             descriptions=tuple(view.text for _, view in decoded),
-            regions=tuple(job.prompt.region for job, _ in decoded),
+            regions=tuple(job.prompt.region for job, _ in decoded if job.prompt.region is not None),
         )
     [(_, view)] = decoded
     boxes = [NamedBox(phrase.phrase, box.xyxy, box.score) for phrase in view.phrases for box in phrase.boxes]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .hf_types import Kosmos2Tokenizer
+
 NUM_IMAGE_TOKENS = 64
 
 CAPTION_PROMPT = "<grounding> An image of"
@@ -74,7 +76,7 @@ class PromptBatch:
     image_embeds_position_mask: torch.Tensor
 
 
-def encode_prompt(tokenizer, text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> EncodedPrompt:
+def encode_prompt(tokenizer: Kosmos2Tokenizer, text: str, num_image_tokens: int = NUM_IMAGE_TOKENS) -> EncodedPrompt:
     """Ids of ``<s> <image> [placeholders] </image> text``, as the Kosmos-2 processor makes them.
 
     Placeholder ids are ``unk_token_id + 1 …``, the processor's ``first_image_token_id``.

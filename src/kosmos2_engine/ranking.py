@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .grounding import GRID, GroundedBox, GroundedPhrase, GroundedText, patch_indices_to_box
+from .hf_types import Kosmos2Tokenizer
 from .prompts import EncodedPrompt, encode_prompt
 from .tasks import GenerationPolicy
 
@@ -25,7 +26,11 @@ NextTokenProbs = Callable[[Sequence[EncodedPrompt]], torch.Tensor]
 
 @torch.inference_mode()
 def rank_boxes(
-    next_token_probs: NextTokenProbs, tokenizer, prompt: str, name: str, policy: GenerationPolicy
+    next_token_probs: NextTokenProbs,
+    tokenizer: Kosmos2Tokenizer,
+    prompt: str,
+    name: str,
+    policy: GenerationPolicy,
 ) -> GroundedText:
     """``name`` grounded to its ``policy.top_k`` best boxes, best first, those under
     ``policy.confidence_threshold`` dropped. ``next_token_probs(prompts)`` gives the softmax

@@ -112,7 +112,8 @@ def _as_regions(value: Any) -> tuple[PixelBox, ...]:
     for i, box in enumerate(value):
         if not isinstance(box, (list, tuple)) or len(box) != 4:
             raise SettingsError(f"regions[{i}]", f"expected [left, top, right, bottom], got {box!r}")
-        regions.append(tuple(_as_float(f"regions[{i}]", v) for v in box))
+        left, top, right, bottom = (_as_float(f"regions[{i}]", v) for v in box)
+        regions.append((left, top, right, bottom))
     return tuple(regions)
 
 

@@ -110,6 +110,15 @@ def _require(policy: GenerationPolicy, field: str) -> None:
         raise SettingsError(field, f"is required by task '{policy.task}'")
 
 
+def required_text(policy: GenerationPolicy, field: str) -> str:
+    """The text setting ``field`` of ``policy`` (``expression``, ``question``, ``prompt``);
+    :class:`SettingsError` when the task needs it and it is missing."""
+    value = getattr(policy, field)
+    if not isinstance(value, str):
+        raise SettingsError(field, f"is required by task '{policy.task}'")
+    return value
+
+
 def _check_phrases(policy: GenerationPolicy) -> None:
     _require(policy, "phrases")
     if len(policy.phrases) > MAX_ITEMS:
@@ -119,21 +128,19 @@ def _check_phrases(policy: GenerationPolicy) -> None:
 
 
 def _check_expression(policy: GenerationPolicy) -> None:
-    _require(policy, "expression")
-    check_user_text("expression", policy.expression)
+    check_user_text("expression", required_text(policy, "expression"))
 
 
 def _check_question(policy: GenerationPolicy) -> None:
-    _require(policy, "question")
-    check_user_text("question", policy.question)
+    check_user_text("question", required_text(policy, "question"))
 
 
 def _check_prompt(policy: GenerationPolicy) -> None:
-    _require(policy, "prompt")
-    if not policy.prompt.strip():
+    prompt = required_text(policy, "prompt")
+    if not prompt.strip():
         raise SettingsError("prompt", "must not be empty")
-    if len(policy.prompt) > MAX_PROMPT_CHARS:
-        raise SettingsError("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(policy.prompt)}")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise SettingsError("prompt", f"at most {MAX_PROMPT_CHARS} characters, got {len(prompt)}")
 
 
 def _check_regions(policy: GenerationPolicy) -> None:
@@ -156,7 +163,9 @@ def _check_regions(policy: GenerationPolicy) -> None:
             )
 
 
-def region_in_image(region: PixelBox, width: int, height: int, field: str):
+def region_in_image(
+    region: PixelBox, width: int, height: int, field: str
+) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
     """(integer pixel ``[left, top, right, bottom]`` inside the image, normalised xyxy) of an
     inclusive pixel region, which must lie in the ``width`` x ``height`` image (a right or
     bottom edge equal to the size is accepted); :class:`SettingsError` naming ``field`` else."""
@@ -189,6 +198,10 @@ def _region_prompts(policy: GenerationPolicy, width: int, height: int) -> list[P
     return prompts
 
 
+def _expression_prompt(expression: str) -> PlannedPrompt:
+    return PlannedPrompt(phrase_grounding_prompt(expression), expression.strip())
+
+
 def _nothing(policy: GenerationPolicy) -> None:
     pass
 
@@ -217,7 +230,7 @@ TASK_TABLE: dict[str, Task] = {
             "referring_expression",
             "expression",
             _check_expression,
-            lambda p, w, h: [PlannedPrompt(phrase_grounding_prompt(p.expression), p.expression.strip())],
+            lambda p, w, h: [_expression_prompt(required_text(p, "expression"))],
             stops_at_box=True,
             result=ResultKind.NAMED_BOXES,
             ranks_top_k=True,
@@ -235,7 +248,7 @@ TASK_TABLE: dict[str, Task] = {
             "vqa",
             "question",
             _check_question,
-            lambda p, w, h: [PlannedPrompt(vqa_prompt(p.question))],
+            lambda p, w, h: [PlannedPrompt(vqa_prompt(required_text(p, "question")))],
             answer_only=True,
             text=TextKind.ANSWER,
         ),
@@ -243,7 +256,7 @@ TASK_TABLE: dict[str, Task] = {
             "custom",
             "prompt",
             _check_prompt,
-            lambda p, w, h: [PlannedPrompt(with_grounding_tag(p.prompt))],
+            lambda p, w, h: [PlannedPrompt(with_grounding_tag(required_text(p, "prompt")))],
             text=TextKind.CAPTION,
         ),
     )

@@ -161,7 +161,7 @@ def read_local(item: Item, max_bytes: int) -> bytes:
 
 def read_remote(items: list[Item], api_factory: Callable[[], Any]) -> list[bytes]:
     """The bytes of remote items, one download per dataset."""
-    api, found = api_factory(), {}
+    api, found = api_factory(), dict[int, bytes]()
     for dataset_id in dict.fromkeys(item.dataset_id for item in items):
         ids = [item.image_id for item in items if item.dataset_id == dataset_id]
         found.update(zip(ids, api.image.download_bytes(dataset_id, ids)))

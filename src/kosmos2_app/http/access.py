@@ -127,7 +127,8 @@ class AccessGate:
     def _has_key(self, scope) -> bool:
         headers = dict(scope.get("headers") or ())
         given = key_from_authorization(headers.get(b"authorization", b"").decode("latin-1"))
-        return given is not None and hmac.compare_digest(given.encode(), self.policy.api_key.encode())
+        key = self.policy.api_key
+        return given is not None and key is not None and hmac.compare_digest(given.encode(), key.encode())
 
 
 def from_loopback(scope) -> bool:

@@ -18,6 +18,7 @@ Every refusal is JSON in the SDK's error shape (:mod:`.errors`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..config import AccessPolicy
 from .access import AccessGate
@@ -47,7 +48,7 @@ class FrontDoor:
         metrics: ServerMetrics | None = None,
         fast_routes: dict[str, Callable] | None = None,
     ):
-        inner = BodyGate(app, max_body_bytes, policy.server_address, is_widget_callback, fast_routes)
+        inner: Any = BodyGate(app, max_body_bytes, policy.server_address, is_widget_callback, fast_routes)
         if metrics is not None:
             inner = MetricsEndpoint(inner, metrics)
         inner = AccessGate(inner, policy, is_widget_callback)

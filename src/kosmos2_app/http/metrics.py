@@ -25,6 +25,7 @@ runs a task says which with :func:`note_task`. :class:`MetricsEndpoint` answers 
 
 from __future__ import annotations
 
+import functools
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class ServerMetrics:
             return
         gauge = Gauge("kosmos2_gpu_memory_allocated_bytes", "CUDA memory in use.", ("device",), registry=self.registry)
         for index in range(torch.cuda.device_count()):
-            gauge.labels(f"cuda:{index}").set_function(lambda index=index: torch.cuda.memory_allocated(index))
+            gauge.labels(f"cuda:{index}").set_function(functools.partial(torch.cuda.memory_allocated, index))
 
     def know_routes(self, paths) -> None:
         """The app's route paths (the values the ``route`` label may take besides ``other``)."""

@@ -88,10 +88,8 @@ class AnnotationBuilder:
         """The annotation of one ``height`` x ``width`` image from its DTOs (see
         :func:`~.predictions.result_to_predictions`). Boxes whose class is not in
         ``classes_whitelist`` are left out (``None`` or ``"all"``: every class), as the SDK does."""
-        keep_all = classes_whitelist in (None, "all")
-        boxes = [
-            p for p in predictions if isinstance(p, PredictionBBox) and (keep_all or p.class_name in classes_whitelist)
-        ]
+        kept = None if classes_whitelist in (None, "all") else set(classes_whitelist or ())
+        boxes = [p for p in predictions if isinstance(p, PredictionBBox) and (kept is None or p.class_name in kept)]
         texts = [p for p in predictions if isinstance(p, ImageText)]
         with self._meta_lock:
             labels = [self._label(box) for box in boxes]

@@ -45,7 +45,7 @@ def _label_text(label: sly.Label) -> str:
     return label.obj_class.name if confidence is None else f"{label.obj_class.name} {float(confidence):.2f}"
 
 
-def font_for(height: int) -> ImageFont.ImageFont:
+def font_for(height: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=max(11, height // 40))
     except (TypeError, OSError):  # Pillow built without FreeType: the fixed bitmap font
@@ -92,6 +92,7 @@ def _with_band(canvas: Image.Image, text: str, font) -> Image.Image:
     left, top, _, bottom = ImageDraw.Draw(canvas).textbbox((0, 0), "Ag", font=font)
     line_height = bottom - top + 4
     band = line_height * len(lines) + 6
+    band = int(band)
     out = Image.new("RGB", (canvas.width, canvas.height + band), (255, 255, 255))
     out.paste(canvas, (0, band))
     draw = ImageDraw.Draw(out)

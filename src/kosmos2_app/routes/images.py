@@ -149,8 +149,8 @@ class ImageRoutes:
         try:
             state = _form_state(form)
             self._check_state(state)
-            uploads = form.getlist("files")
-            if not uploads or not all(isinstance(u, UploadFile) for u in uploads):
+            uploads = [upload for upload in form.getlist("files") if isinstance(upload, UploadFile)]
+            if not uploads or len(uploads) != len(form.getlist("files")):
                 raise bad_request("files: send the images as multipart files in the field 'files'")
             if exactly_one and len(uploads) != 1:
                 raise bad_request(

@@ -108,7 +108,7 @@ class ImageFetcher:
             raise FetchRefused(f"only http and https URLs with a host are fetched, got '{redact_url(url)[:200]}'")
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
+            addresses = {str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}
         except (socket.gaierror, UnicodeError, ValueError) as error:
             raise FetchRefused(f"host '{parts.hostname}' cannot be resolved ({error})") from None
         for address in sorted(addresses):

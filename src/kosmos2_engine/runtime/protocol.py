@@ -45,10 +45,17 @@ class Backend(Protocol):
         compiled: whether decoding runs compiled graphs that warm-up should record.
     """
 
-    device: str
-    dtype: torch.dtype
-    weights: str | None
-    compiled: bool
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def weights(self) -> str | None: ...
+
+    @property
+    def compiled(self) -> bool: ...
 
     def encode_images(self, pixel_chunks: Sequence[np.ndarray]) -> Any:
         """Image embeddings (B, 64, E) of float32 ``pixel_values`` chunks (n, 3, S, S), in order."""

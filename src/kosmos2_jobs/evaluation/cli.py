@@ -120,7 +120,7 @@ def run_project(args) -> int:
     read = image_reader(max_image_pixels())
     evaluation = evaluate_project(truth, runner, read, phrases, args.batch_size, _progress)
     report = write_report(evaluation, args.out, args.source, read, runner_name)
-    metrics = evaluation.metrics
+    metrics = evaluation.measured
     print(f"AP {metrics.ap:.3f}, AP50 {metrics.ap50:.3f}, AP75 {metrics.ap75:.3f} on {len(evaluation.images)} images; "
           f"recommended confidence_threshold {metrics.recommended_threshold:.4g}")  # fmt: skip
     print(f"Report: {report}")

@@ -148,8 +148,10 @@ def _class_ap(precision: np.ndarray, k: int, iou_index: slice | int) -> float:
 
 def _metrics(coco_eval, classes, category, targets, detections, results) -> BoxMetrics:
     precision = coco_eval.eval["precision"]  # [IoU thresholds, recall points, classes, areas, max dets]
-    per_class_ap = {name: tuple(_class_ap(precision, k, i) for i in (slice(None), 0, 5))
-                    for k, name in enumerate(classes)}  # fmt: skip
+    per_class_ap = {
+        name: (_class_ap(precision, k, slice(None)), _class_ap(precision, k, 0), _class_ap(precision, k, 5))
+        for k, name in enumerate(classes)
+    }
     matched_ids = _matched_at_50(coco_eval)
     matched, flat = [], []
     for result in results:

@@ -38,6 +38,13 @@ class ProjectEvaluation:
     unreadable: list[dict[str, str]] = field(default_factory=list)
     metrics: BoxMetrics | None = None
 
+    @property
+    def measured(self) -> BoxMetrics:
+        """The metrics, once :func:`evaluate_project` has measured them."""
+        if self.metrics is None:
+            raise RuntimeError("the project has not been evaluated yet")
+        return self.metrics
+
     def absent_rate(self, threshold: float) -> dict[str, tuple[int, int]]:
         """Per class: (images without it that got a box of it scored at least ``threshold``,
         images without it)."""

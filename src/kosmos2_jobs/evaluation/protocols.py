@@ -82,7 +82,7 @@ def read_refer(refs: Path, instances: Path, split: str) -> list[Case]:
     rows = _PlainData(io.BytesIO(Path(refs).read_bytes()), encoding="latin1").load()
     coco = json.loads(Path(instances).read_text())
     files = {image["id"]: image["file_name"] for image in coco["images"]}
-    boxes = {ann["id"]: tuple(float(v) for v in ann["bbox"]) for ann in coco["annotations"]}
+    boxes = {ann["id"]: _xywh(ann["bbox"]) for ann in coco["annotations"]}
     cases = [
         Case(files[row["image_id"]], sentence["sent"], (boxes[row["ann_id"]],))
         for row in rows
@@ -92,6 +92,11 @@ def read_refer(refs: Path, instances: Path, split: str) -> list[Case]:
     if not cases:
         raise ValueError(f"no expressions in split '{split}' of {refs}")
     return cases
+
+
+def _xywh(values: list) -> tuple[float, float, float, float]:
+    x, y, width, height = (float(v) for v in values)
+    return x, y, width, height
 
 
 _ENTITY = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]+)\]")
@@ -107,9 +112,9 @@ def read_flickr30k(entities: Path, ids: list[str]) -> list[Case]:
             box = obj.find("bndbox")
             if box is None:
                 continue
-            x1, y1, x2, y2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            x1, y1, x2, y2 = (float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
             for name in obj.iter("name"):
-                boxes.setdefault(name.text.strip(), []).append((x1, y1, x2 - x1 + 1, y2 - y1 + 1))
+                boxes.setdefault((name.text or "").strip(), []).append((x1, y1, x2 - x1 + 1, y2 - y1 + 1))
         text = (Path(entities) / "Sentences" / f"{image_id}.txt").read_text(encoding="utf-8")
         for line in text.splitlines():
             for entity, kinds, phrase in _ENTITY.findall(line):

@@ -19,7 +19,7 @@ EXAMPLES = 3
 def write_report(evaluation: ProjectEvaluation, out: Path, title: str, read_image: Callable, runner_name: str) -> Path:
     """Write the report into folder ``out``; the path of ``report.md``."""
     out.mkdir(parents=True, exist_ok=True)
-    metrics = evaluation.metrics
+    metrics = evaluation.measured
     threshold = metrics.recommended_threshold
     pictures = [
         _pr_curves(evaluation, out / "pr_curves.png"),
@@ -42,12 +42,12 @@ def _figure(width: float = 6.4, height: float = 4.2):
 
 def _pr_curves(evaluation: ProjectEvaluation, path: Path) -> Path:
     figure, axes = _figure()
-    for name, (recall, precision) in evaluation.metrics.pr_curves.items():
+    for name, (recall, precision) in evaluation.measured.pr_curves.items():
         kept = precision > -1
         if kept.any():
             axes.plot(recall[kept], precision[kept], label=name)
     axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall at IoU 0.5")
-    if evaluation.metrics.pr_curves:
+    if evaluation.measured.pr_curves:
         axes.legend(loc="lower left", fontsize="small")
     figure.savefig(path)
     return path
@@ -56,7 +56,7 @@ def _pr_curves(evaluation: ProjectEvaluation, path: Path) -> Path:
 def _per_class_ap(evaluation: ProjectEvaluation, path: Path) -> Path:
     figure, axes = _figure()
     names = list(evaluation.phrases)
-    values = [(max(v[0], 0), max(v[1], 0)) for v in (evaluation.metrics.per_class_ap[n] for n in names)]
+    values = [(max(v[0], 0), max(v[1], 0)) for v in (evaluation.measured.per_class_ap[n] for n in names)]
     positions = np.arange(len(names))
     axes.bar(positions - 0.2, [v[0] for v in values], 0.4, label="AP (IoU 0.5:0.95)")
     axes.bar(positions + 0.2, [v[1] for v in values], 0.4, label="AP50")
@@ -70,11 +70,11 @@ def _per_class_ap(evaluation: ProjectEvaluation, path: Path) -> Path:
 
 def _threshold_curves(evaluation: ProjectEvaluation, path: Path, threshold: float) -> Path:
     figure, axes = _figure()
-    overall = evaluation.metrics.overall
+    overall = evaluation.measured.overall
     axes.plot(overall.thresholds, overall.precision, label="precision")
     axes.plot(overall.thresholds, overall.recall, label="recall")
     axes.plot(overall.thresholds, overall.f1, label="F1", linewidth=2.5)
-    for name, per_class in evaluation.metrics.per_class.items():
+    for name, per_class in evaluation.measured.per_class.items():
         axes.plot(per_class.thresholds, per_class.f1, linestyle=":", label=f"F1 {name}")
     axes.axvline(threshold, color="grey", linestyle="--")
     top_score = max(overall.thresholds, default=1.0)
@@ -87,7 +87,7 @@ def _threshold_curves(evaluation: ProjectEvaluation, path: Path, threshold: floa
 
 def _missed(evaluation: ProjectEvaluation, index: int, threshold: float) -> int:
     """Targets of image ``index`` that no box scored at least ``threshold`` matched."""
-    matched = evaluation.metrics.matched[index]
+    matched = evaluation.measured.matched[index]
     found = sum(m for m, (_, _, s) in zip(matched, evaluation.detections[index]) if s >= threshold)
     return len(evaluation.images[index].boxes) - found
 
@@ -138,7 +138,7 @@ def _number(value: float) -> str:
 
 
 def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out: Path) -> str:
-    metrics = evaluation.metrics
+    metrics = evaluation.measured
     p, r, f1 = metrics.overall.at(threshold)
     absent = evaluation.absent_rate(threshold)
     absent_any = evaluation.absent_rate(0.0)

@@ -75,14 +75,13 @@ class ServerRunner:
             for path, image in zip(paths, images):
                 Image.fromarray(image).save(path)
             annotations = session.inference_image_paths(paths)
-        return [[_detection(label) for label in ann.labels if _score(label) is not None] for ann in annotations]
+        return [[found for label in ann.labels if (found := _detection(label)) is not None] for ann in annotations]
 
 
-def _score(label) -> float | None:
+def _detection(label) -> Detection | None:
+    """A label with a ``confidence`` as a detection; None for one without (a described region)."""
     tag = label.tags.get("confidence")
-    return None if tag is None else float(tag.value)
-
-
-def _detection(label) -> Detection:
+    if tag is None:
+        return None
     box = label.geometry.to_bbox()
-    return Detection(label.obj_class.name, (box.top, box.left, box.bottom, box.right), _score(label))
+    return Detection(label.obj_class.name, (box.top, box.left, box.bottom, box.right), float(tag.value))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import Any, Literal
 
 
 class InterruptWatch:
@@ -21,7 +22,7 @@ class InterruptWatch:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self._previous: Any = None  # the handler this watch replaced, while it is installed
 
     def __enter__(self) -> InterruptWatch:
         on_main_thread = threading.current_thread() is threading.main_thread()
@@ -29,7 +30,7 @@ class InterruptWatch:
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
         return self
 
-    def __exit__(self, *exc_info) -> bool:
+    def __exit__(self, *exc_info: object) -> Literal[False]:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None

@@ -17,6 +17,8 @@ import torch
 from transformers import AutoProcessor, Kosmos2Config
 
 from ...engine import Kosmos2Engine
+from ...hf_types import Kosmos2ModelConfig
+from ...prompts import EncodedPrompt
 from ..protocol import DecodedBatch
 from .export import WEIGHT_FORMATS, cached_ir, checkpoint_folder, export_openvino
 from .runtime import OpenVINODecoder, compile_ir
@@ -31,13 +33,13 @@ class OpenVINOBackend:
         weights: ``int8``, ``int4`` or ``fp32``, as exported.
     """
 
-    device = "cpu"
-    dtype = torch.float32  # activations; the weights are stored as ``weights`` says
-    compiled = False
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32  # activations; the weights are stored as ``weights`` says
+    compiled: bool = False
 
-    def __init__(self, ir: Path, config, weights: str = "int8"):
+    def __init__(self, ir: Path, config: Kosmos2ModelConfig, weights: str = "int8") -> None:
         self.ir = Path(ir)
-        self.weights = None if weights == "fp32" else weights
+        self.weights: str | None = None if weights == "fp32" else weights
         self._encoder, compiled_decoder = compile_ir(self.ir)
         text = config.text_config
         self.decoder = OpenVINODecoder(compiled_decoder, int(text.pad_token_id), int(text.embed_dim))
@@ -46,10 +48,17 @@ class OpenVINOBackend:
         """(B, 64, E) float32."""
         return np.concatenate([self._encoder(pixels)[0].copy() for pixels in pixel_chunks])
 
-    def decode(self, image_embeds, prompts, max_new_tokens, stop_ids, image_rows) -> DecodedBatch:
+    def decode(
+        self,
+        image_embeds: np.ndarray,
+        prompts: Sequence[EncodedPrompt],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        image_rows: Sequence[int],
+    ) -> DecodedBatch:
         return self.decoder.decode(image_embeds, prompts, max_new_tokens, stop_ids, image_rows)
 
-    def next_token_probs(self, image_embeds, prompts, row: int) -> torch.Tensor:
+    def next_token_probs(self, image_embeds: np.ndarray, prompts: Sequence[EncodedPrompt], row: int) -> torch.Tensor:
         return torch.from_numpy(self.decoder.next_token_probs(image_embeds, prompts, [row] * len(prompts)))
 
     def batch_sizes_to_record(self, max_batch_size: int) -> list[int]:

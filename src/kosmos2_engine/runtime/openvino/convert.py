@@ -9,6 +9,7 @@ import numpy as np
 import openvino as ov
 import torch
 
+from ...hf_types import Kosmos2Model
 from .graphs import DecoderGraph, ImageEncoderGraph
 
 DECODER_INPUTS = ("input_ids", "image_features", "image_mask", "position_ids", "attention_mask")
@@ -21,7 +22,7 @@ def _name_ports(ports, names) -> None:
 
 
 @torch.inference_mode()
-def convert_image_encoder(model) -> ov.Model:
+def convert_image_encoder(model: Kosmos2Model) -> ov.Model:
     """``pixel_values`` (B, 3, S, S) float32 -> ``image_embeds`` (B, 64, E), B dynamic."""
     side = int(model.config.vision_config.image_size)
     example = torch.zeros(2, 3, side, side)
@@ -39,7 +40,7 @@ def decoder_state_names(layers: int) -> dict[str, str]:
 
 
 @torch.inference_mode()
-def convert_decoder(model) -> ov.Model:
+def convert_decoder(model: Kosmos2Model) -> ov.Model:
     """The :class:`DecoderGraph` with every ``past_key_values.*`` input folded into OpenVINO
     state fed by the matching ``present.*`` output; a state starts empty, (B, heads, 0,
     head_dim) for the batch of the first call after a reset."""

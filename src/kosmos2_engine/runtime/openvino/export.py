@@ -151,7 +151,7 @@ def checkpoint_folder(checkpoint: str) -> Path:
     return Path(snapshot_download(checkpoint, local_files_only=True))
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a Kosmos-2 folder or hub id")
     parser.add_argument("--weights", choices=WEIGHT_FORMATS, default="int8")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ...hf_types import Kosmos2Model
 from ..torch.backend import image_embeddings
 from ..torch.decoder import last_logits, transformer_block
 
@@ -22,7 +23,7 @@ from ..torch.decoder import last_logits, transformer_block
 class ImageEncoderGraph(torch.nn.Module):
     """:func:`~kosmos2_engine.runtime.torch.backend.image_embeddings` as a module."""
 
-    def __init__(self, model):
+    def __init__(self, model: Kosmos2Model) -> None:
         super().__init__()
         self.model = model
 
@@ -46,7 +47,7 @@ class DecoderGraph(torch.nn.Module):
     itself (a pad query keeps a finite softmax).
     """
 
-    def __init__(self, model):
+    def __init__(self, model: Kosmos2Model) -> None:
         super().__init__()
         self.text = model.text_model.model
         self.lm_head = model.text_model.lm_head
@@ -54,7 +55,15 @@ class DecoderGraph(torch.nn.Module):
         self.heads = int(config.attention_heads)
         self.head_dim = int(config.embed_dim) // self.heads
 
-    def forward(self, input_ids, image_features, image_mask, position_ids, attention_mask, *past):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        image_features: torch.Tensor,
+        image_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         embeds = self.text.embed_tokens(input_ids)
         chosen = image_mask.unsqueeze(-1).to(embeds.dtype)
         embeds = embeds * (1 - chosen) + image_features.to(embeds.dtype) * chosen

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from ...devices import default_dtype
+from ...hf_types import Kosmos2Model
 from ...prompts import EncodedPrompt
 from ..protocol import DecodedBatch
 from .decoder import BATCH_BUCKETS, StaticDecoder
 
 
-def image_embeddings(model, pixels: torch.Tensor) -> torch.Tensor:
+def image_embeddings(model: Kosmos2Model, pixels: torch.Tensor) -> torch.Tensor:
     """Kosmos-2's image embeddings (B, 64, E) of ``pixels`` (B, 3, S, S): vision tower,
     post-layernorm, L2 normalisation, resampler projection."""
     hidden = model.vision_model(pixel_values=pixels)[0]
@@ -33,9 +34,9 @@ class TorchBackend:
             graphs; None means on CUDA only.
     """
 
-    weights = None
+    weights: str | None = None
 
-    def __init__(self, model, device: str = "cpu", compile_decoder: bool | None = None):
+    def __init__(self, model: Kosmos2Model, device: str = "cpu", compile_decoder: bool | None = None) -> None:
         self.model = model.to(device)
         self.device = device
         self.decoder = self._new_decoder(compile_decoder)
@@ -58,11 +59,18 @@ class TorchBackend:
             ]
         )
 
-    def decode(self, image_embeds, prompts, max_new_tokens, stop_ids, image_rows) -> DecodedBatch:
+    def decode(
+        self,
+        image_embeds: torch.Tensor,
+        prompts: Sequence[EncodedPrompt],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        image_rows: Sequence[int],
+    ) -> DecodedBatch:
         return self.decoder.decode(image_embeds, prompts, max_new_tokens, stop_ids, image_rows)
 
     @torch.inference_mode()
-    def next_token_probs(self, image_embeds, prompts: Sequence[EncodedPrompt], row: int) -> torch.Tensor:
+    def next_token_probs(self, image_embeds: torch.Tensor, prompts: Sequence[EncodedPrompt], row: int) -> torch.Tensor:
         """By a plain forward of the transformers model (ranking is two steps: no cache needed)."""
         embeds = image_embeds[row : row + 1]
         ids = torch.tensor([prompt.ids for prompt in prompts], dtype=torch.long, device=embeds.device)

@@ -21,11 +21,12 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ...hf_types import Kosmos2Model, Kosmos2Submodule
 from ...prompts import EncodedPrompt, common_prefix_len
 from ..protocol import DecodedBatch
 
@@ -60,7 +61,7 @@ class StaticDecoder:
             a handful of graphs serve every batch.
     """
 
-    def __init__(self, model, compile_step: bool = False):
+    def __init__(self, model: Kosmos2Model, compile_step: bool = False) -> None:
         self.text = model.text_model.model
         self.lm_head = model.text_model.lm_head
         config = model.config.text_config
@@ -236,7 +237,14 @@ class StaticDecoder:
         return last_logits(self.text, self.lm_head, self._blocks(hidden, keys, values, slots, mask))
 
 
-def transformer_block(block, hidden, heads: int, head_dim: int, keys_and_values, mask) -> torch.Tensor:
+def transformer_block(
+    block: Kosmos2Submodule,
+    hidden: torch.Tensor,
+    heads: int,
+    head_dim: int,
+    keys_and_values: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
     """One ``Kosmos2TextBlock`` on ``hidden`` (B, S, E): pre-norm self-attention with an inner
     layer norm, then the FFN. ``keys_and_values(keys, values)`` receives this step's keys and
     values (B, heads, S, head_dim), stores them (our decoder writes them into its static cache,
@@ -258,7 +266,7 @@ def transformer_block(block, hidden, heads: int, head_dim: int, keys_and_values,
     return hidden + block.ffn(block.final_layer_norm(hidden))
 
 
-def last_logits(text, lm_head, hidden: torch.Tensor) -> torch.Tensor:
+def last_logits(text: Kosmos2Submodule, lm_head: Kosmos2Submodule, hidden: torch.Tensor) -> torch.Tensor:
     """Logits (B, vocab) of the last position of ``hidden`` (B, S, E): final layer norm, ``lm_head``."""
     return lm_head(text.layer_norm(hidden[:, -1]))
 
