@@ -32,7 +32,8 @@ test-fast: venv
 ## serve: the app with its UI on http://127.0.0.1:8000 (PORT=...), not deployed until Serve or /deploy_from_api
 PORT ?= 8000
 serve: venv
-	$(PY) -m uvicorn main:model.app --app-dir src --host 127.0.0.1 --port $(PORT) --ws websockets
+	@echo "Kosmos-2 on http://127.0.0.1:$(PORT): importing torch and the SDK takes up to a minute before it answers. Ctrl+C stops it."
+	@$(PY) -m uvicorn main:model.app --app-dir src --host 127.0.0.1 --port $(PORT) --ws websockets
 
 ## samples: the README's sample images, samples/blue_square.png and samples/shapes.png
 samples: venv

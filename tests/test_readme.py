@@ -1,5 +1,6 @@
-"""The README is code: every fenced block in it is run, as a new user would run it, and what it
-prints must be what the README shows.
+"""The README and every page of ``docs/`` are code: every fenced block in them is run, as a new
+user would run it, and what it prints must be what the page shows. The pages run as one sequence,
+the README first and then ``PAGES`` in order, against the server the README starts.
 
 An HTML comment right before each fenced block says what it is:
 
@@ -12,7 +13,8 @@ An HTML comment right before each fenced block says what it is:
 * ``<!-- example: setup -->``: the set-up commands: each is a Makefile target, and CI runs them.
 * ``<!-- output -->``: what the example before it prints.
 * ``<!-- output: times vary -->``: the same, with decimal numbers (times, rates) not compared.
-* ``<!-- example: file-tree -->``: the source tree, which must list every module and no other.
+* ``<!-- example: file-tree -->``: the source tree (in ``docs/architecture.md``), which must list
+  every module and no other.
 
 The table of each task's request and response (marked ``<!-- example: task-table -->``) is
 checked row by row through ``Session``. A fenced block with no mark fails the test.
@@ -20,7 +22,7 @@ checked row by row through ``Session``. A fenced block with no mark fails the te
 The folders the README's examples write (``GENERATED``, all git-ignored) are removed first, so
 the examples run on what a fresh clone has, whatever an earlier run left there.
 
-``KOSMOS2_README_RECORD=1 pytest tests/test_readme.py`` rewrites the outputs and the table
+``KOSMOS2_README_RECORD=1 pytest tests/e2e/test_readme.py`` rewrites the outputs and the table
 from a run (for a change that is meant to change them); review the diff before committing.
 """
 
@@ -45,6 +47,13 @@ from tests.server_process import free_port, wait_until_alive
 pytestmark = pytest.mark.slow
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+# The order the pages run in (each may use what an earlier one made: samples, the deployed server).
+PAGES = [README] + [DOCS / name for name in (
+    "api.md", "tasks.md", "labelling.md", "evaluation.md", "openvino.md", "speed.md", "security.md",
+    "supervisely.md", "architecture.md", "testing.md", "troubleshooting.md",
+)]  # fmt: skip
+README_MAX_LINES = 300
 RECORD = os.environ.get("KOSMOS2_README_RECORD") == "1"
 README_URL = "http://127.0.0.1:8000"
 GENERATED = ("samples", "eval-samples", "predictions", "labels", "labels-cluster", "eval-report", "eval-report-server")
@@ -56,17 +65,37 @@ class Block:
     mark: str | None
     lang: str
     body: str
-    start: int  # offset of the body in the README
+    start: int  # offset of the body in its page
     end: int
+    page: Path = README
 
 
-def blocks(text: str) -> list[Block]:
-    return [Block(m["mark"], m["lang"], m["body"], m.start("body"), m.end("body")) for m in _BLOCK.finditer(text)]
+def blocks(text: str, page: Path = README) -> list[Block]:
+    return [Block(m["mark"], m["lang"], m["body"], m.start("body"), m.end("body"), page) for m in _BLOCK.finditer(text)]
+
+
+def all_blocks() -> list[Block]:
+    return [block for page in PAGES for block in blocks(page.read_text(), page)]
+
+
+def test_every_page_of_docs_is_run_and_the_readme_is_short():
+    assert sorted(DOCS.glob("*.md")) == sorted(PAGES[1:]), "add the new page to PAGES"
+    lines = README.read_text().count("\n")
+    assert lines <= README_MAX_LINES, f"the README has {lines} lines; move detail to docs/"
 
 
 def test_every_fenced_block_says_how_it_is_checked():
-    unmarked = [b.body.splitlines()[0] for b in blocks(README.read_text()) if b.mark is None]
-    assert unmarked == [], f"README blocks without a test mark: {unmarked}"
+    unmarked = [f"{b.page.name}: {b.body.splitlines()[0]}" for b in all_blocks() if b.mark is None]
+    assert unmarked == [], f"blocks without a test mark: {unmarked}"
+
+
+def test_every_relative_link_of_the_pages_leads_somewhere():
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            if not (page.parent / target).exists():
+                broken.append(f"{page.name}: {target}")
+    assert broken == []
 
 
 def test_the_setup_commands_are_make_targets_that_ci_runs():
@@ -78,16 +107,16 @@ def test_the_setup_commands_are_make_targets_that_ci_runs():
     assert re.search(r"^make lint$", ci, re.M) and re.search(r"^make test$", ci, re.M)
 
 
-def test_every_make_target_the_readme_names_exists():
+def test_every_make_target_the_pages_name_exists():
     targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
-    text = README.read_text()
-    code = "\n".join(re.findall(r"`([^`\n]+)`", text) + [b.body for b in blocks(text)])
+    text = "\n".join(page.read_text() for page in PAGES)
+    code = "\n".join(re.findall(r"`([^`\n]+)`", text) + [b.body for b in all_blocks()])
     named = set(re.findall(r"\bmake (?:-s )?([a-z][a-z-]+)", code))
     assert named - targets == set()
 
 
 def test_the_file_tree_lists_every_module_and_nothing_else():
-    [tree] = [b for b in blocks(README.read_text()) if b.mark == "example: file-tree"]
+    [tree] = [b for b in all_blocks() if b.mark == "example: file-tree"]
     listed, folders = set(), {}  # indentation -> the folder a line at that indentation is in
     for line in tree.body.splitlines():
         name, depth = line.split()[0], len(line) - len(line.lstrip())
@@ -114,7 +143,7 @@ def _run(block: Block, url: str, env: dict) -> str:
     command = [sys.executable, "-"] if block.lang == "python" else ["bash", "-euo", "pipefail", "-s"]
     result = subprocess.run(command, input=code, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, (
-        f"README example failed:\n{block.body}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        f"{block.page.name} example failed:\n{block.body}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     )
     return result.stdout
 
@@ -149,12 +178,12 @@ def _remove_generated() -> None:
         shutil.rmtree(REPO / name, ignore_errors=True)
 
 
-def test_every_example_runs_and_prints_what_the_readme_shows():
+def test_every_example_runs_and_prints_what_the_page_shows():
     text = README.read_text()
     _remove_generated()
     port = free_port()
     url, env = f"http://127.0.0.1:{port}", _environment(port)
-    found, server, replacements = blocks(text), None, []
+    found, server, replacements = all_blocks(), None, []
     try:
         for index, block in enumerate(found):
             if block.mark == "example: serves":
@@ -169,7 +198,7 @@ def test_every_example_runs_and_prints_what_the_readme_shows():
                     else:
                         shown, mask = following.body, following.mark == "output: times vary"
                         assert _masked(printed, mask) == _masked(shown, mask), (
-                            f"README example:\n{block.body}\nprinted:\n{printed}"
+                            f"{block.page.name} example:\n{block.body}\nprinted:\n{printed}"
                         )
         if RECORD:
             _check_task_table(text, url, replacements)
@@ -179,9 +208,12 @@ def test_every_example_runs_and_prints_what_the_readme_shows():
         if server is not None:
             _stop(server)
     if RECORD:
-        for block, new in sorted(replacements, key=lambda item: -item[0].start):
-            text = text[: block.start] + new + text[block.end :]
-        README.write_text(text)
+        for page in PAGES:
+            text = page.read_text()
+            mine = [item for item in replacements if item[0].page == page]
+            for block, new in sorted(mine, key=lambda item: -item[0].start):
+                text = text[: block.start] + new + text[block.end :]
+            page.write_text(text)
 
 
 TABLE_MARK = "<!-- example: task-table -->\n"
