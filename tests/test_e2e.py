@@ -263,3 +263,16 @@ def test_cli_predict_runs_a_task_from_settings(server, two_shape_files, tiny_che
         assert [tag["name"] for tag in written["tags"]] == ["answer"]
     written = json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text())
     assert written["tags"][0]["value"] == f"The {asked.shape} is {asked.colour}."
+
+
+def test_cli_predict_without_weights_says_why_in_one_line(two_shape_files, tmp_path):
+    folder = two_shape_files[0][0].parent
+    env = app_env(tmp_path, "/nonexistent/kosmos-2")
+    result = subprocess.run(
+        [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output", str(tmp_path / "out")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Kosmos-2 could not be deployed")]
+    assert "(HTTP 503)" in line and "KOSMOS2_CHECKPOINT" in line
