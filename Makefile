@@ -21,13 +21,13 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-## test: the whole suite, end-to-end tests included
+## test: the whole suite (unit, integration, e2e), on every core (pytest-xdist; a module's tests share a process)
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadscope
 
-## test-fast: everything but the end-to-end tests that start servers and CLIs
+## test-fast: the unit and integration tests (no servers, CLIs or Ray clusters, no long compiles or exports)
 test-fast: venv
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not e2e and not slow" -n auto --dist loadscope
 
 ## serve: the app with its UI on http://127.0.0.1:8000 (PORT=...), not deployed until Serve or /deploy_from_api
 PORT ?= 8000
@@ -64,7 +64,7 @@ bench: venv
 
 ## eval-samples: a labelled sample project (shapes, Supervisely format) in eval-samples/shapes-project
 eval-samples: venv
-	$(PY) -m tests.evaluation_cases eval-samples/shapes-project
+	$(PY) -m tests.support.evaluation_cases eval-samples/shapes-project
 
 ## evaluate: phrase grounding on a labelled project (PROJECT=folder|project:ID OUT=folder, ARGS= for more options)
 evaluate: venv

@@ -8,7 +8,7 @@ fits in 8 minutes:
 1. **stack**: python, torch, CUDA, the GPU, and transformers against ``requirements.txt``'s pin.
    A different transformers is reported; the README says how to carry the pinned wheel
    (``.whl/``, installed by ``make gpu-check`` when present).
-2. **gpu tests**: ``pytest --noconftest -m gpu tests/test_gpu.py`` (compiled CUDA graphs equal
+2. **gpu tests**: ``pytest --noconftest -m gpu tests/unit/test_gpu.py`` (compiled CUDA graphs equal
    eager; bf16 boxes within one bin of fp32; the idle freeze to CPU and back).
 3. **engine benchmark**: ``python -m bench.engine_bench --device cuda`` (batches 1 to 64,
    64-token captions, phrases, concurrent requests, decode bandwidth, peak memory).
@@ -98,7 +98,7 @@ def steps(dry_run: bool) -> dict[str, list[str]]:
         "--noconftest",
         "-m",
         "gpu",
-        "tests/test_gpu.py",
+        "tests/unit/test_gpu.py",
         "-q",
         "-p",
         "no:cacheprovider",

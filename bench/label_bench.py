@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
 
     import ray
 
-    from tests.labelling_cases import generated_images, write_folder
+    from tests.support.labelling_cases import generated_images, write_folder
     from tests.tiny_model.build import ensure_tiny_checkpoint
 
     checkpoint, cpus = str(ensure_tiny_checkpoint()), os.cpu_count() or 1

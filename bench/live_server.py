@@ -31,7 +31,7 @@ def deployed_server(
     stops it after."""
     from supervisely.nn.model.model_api import ModelAPI
 
-    from tests.server_process import app_env, free_port, server_command, start, stop
+    from tests.support.server_process import app_env, free_port, server_command, start, stop
     from tests.tiny_model.build import ensure_tiny_checkpoint
 
     port = free_port()

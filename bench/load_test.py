@@ -40,7 +40,7 @@ from supervisely.nn.model.model_api import ModelAPI
 
 from bench.live_server import deployed_server, server_arguments, write_result
 from bench.memory import status_mb
-from tests.helpers import canonical
+from tests.support.helpers import canonical
 
 MAX_PIXELS = 4_000_000
 MAX_RSS_GROWTH = 0.10

@@ -64,7 +64,7 @@ def server(src: Path, folder: Path, checkpoint: str, extra_env: dict | None = No
     """``uvicorn main:model.app --app-dir src`` from ``src``, deployed; yields its URL."""
     from supervisely.nn.model.model_api import ModelAPI
 
-    from tests.server_process import app_env, free_port, start, stop
+    from tests.support.server_process import app_env, free_port, start, stop
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

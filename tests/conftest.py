@@ -1,22 +1,52 @@
-"""Shared fixtures: the tiny trained checkpoint, an engine on it, and the app deployed on it."""
+"""Shared fixtures (the tiny trained checkpoint, an engine on it, the app deployed on it, a real
+server), and each test's kind from its folder: ``tests/unit`` (no app), ``tests/integration`` (the
+app in process, through ``TestClient``), ``tests/e2e`` (real servers, CLIs, Ray). Helpers shared by
+several kinds live in ``tests/support``."""
 
 from __future__ import annotations
 
 import shutil
+import sys
+import types
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from kosmos2_app import Kosmos2
-from kosmos2_engine import Kosmos2Engine
-from tests.app_harness import app_environment, client_for, deploy_on_cpu, infer_image
-from tests.helpers import SCENE_CASES, scene
-from tests.server_process import app_env, free_port, server_command, start, stop
-from tests.tiny_model.build import ensure_tiny_checkpoint
+# Under pytest-xdist the test process runs inside execnet's ``__channelexec__`` frame; importing
+# supervisely walks the stack and imports every frame's module by name, which that one is not.
+sys.modules.setdefault("__channelexec__", types.ModuleType("__channelexec__"))
+
+if TYPE_CHECKING:
+    from kosmos2_engine import Kosmos2Engine
+
+# The fixtures import what they need when first used: this file loads before anything else
+# (in each pytest-xdist process too), and supervisely alone takes seconds to import.
+KINDS = ("unit", "integration", "e2e")
+
+
+SLOW_FIXTURES = ("openvino_checkpoint",)  # a test that needs one of these is slow (an OpenVINO export)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its kind, the folder it is in (``-m "not e2e"`` and so on), and as
+    ``slow`` when it needs a fixture that takes long to make."""
+    tests = Path(__file__).parent
+    for item in items:
+        parts = Path(item.fspath).resolve().relative_to(tests).parts
+        kind = parts[0] if parts[0] in KINDS else None
+        if kind is None:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in tests/unit, tests/integration or tests/e2e")
+        item.add_marker(kind)
+        if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
+            item.add_marker("slow")
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> str:
     """Folder of the tiny trained Kosmos-2 (built on first use, then cached)."""
+    from tests.tiny_model.build import ensure_tiny_checkpoint
+
     return str(ensure_tiny_checkpoint())
 
 
@@ -35,12 +65,18 @@ def openvino_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
 
 @pytest.fixture(scope="session")
 def engine(tiny_checkpoint) -> Kosmos2Engine:
+    from kosmos2_engine import Kosmos2Engine
+
     return Kosmos2Engine.load(tiny_checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint):
     """A GUI-template app, deployed through /deploy_from_api as the model table's Serve does."""
+    from kosmos2_app import Kosmos2
+    from tests.support.app_harness import app_environment, client_for, deploy_on_cpu, infer_image
+    from tests.support.helpers import SCENE_CASES, scene
+
     with app_environment(tmp_path_factory.mktemp("app"), tiny_checkpoint):
         model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
         model.serve()
@@ -59,6 +95,8 @@ def live_server(tmp_path_factory, tiny_checkpoint):
     ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels."""
     import requests
     from supervisely.nn.model.model_api import ModelAPI
+
+    from tests.support.server_process import app_env, free_port, server_command, start, stop
 
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()

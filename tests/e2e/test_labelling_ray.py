@@ -1,0 +1,191 @@
+"""The labelling job on a real local Ray with the tiny model: every annotation is what the
+deployed server returns, settings are honoured, a killed actor and an interrupted driver lose
+nothing and write nothing twice, bad images are listed, and a Supervisely source is uploaded.
+
+One Ray cluster serves the module (started here, as ``ray.init()`` starts one); the command's
+runs in subprocesses join it through ``RAY_ADDRESS``, as a user joins a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kosmos2_jobs.labelling.job import LabelJob, run_job
+from tests.support import labelling_cases as cases
+from tests.support.app_harness import REPO
+
+IMAGES = cases.generated_images(40)
+ACTOR = "MapBatches(LabelImages)"
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 << 20, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def captions(served):
+    """The server's annotation of each of the 40 images, default settings (a grounded caption)."""
+    return cases.server_annotations(served[1], IMAGES, {})
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return cases.write_folder(tmp_path_factory.mktemp("in") / "scenes", IMAGES)
+
+
+def _job(source, out, checkpoint, **options) -> LabelJob:
+    options = {"actors": 2, "batch_size": 4, **options}
+    return LabelJob(str(source), Path(out), checkpoint=checkpoint, **options)
+
+
+def _command(source, out, checkpoint, address, *extra) -> subprocess.Popen:
+    env = {**os.environ, "RAY_ADDRESS": address, "KOSMOS2_CHECKPOINT": checkpoint}
+    argv = [sys.executable, "src/label.py", str(source), "--out", str(out), "--actors", "2", "--batch-size", "2"]
+    return subprocess.Popen([*argv, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def _wait_for_annotations(out: Path, count: int, process: subprocess.Popen, timeout: float = 180) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = len(list(out.glob("**/ann/*.json")))
+        if done >= count:
+            return done
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise TimeoutError(f"fewer than {count} annotations after {timeout} s")
+
+
+def _no_temporaries(out: Path) -> None:
+    assert [p.name for p in out.rglob("*") if p.name.endswith(".kosmos2-tmp")] == []
+
+
+def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
+    ray_address, captions, folder, tmp_path, tiny_checkpoint
+):
+    import supervisely as sly
+
+    summary = run_job(_job(folder, tmp_path / "out", tiny_checkpoint), progress=lambda m: None)
+    assert (summary["images"], summary["done"], summary["skipped"], summary["failed"]) == (40, 40, 0, 0)
+    assert cases.written_annotations(tmp_path / "out") == captions
+    project = sly.Project(str(tmp_path / "out"), sly.OpenMode.READ)  # the SDK reads it back
+    assert sorted(ds.name for ds in project.datasets) == ["scenes", "scenes/more"] and project.total_items == 40
+    used = {o["classTitle"] for ann in map(json.loads, captions.values()) for o in ann["objects"]}
+    assert {c.name for c in project.meta.obj_classes} == used
+    assert {t.name for t in project.meta.tag_metas} == {"confidence", "caption", "answer", "description"}
+
+    source = cases.write_project_folder(tmp_path / "project", IMAGES)
+    summary = run_job(_job(source, tmp_path / "out2", tiny_checkpoint), progress=lambda m: None)
+    assert summary["done"] == 40 and cases.written_annotations(tmp_path / "out2") == captions
+    assert {p.relative_to(tmp_path / "out2").parts[0] for p in (tmp_path / "out2").glob("**/ann")} == {"outer"}
+    assert len(list((tmp_path / "out2" / "outer" / "datasets" / "inner" / "ann").iterdir())) == 14
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"task": "phrase_grounding", "phrases": ["a red circle", "a blue square", "a green triangle"]},
+        {"task": "vqa", "question": "What colour is the circle?"},
+    ],
+)
+def test_grounding_and_vqa_settings_are_honoured(ray_address, served, tmp_path, tiny_checkpoint, settings):
+    images = IMAGES[:8]
+    source = cases.write_folder(tmp_path / "in", images)
+    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint, settings=settings), progress=lambda m: None)
+    assert summary["done"] == 8
+    written = cases.written_annotations(tmp_path / "out")
+    assert written == cases.server_annotations(served[1], images, settings)
+    anns = [json.loads(text) for text in written.values()]
+    if settings["task"] == "vqa":
+        assert all([t["name"] for t in ann["tags"]] == ["answer"] for ann in anns)
+    else:
+        assert {o["classTitle"] for ann in anns for o in ann["objects"]} <= set(settings["phrases"])
+
+
+def test_a_killed_actor_is_replaced_and_every_image_is_written_once(
+    ray_address, captions, folder, tmp_path, tiny_checkpoint
+):
+    out = tmp_path / "out"
+    process = _command(folder, out, tiny_checkpoint, ray_address)
+    done_at_kill = _wait_for_annotations(out, 4, process)
+    [victim, *_] = [p for p in psutil.process_iter(["cmdline"]) if ACTOR in " ".join(p.info["cmdline"] or [])]
+    victim.kill()
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert done_at_kill < 40 and "Labelled 40 of 40 images (0 done before, 0 failed)" in stdout
+    assert cases.written_annotations(out) == captions
+    _no_temporaries(out)
+    assert len(list(out.glob("**/ann/*.json"))) == len(list(out.glob("**/img/*.png"))) == 40
+
+
+def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
+    ray_address, captions, folder, tmp_path, tiny_checkpoint
+):
+    out = tmp_path / "out"
+    process = _command(folder, out, tiny_checkpoint, ray_address)
+    _wait_for_annotations(out, 6, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    interrupted = process.returncode == 130 and "run the same command again" in stderr
+    assert interrupted, (process.returncode, stdout, stderr[-3000:])
+    before = {p: p.stat().st_mtime_ns for p in out.glob("**/ann/*.json")}
+    assert 6 <= len(before) < 40
+    _no_temporaries(out)
+
+    rerun = _command(folder, out, tiny_checkpoint, ray_address)
+    stdout, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr[-3000:]
+    assert f"Labelled {40 - len(before)} of 40 images ({len(before)} done before, 0 failed)" in stdout
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in before.items())  # nothing redone
+    assert cases.written_annotations(out) == captions
+    summary = json.loads((out / "labelling-summary.json").read_text())
+    assert summary["skipped"] == len(before) and not summary["interrupted"]
+
+
+def test_bad_images_are_listed_with_their_reason_and_the_rest_labelled(
+    ray_address, captions, tmp_path, tiny_checkpoint
+):
+    images = IMAGES[:6]
+    source = cases.write_folder(tmp_path / "in", images, bad=True)
+    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint), progress=lambda m: None)
+    assert (summary["done"], summary["failed"]) == (6, 3)
+    failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
+    assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
+    assert all("could not be read" in f["reason"] for f in failures)
+    assert cases.written_annotations(tmp_path / "out") == {name: captions[name] for name, _ in images}
+
+
+def test_a_supervisely_project_is_labelled_and_uploaded_into_a_new_project(
+    ray_address, captions, tmp_path, tiny_checkpoint
+):
+    images = IMAGES[:10]
+    api = cases.fake_project(images, with_bad=True)
+    job = _job("project:1", tmp_path / "out", tiny_checkpoint, upload="create", api_factory=api)
+    summary = run_job(job, progress=lambda m: None)
+    assert (summary["done"], summary["failed"], summary["upload"]["uploaded"]) == (10, 2, 10)
+    reasons = {f["image"]: f["reason"] for f in json.loads("[" + ",".join(
+        Path(summary["failures_file"]).read_text().splitlines()) + "]")}  # fmt: skip
+    assert "path separator" in reasons["field/../escape.png"] and "could not be read" in reasons["field/truncated.png"]
+    target = summary["upload"]["project_id"]
+    uploaded = {api.images[i]["name"]: ann for i, ann in api.annotations.items()}
+    assert {name: captions[name] for name in uploaded} == {
+        name: cases.written_annotations(tmp_path / "out")[name] for name in uploaded
+    }
+    assert len(uploaded) == 10 and not list((tmp_path / "out").glob("**/img"))
+    assert all(api.datasets[api.images[i]["dataset"]]["project"] == target for i in api.annotations)

@@ -1,0 +1,174 @@
+"""The OpenVINO runtime on the tiny trained checkpoint: export, cache reuse and invalidation,
+fp32 IR token-identical to the torch engine on every task, int8 within one location bin."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kosmos2_engine import Kosmos2Engine, policy_from_settings
+from kosmos2_engine.grounding import GRID
+from kosmos2_engine.prompts import encode_prompt
+from kosmos2_engine.runtime.openvino.backend import load_openvino_engine
+from kosmos2_engine.runtime.openvino.export import cached_ir, export_openvino, ir_folder
+from kosmos2_engine.runtime.torch.decoder import StaticDecoder
+from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
+
+EVERY_TASK = [
+    {},
+    {"task": "detailed_caption"},
+    {"task": "phrase_grounding", "phrases": "circle. square. triangle"},
+    {"task": "referring_expression", "expression": "the red circle"},
+    {"task": "referring_expression", "expression": "the blue square", "top_k": 3},
+    {"task": "vqa", "question": "What colour is the circle?"},
+    {"task": "region_description", "regions": [[0, 0, 30, 30], [10, 5, 60, 40]]},
+    {"task": "custom", "prompt": "<grounding> An image of"},
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_copy(openvino_checkpoint):
+    """The tiny checkpoint with its int8 and fp32 IR beside it (exported once per session)."""
+    return openvino_checkpoint
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [scene(*case)[0] for case in SCENE_CASES] + [two_shapes(*case)[0] for case in TWO_SHAPE_CASES]
+
+
+@pytest.fixture(scope="module")
+def torch_engine(checkpoint_copy):
+    return Kosmos2Engine.load(str(checkpoint_copy))
+
+
+@pytest.fixture(scope="module")
+def ov_fp32(checkpoint_copy):
+    return load_openvino_engine(str(checkpoint_copy), "fp32")
+
+
+@pytest.fixture(scope="module")
+def ov_int8(checkpoint_copy):
+    return load_openvino_engine(str(checkpoint_copy), "int8")
+
+
+def test_the_fp32_ir_decodes_the_torch_decoders_tokens(torch_engine, ov_fp32, images):
+    prompts = [
+        encode_prompt(torch_engine.tokenizer, text)
+        for text in [
+            "<grounding>An image of",
+            "<grounding><phrase> the blue circle</phrase>",
+            "<grounding> Question: What colour is the square? Answer:",
+            "<grounding> Describe this image in detail:",
+        ]
+    ]
+    prompts = [prompts[i % len(prompts)] for i in range(len(images))]  # mixed lengths: left padding
+    stops = [torch_engine.tokenizer.eos_token_id]
+    expected = StaticDecoder(torch_engine.backend.model).decode(torch_engine.encode_images(images), prompts, 24, stops)
+    got = ov_fp32.backend.decoder.decode(ov_fp32.encode_images(images), prompts, 24, stops)
+    width = expected.tokens.shape[1]  # the torch loop checks stops every 8 steps, ours every step
+    assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist() and got.tokens.shape[1] <= width
+    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
+
+
+def test_prompts_sharing_an_image_run_its_prefix_once_and_decode_the_same(torch_engine, ov_fp32, images, monkeypatch):
+    texts = [
+        "<grounding><phrase> the circle</phrase>",
+        "<grounding><phrase> a square</phrase>",
+        "<grounding> Question: What colour is the triangle? Answer:",
+    ]
+    prompts = [encode_prompt(torch_engine.tokenizer, text) for text in texts] * 3
+    rows = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    stops = [torch_engine.tokenizer.eos_token_id]
+    expected = StaticDecoder(torch_engine.backend.model).decode(
+        torch_engine.encode_images(images[:3]), prompts, 16, stops, image_rows=rows
+    )
+    prefix_runs = []
+    shared = ov_fp32.backend.decoder._prefill_sharing_prefixes
+    monkeypatch.setattr(
+        ov_fp32.backend.decoder, "_prefill_sharing_prefixes", lambda *args: prefix_runs.append(args[2]) or shared(*args)
+    )
+    got = ov_fp32.backend.decoder.decode(ov_fp32.encode_images(images[:3]), prompts, 16, stops, image_rows=rows)
+    assert prefix_runs == [rows]
+    assert got.tokens.tolist() == expected.tokens[:, : got.tokens.shape[1]].tolist()
+    assert torch.allclose(torch.from_numpy(got.probs), expected.probs[:, : got.tokens.shape[1]], atol=1e-4)
+
+
+@pytest.mark.parametrize("settings", EVERY_TASK, ids=lambda s: s.get("task", "caption") + str(s.get("top_k", "")))
+def test_the_fp32_ir_gives_the_torch_engines_results_on_every_task(torch_engine, ov_fp32, images, settings):
+    policy = policy_from_settings(settings)
+    for expected, got in zip(torch_engine.run(images, policy), ov_fp32.run(images, policy)):
+        assert (got.task, got.text, got.descriptions) == (expected.task, expected.text, expected.descriptions)
+        assert [(b.name, b.xyxy) for b in got.boxes] == [(b.name, b.xyxy) for b in expected.boxes]
+        assert [b.score for b in got.boxes] == pytest.approx([b.score for b in expected.boxes], abs=1e-4)
+
+
+@pytest.mark.parametrize("settings", EVERY_TASK[:3] + EVERY_TASK[5:6], ids=lambda s: s.get("task", "caption"))
+def test_the_int8_ir_gives_the_same_phrases_and_boxes_within_one_bin(torch_engine, ov_int8, images, settings):
+    policy = policy_from_settings(settings)
+    for expected, got in zip(torch_engine.run(images, policy), ov_int8.run(images, policy)):
+        assert got.text == expected.text and [b.name for b in got.boxes] == [b.name for b in expected.boxes]
+        for box, reference in zip(got.boxes, expected.boxes):
+            assert max(abs(a - b) for a, b in zip(box.xyxy, reference.xyxy)) <= 1 / GRID + 1e-9
+
+
+@pytest.mark.slow
+def test_an_export_is_reused_and_a_changed_checkpoint_is_noticed(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_checkpoint, folder)
+    lines: list[str] = []
+    first = export_openvino(str(folder), "int8", progress=lines.append)
+    assert first == ir_folder(folder, "int8") and cached_ir(folder, "int8") == first
+    assert (first / "decoder.xml").is_file() and (first / "image_encoder.xml").is_file()
+    assert [line[:5] for line in lines[:4]] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    written = (first / "decoder.bin").stat().st_mtime_ns
+
+    lines.clear()
+    assert export_openvino(str(folder), "int8", progress=lines.append) == first
+    assert "reusing" in lines[0] and (first / "decoder.bin").stat().st_mtime_ns == written
+
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["layer_norm_eps"] = 1e-6  # a changed checkpoint
+    (folder / "config.json").write_text(json.dumps(config))
+    assert cached_ir(folder, "int8") is None
+    lines.clear()
+    export_openvino(str(folder), "int8", progress=lines.append)
+    assert lines[0].startswith("[1/4]") and cached_ir(folder, "int8") == first
+    assert cached_ir(folder, "int4") is None  # another weight format is another export
+
+
+def test_serving_the_ir_loads_no_torch_weights(checkpoint_copy, ov_int8, monkeypatch, images):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the OpenVINO engine must not load the torch model")
+
+    monkeypatch.setattr("transformers.Kosmos2ForConditionalGeneration.from_pretrained", refuse)
+    engine = load_openvino_engine(str(checkpoint_copy), "int8", export_if_missing=False)
+    policy = policy_from_settings({"max_new_tokens": 16})
+    assert engine.run(images[:2], policy) == ov_int8.run(images[:2], policy)
+
+
+def test_missing_ir_without_export_says_what_to_run(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_checkpoint, folder)
+    with pytest.raises(FileNotFoundError, match="kosmos2_engine.runtime.openvino.export"):
+        load_openvino_engine(str(folder), "int4", export_if_missing=False)
+    with pytest.raises(ValueError, match="int8"):
+        load_openvino_engine(str(folder), "int2")
+
+
+@pytest.mark.slow
+def test_the_export_command_says_what_to_do_when_weights_are_absent(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "kosmos2_engine.runtime.openvino.export", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
