@@ -89,10 +89,11 @@ def served(tmp_path_factory, tiny_checkpoint):
         yield model, client
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server(tmp_path_factory, tiny_checkpoint):
     """`uvicorn main:model.app --app-dir src` (what `make serve` runs) on 127.0.0.1, deployed with
-    ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels."""
+    ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels. One per test process:
+    the tests that use it only send requests."""
     import requests
     from supervisely.nn.model.model_api import ModelAPI
 

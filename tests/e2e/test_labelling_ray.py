@@ -107,7 +107,8 @@ def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
 def test_grounding_and_vqa_settings_are_honoured(ray_address, served, tmp_path, tiny_checkpoint, settings):
     images = IMAGES[:8]
     source = cases.write_folder(tmp_path / "in", images)
-    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint, settings=settings), progress=lambda m: None)
+    job = _job(source, tmp_path / "out", tiny_checkpoint, settings=settings, actors=1)  # 8 images: one actor is enough
+    summary = run_job(job, progress=lambda m: None)
     assert summary["done"] == 8
     written = cases.written_annotations(tmp_path / "out")
     assert written == cases.server_annotations(served[1], images, settings)
@@ -163,7 +164,7 @@ def test_bad_images_are_listed_with_their_reason_and_the_rest_labelled(
 ):
     images = IMAGES[:6]
     source = cases.write_folder(tmp_path / "in", images, bad=True)
-    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint), progress=lambda m: None)
+    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint, actors=1), progress=lambda m: None)
     assert (summary["done"], summary["failed"]) == (6, 3)
     failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
     assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
@@ -176,7 +177,7 @@ def test_a_supervisely_project_is_labelled_and_uploaded_into_a_new_project(
 ):
     images = IMAGES[:10]
     api = cases.fake_project(images, with_bad=True)
-    job = _job("project:1", tmp_path / "out", tiny_checkpoint, upload="create", api_factory=api)
+    job = _job("project:1", tmp_path / "out", tiny_checkpoint, upload="create", api_factory=api, actors=1)
     summary = run_job(job, progress=lambda m: None)
     assert (summary["done"], summary["failed"], summary["upload"]["uploaded"]) == (10, 2, 10)
     reasons = {f["image"]: f["reason"] for f in json.loads("[" + ",".join(

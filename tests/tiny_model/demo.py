@@ -1,4 +1,9 @@
-"""Write a few synthetic scenes (PNG) for ``make demo``: python -m tests.tiny_model.demo FOLDER."""
+"""Write a few synthetic scenes (PNG) for ``make demo``: python -m tests.tiny_model.demo FOLDER.
+
+Every scene holds a triangle (the demo asks "What colour is the triangle?" of each), and is
+enlarged ``SCALE`` times with nearest-neighbour pixels, so that the pictures ``--draw`` makes are
+large enough to read (the tiny model sees 64x64 whatever the size).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,29 @@ import random
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from .scenes import draw_scene, draw_two_shapes, random_size
+
+SCALE = 3
 
 
 def write_scenes(folder: Path, count: int = 6, seed: int = 2024) -> list[Path]:
-    """``count`` scenes, one shape and two shapes in turn, named by what they show."""
+    """``count`` scenes with a triangle, one shape and two shapes in turn, named by what they show."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    paths = []
-    for index in range(count):
-        if index % 2:
+    paths: list[Path] = []
+    while len(paths) < count:
+        if len(paths) % 2:
             image, shapes = draw_two_shapes(rng, *random_size(rng))
         else:
             image, shape = draw_scene(rng, *random_size(rng))
             shapes = (shape,)
+        if not any(s.shape == "triangle" for s in shapes):
+            continue
         names = "_".join(f"{s.colour}_{s.shape}" for s in shapes)
-        path = folder / f"scene_{index}_{names}.png"
-        image.save(path)
+        path = folder / f"scene_{len(paths)}_{names}.png"
+        image.resize((image.width * SCALE, image.height * SCALE), Image.NEAREST).save(path)
         paths.append(path)
     return paths
 
