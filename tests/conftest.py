@@ -42,6 +42,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("slow")
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadgroup`` (``make test``), the tests of one module go to one process, as with
+    ``loadscope`` (module fixtures are made once), and the tests marked ``xdist_group(NAME)`` all to
+    one process: the ``ray`` group (the labelling job's cluster, the docs' ``ray stop``, which stops
+    every Ray process of the machine) must never run beside itself."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling, LoadScopeScheduling
+
+    class ModulesAndGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):
+                return nodeid.split("@")[-1]
+            return LoadScopeScheduling._split_scope(self, nodeid)
+
+    return ModulesAndGroups(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> str:
     """Folder of the tiny trained Kosmos-2 (built on first use, then cached)."""

@@ -46,7 +46,7 @@ from .config import (
     max_image_pixels,
 )
 from .engines import backend_of, load_engine
-from .http.errors import register_error_handlers
+from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
@@ -133,7 +133,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             key = (checkpoint_override() or checkpoint, backend_of(model_info))
             options = ServingOptions.from_environment(device)
         except ValueError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+            raise bad_request(str(error)) from error
         if self._engine is not None and self._batcher is not None and self._engine_key == key:
             self._engine.max_batch_size = options.max_batch_size
             self._batcher.call(self._engine.to, device, options.compile_decoder)
@@ -165,7 +165,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         except CheckpointError as error:  # the message says what to set: give it to the caller
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(error)) from error
         except ValueError as error:  # a backend or device that cannot run here
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+            raise bad_request(str(error)) from error
         engine.max_batch_size = options.max_batch_size
         batcher = RequestBatcher(engine, observer=self.metrics.observe_run)
         try:
@@ -224,7 +224,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         try:
             return batcher.submit(images, policy)
         except SettingsError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+            raise bad_request(str(error)) from error
 
     def annotations_of(
         self, images: list[np.ndarray], results: list[TaskResult], settings: dict[str, Any]
@@ -263,7 +263,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         try:
             return app_files.settings_policy(settings)
         except SettingsError as error:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(error)) from error
+            raise bad_request(str(error)) from error
 
     def _wake_up(self) -> None:
         with self._waking:

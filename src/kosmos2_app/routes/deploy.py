@@ -21,13 +21,14 @@ import threading
 from dataclasses import dataclass
 
 import anyio
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from kosmos2_engine import available_devices, check_device, default_device
 
 from .. import sdk_seam as sdk
 from ..engines import backend_of, check_backend_device
+from ..http.errors import bad_request
 
 PRETRAINED = "Pretrained models"
 PYTORCH_RUNTIME = "PyTorch"
@@ -42,43 +43,45 @@ class DeployPlan:
     runtime: str
 
 
-def _bad(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=message)
-
-
 def plan_deploy(state, rows: list[dict]) -> DeployPlan:
     """Check a deploy request's state against the model table; ``HTTPException(400)`` naming
     the field and what is allowed."""
     if not isinstance(state, dict) or not isinstance(state.get("deploy_params"), dict):
-        raise _bad('deploy_params: required, an object such as {"model_source": "Pretrained models", "device": "cpu"}')
+        raise bad_request(
+            'deploy_params: required, an object such as {"model_source": "Pretrained models", "device": "cpu"}'
+        )
     params = state["deploy_params"]
     source = params.get("model_source", PRETRAINED)
     if source != PRETRAINED:
-        raise _bad(f"deploy_params.model_source: this app serves only its own models ('{PRETRAINED}'), got {source!r}")
+        raise bad_request(
+            f"deploy_params.model_source: this app serves only its own models ('{PRETRAINED}'), got {source!r}"
+        )
     names = {row["meta"]["model_name"].lower(): row for row in rows}
     name = state.get("model_name") or ((params.get("model_info") or {}).get("meta") or {}).get("model_name")
     row = names.get(name.lower()) if isinstance(name, str) else None
     if row is None:
-        raise _bad(f"model_name: must be one of {[r['meta']['model_name'] for r in rows]}, got {name!r}")
+        raise bad_request(f"model_name: must be one of {[r['meta']['model_name'] for r in rows]}, got {name!r}")
     files = params.get("model_files")
     if files and files != row["meta"]["model_files"]:
         listed = sorted({r["meta"]["model_files"]["checkpoint"] for r in rows})
-        raise _bad(
+        raise bad_request(
             f"model_files.checkpoint must be one of this app's models {listed}, got "
             f"{(files or {}).get('checkpoint') if isinstance(files, dict) else files!r}. To serve "
             "another folder or hub id, set KOSMOS2_CHECKPOINT on the server."
         )
     device = params.get("device") or default_device()
     if not isinstance(device, str):
-        raise _bad(f"deploy_params.device: expected a string such as 'cpu' or 'cuda:0', got {device!r}")
+        raise bad_request(f"deploy_params.device: expected a string such as 'cpu' or 'cuda:0', got {device!r}")
     try:
         check_backend_device(backend_of(row), device)
         check_device(device)
     except ValueError as error:
-        raise _bad(f"deploy_params.device: {error} This machine has: {', '.join(available_devices())}.") from None
+        raise bad_request(
+            f"deploy_params.device: {error} This machine has: {', '.join(available_devices())}."
+        ) from None
     runtime = params.get("runtime") or PYTORCH_RUNTIME
     if not isinstance(runtime, str) or runtime.lower() != PYTORCH_RUNTIME.lower():
-        raise _bad(
+        raise bad_request(
             f"deploy_params.runtime: must be '{PYTORCH_RUNTIME}' (the OpenVINO variants are rows "
             f"of the model table), got {runtime!r}"
         )

@@ -72,14 +72,10 @@ def make_runner(args):
 
     if args.server:
         return ServerRunner(args.server), f"the server at {args.server}"
-    device = args.device or _default_device()
+    from kosmos2_engine import default_device
+
+    device = args.device or default_device()
     return EngineRunner(*engine_choice(args.checkpoint, args.backend), device), f"the engine ({device})"
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def image_reader(max_pixels: int, api_factory=None):

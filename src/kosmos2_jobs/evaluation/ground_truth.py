@@ -17,9 +17,9 @@ import supervisely as sly
 
 from supervisely_io.sources import Item, local_items, remote_items
 
-AREA_SHAPES = frozenset({"rectangle", "polygon", "bitmap", "alpha_mask", "oriented_bbox"})
+from .coco_metrics import Box
 
-Box = tuple[int, int, int, int]
+AREA_SHAPES = frozenset({"rectangle", "polygon", "bitmap", "alpha_mask", "oriented_bbox"})
 
 
 @dataclass(frozen=True)
