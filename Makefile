@@ -23,11 +23,11 @@ lint: venv
 
 ## test: the whole suite (unit, integration, e2e), on every core (pytest-xdist: a module's tests, and the Ray tests, each in one process)
 test: venv
-	$(PY) -m pytest -n auto --dist loadgroup
+	$(PY) -m pytest -n auto --dist loadscope
 
 ## test-fast: the unit and integration tests (no servers, CLIs or Ray clusters, no long compiles or exports)
 test-fast: venv
-	$(PY) -m pytest -m "not e2e and not slow" -n auto --dist loadgroup
+	$(PY) -m pytest -m "not e2e and not slow" -n auto --dist loadscope
 
 ## serve: the app with its UI on http://127.0.0.1:8000 (PORT=...), not deployed until Serve or /deploy_from_api
 PORT ?= 8000

@@ -42,22 +42,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("slow")
 
 
+# Modules that start or stop Ray clusters: the labelling job's cluster, and the docs' ``ray stop``,
+# which stops every Ray process of the machine. They must never run beside each other.
+RAY_MODULES = ("tests/e2e/test_labelling_ray.py", "tests/e2e/test_readme.py")
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """With ``--dist loadgroup`` (``make test``), the tests of one module go to one process, as with
-    ``loadscope`` (module fixtures are made once), and the tests marked ``xdist_group(NAME)`` all to
-    one process: the ``ray`` group (the labelling job's cluster, the docs' ``ray stop``, which stops
-    every Ray process of the machine) must never run beside itself."""
-    if config.getvalue("dist") != "loadgroup":
+    """With pytest-xdist's ``--dist loadscope`` (``make test``), a module's tests go to one process
+    (module fixtures are made once), and so do all of ``RAY_MODULES``, one after the other."""
+    if config.getvalue("dist") != "loadscope":
         return None
-    from xdist.scheduler import LoadGroupScheduling, LoadScopeScheduling
+    from xdist.scheduler import LoadScopeScheduling
 
-    class ModulesAndGroups(LoadGroupScheduling):
+    class ModulesWithRayTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.rfind("@") > nodeid.rfind("]"):
-                return nodeid.split("@")[-1]
-            return LoadScopeScheduling._split_scope(self, nodeid)
+            module = nodeid.split("::", 1)[0]
+            return "ray" if module in RAY_MODULES else super()._split_scope(nodeid)
 
-    return ModulesAndGroups(config, log)
+    return ModulesWithRayTogether(config, log)
 
 
 @pytest.fixture(scope="session")

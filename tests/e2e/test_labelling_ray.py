@@ -23,7 +23,6 @@ from kosmos2_jobs.labelling.job import LabelJob, run_job
 from tests.support import labelling_cases as cases
 from tests.support.app_harness import REPO
 
-pytestmark = pytest.mark.xdist_group("ray")  # Ray clusters: never beside another (see tests/conftest.py)
 IMAGES = cases.generated_images(40)
 ACTOR = "MapBatches(LabelImages)"
 

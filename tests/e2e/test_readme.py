@@ -38,13 +38,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import supervisely as sly
 
 from tests.support.app_harness import REPO
 from tests.support.server_process import free_port, wait_until_alive
 
-pytestmark = pytest.mark.xdist_group("ray")  # Ray clusters: never beside another (see tests/conftest.py)
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 # The order the pages run in (each may use what an earlier one made: samples, the deployed server).
