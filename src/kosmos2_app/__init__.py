@@ -30,6 +30,7 @@ _LAZY = {
     "checkpoint_override": ".config",
     "max_image_pixels": ".config",
     "supervisely_env": ".config",
+    "ray_address": ".config",
     "team_id": ".config",
 }
 __all__ = list(_LAZY)

@@ -247,6 +247,11 @@ def supervisely_env() -> dict[str, str]:
     return {name: os.environ[name] for name in SUPERVISELY_ENV if os.environ.get(name)}
 
 
+def ray_address() -> str | None:
+    """Ray's own ``RAY_ADDRESS``: the cluster a labelling job joins; None for a new one here."""
+    return _text("RAY_ADDRESS") or None
+
+
 def team_id() -> int | None:
     """The SDK's ``TEAM_ID``: the team whose files an evaluation report is uploaded to."""
     value = _text("TEAM_ID")

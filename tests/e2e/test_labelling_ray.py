@@ -31,7 +31,7 @@ ACTOR = "MapBatches(LabelImages)"
 def ray_address():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 << 20, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=300 << 20, log_to_driver=False)
     try:
         yield ray.get_runtime_context().gcs_address
     finally:

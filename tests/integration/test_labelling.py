@@ -304,3 +304,20 @@ def test_a_ctrl_c_handler_someone_else_set_is_left_alone():
         assert not watch.requested
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_without_ray_address_a_new_local_cluster_is_started_never_a_leftover_one(monkeypatch):
+    """``ray.init()`` alone joins whatever ``/tmp/ray/ray_current_cluster`` names, and a cluster
+    stopped uncleanly leaves that file behind: the job would wait for a cluster that is gone."""
+    import ray
+
+    from kosmos2_jobs.labelling.job import connect_ray
+
+    asked = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **options: asked.append(options["address"]))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    connect_ray()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6390")
+    connect_ray()
+    assert asked == ["local", "127.0.0.1:6390"]

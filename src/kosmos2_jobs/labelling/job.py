@@ -181,11 +181,15 @@ def _meta(output: ProjectOutput):
 
 
 def connect_ray():
-    """Ray: the cluster of ``RAY_ADDRESS`` when set, else a new one on this machine."""
+    """Ray: the cluster of ``RAY_ADDRESS`` when set, else a new one on this machine (never one
+    that ``/tmp/ray/ray_current_cluster`` names: a cluster stopped uncleanly leaves it behind, and
+    joining it waits for a cluster that is gone)."""
     import ray
 
+    from kosmos2_app import ray_address
+
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+        ray.init(address=ray_address() or "local", include_dashboard=False, log_to_driver=True)
     return ray
 
 
