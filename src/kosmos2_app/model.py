@@ -121,12 +121,9 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         weights are then moved, not reloaded.
         """
         if runtime != RuntimeType.PYTORCH:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                detail=(
-                    f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' (the OpenVINO "
-                    "variants are rows of the model table)."
-                ),
+            raise bad_request(
+                f"Runtime '{runtime}' is not supported; use '{RuntimeType.PYTORCH}' (the OpenVINO "
+                "variants are rows of the model table)."
             )
         checkpoint = self._listed_checkpoint(model_files)
         try:
@@ -197,12 +194,9 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         listed = sorted({row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models})
         checkpoint = (model_files or {}).get("checkpoint")
         if not isinstance(checkpoint, str) or checkpoint not in listed:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST,
-                detail=(
-                    f"model_files.checkpoint must be one of this app's models {listed}, got "
-                    f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."
-                ),
+            raise bad_request(
+                f"model_files.checkpoint must be one of this app's models {listed}, got "
+                f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."
             )
         return checkpoint
 
@@ -294,20 +288,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
 
     def _require_annotations(self) -> AnnotationBuilder:
         if self.annotations is None:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
-            )
+            raise _not_deployed()
         return self.annotations
 
     def _require_batcher(self) -> RequestBatcher:
-        batcher = self._batcher
-        if batcher is None:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
-            )
-        return batcher
+        if self._batcher is None:
+            raise _not_deployed()
+        return self._batcher
 
     def api_from_request(self, request) -> sly.Api:
         """The SDK's API for a request, retrying a failed call twice instead of ten times (an
@@ -396,6 +383,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
+
+
+def _not_deployed() -> HTTPException:
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
+    )
 
 
 def _in_passing_thread(function, *args):

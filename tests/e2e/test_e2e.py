@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
 from kosmos2_app.results.predictions import class_colour
-from tests.support.app_harness import REPO, label_tlbr, rectangles
+from tests.support.app_harness import label_tlbr, rectangles
 from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
-from tests.support.server_process import app_env, free_port, start, stop
+from tests.support.server_process import app_env, cli_predict, free_port, start, stop
 
 MAX_PIXELS = 1_000_000  # live_server's KOSMOS2_MAX_IMAGE_PIXELS (tests/conftest.py): above every test scene
 
@@ -119,26 +118,8 @@ def test_bad_setting_is_a_400_and_the_server_keeps_serving(server, scene_files):
 
 def test_cli_predict_writes_the_annotation_the_server_gives(server, scene_files, tiny_checkpoint, tmp_path):
     folder = scene_files[0][0].parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "src/main.py",
-            "predict",
-            str(folder),
-            "--device",
-            "cpu",
-            "--output",
-            str(tmp_path / "out"),
-            "--settings",
-            "max_new_tokens=64",
-            "--draw",
-        ],
-        cwd=REPO,
-        env={**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_MAX_BATCH": "2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = {**app_env(tmp_path, tiny_checkpoint), "KOSMOS2_MAX_BATCH": "2"}
+    result = cli_predict(folder, tmp_path / "out", env, "--settings", "max_new_tokens=64", "--draw")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Kosmos-2: 100%" in result.stderr and f"{len(scene_files)}/{len(scene_files)}" in result.stderr  # progress
     client = session(server)
@@ -235,25 +216,9 @@ def test_a_bad_task_setting_is_a_400_through_the_session_and_the_server_keeps_se
 def test_cli_predict_runs_a_task_from_settings(server, two_shape_files, tiny_checkpoint, tmp_path):
     folder = two_shape_files[0][0].parent
     path, (asked, _) = two_shape_files[1]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "src/main.py",
-            "predict",
-            str(folder),
-            "--device",
-            "cpu",
-            "--output",
-            str(tmp_path / "out"),
-            "--settings",
-            "task=vqa",
-            f"question=What colour is the {asked.shape}?",
-        ],
-        cwd=REPO,
-        env=app_env(tmp_path, tiny_checkpoint),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    question = f"question=What colour is the {asked.shape}?"
+    result = cli_predict(
+        folder, tmp_path / "out", app_env(tmp_path, tiny_checkpoint), "--settings", "task=vqa", question
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for other, _ in two_shape_files:  # one annotation per image, each with an answer
@@ -266,10 +231,7 @@ def test_cli_predict_runs_a_task_from_settings(server, two_shape_files, tiny_che
 def test_cli_predict_without_weights_says_why_in_one_line(two_shape_files, tmp_path):
     folder = two_shape_files[0][0].parent
     env = app_env(tmp_path, "/nonexistent/kosmos-2")
-    result = subprocess.run(
-        [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output", str(tmp_path / "out")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = cli_predict(folder, tmp_path / "out", env)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("Kosmos-2 could not be deployed")]

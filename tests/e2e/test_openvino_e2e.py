@@ -4,16 +4,14 @@ CLI's ``--model``."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import requests
 from supervisely.nn.model.model_api import ModelAPI
 
 from tests.e2e.test_e2e import scene_files, session  # noqa: F401 - fixture and client helper
-from tests.support.app_harness import REPO, rectangles
+from tests.support.app_harness import rectangles
 from tests.support.helpers import tlbr_iou
-from tests.support.server_process import app_env, free_port, server_command, start, stop
+from tests.support.server_process import app_env, cli_predict, free_port, server_command, start, stop
 
 OPENVINO_INT8 = "Kosmos-2 OpenVINO int8"
 
@@ -39,25 +37,7 @@ def test_model_api_deploys_the_int8_row_on_the_real_server(tmp_path, openvino_ch
 
 def test_cli_predict_with_the_int8_row(tmp_path, openvino_checkpoint, scene_files):  # noqa: F811
     folder = scene_files[0][0].parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "src/main.py",
-            "predict",
-            str(folder),
-            "--model",
-            OPENVINO_INT8,
-            "--device",
-            "cpu",
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        cwd=REPO,
-        env=app_env(tmp_path, openvino_checkpoint),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = cli_predict(folder, tmp_path / "out", app_env(tmp_path, openvino_checkpoint), "--model", OPENVINO_INT8)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for path, drawn in scene_files:
         [rect] = rectangles(json.loads((tmp_path / "out" / folder.name / f"{path.name}.json").read_text()))

@@ -78,3 +78,10 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def cli_predict(folder: Path, out: Path, env: dict, *options: str) -> subprocess.CompletedProcess:
+    """``python src/main.py predict FOLDER --device cpu --output OUT [options]``, the SDK's CLI as a
+    user runs it; its completed process (text output captured)."""
+    argv = [sys.executable, "src/main.py", "predict", str(folder), "--device", "cpu", "--output", str(out), *options]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
