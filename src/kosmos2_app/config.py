@@ -18,13 +18,19 @@ variable                       meaning                                          
 ``KOSMOS2_COMPILE``            ``1`` / ``0``: compile the decode step with CUDA graphs        1 on GPU
 ``KOSMOS2_MAX_IMAGE_PIXELS``   most pixels (width x height) an image may have; larger ones    100000000
                                get a 400 before they are decoded
+``KOSMOS2_MAX_REQUEST_PIXELS`` most pixels summed over the images of one request; more     1000000000
+                               get a 413 before any is decoded
+``KOSMOS2_DECODE_BUDGET_PIXELS`` most pixels decoding at once across the server (each         the image
+                               image is squashed to the model's input as soon as it is        limit
+                               decoded); a request that waits over 30 s for its share
+                               gets a 503 with ``Retry-After``
 ``KOSMOS2_HOST`` / ``_PORT``   where a server this app starts itself listens                  127.0.0.1 / 8000
 ``KOSMOS2_API_KEY``            when set, every route but the health checks needs this key     unset
                                (HTTP Basic password, or ``Authorization: Bearer``)
 ``KOSMOS2_URL_ALLOWLIST``      hosts, ``host:port``, IPs or CIDRs that ``image_url`` may      none
                                reach although they are loopback, private or link-local
-``KOSMOS2_URL_TIMEOUT_S``      connect and read timeout of one ``image_url`` fetch; the      10
-                               whole fetch gets twice this
+``KOSMOS2_URL_TIMEOUT_S``      deadline of one whole ``image_url`` fetch (connecting,        10
+                               redirects, every read)
 ``KOSMOS2_URL_MAX_MB``         largest ``image_url`` body                                     50
 ``KOSMOS2_URL_CONCURRENCY``    ``image_url`` fetches in flight at once; more wait             4
 ``KOSMOS2_MAX_REQUEST_MB``     largest request body (uploads included); a larger one is a     256
@@ -49,6 +55,8 @@ MAX_BATCH_ENV = "KOSMOS2_MAX_BATCH"
 BATCH_WAIT_ENV = "KOSMOS2_BATCH_WAIT_MS"
 COMPILE_ENV = "KOSMOS2_COMPILE"
 MAX_IMAGE_PIXELS_ENV = "KOSMOS2_MAX_IMAGE_PIXELS"
+MAX_REQUEST_PIXELS_ENV = "KOSMOS2_MAX_REQUEST_PIXELS"
+DECODE_BUDGET_ENV = "KOSMOS2_DECODE_BUDGET_PIXELS"
 HOST_ENV = "KOSMOS2_HOST"
 PORT_ENV = "KOSMOS2_PORT"
 API_KEY_ENV = "KOSMOS2_API_KEY"
@@ -92,6 +100,27 @@ def max_image_pixels() -> int:
     """``KOSMOS2_MAX_IMAGE_PIXELS``: the most pixels an image may have (a small compressed file
     can decode to gigabytes; Kosmos-2 sees 224 x 224 anyway)."""
     return integer_from_environment(MAX_IMAGE_PIXELS_ENV, 100_000_000, 1, OPENCV_CEILING)
+
+
+@dataclass(frozen=True)
+class PixelLimits:
+    """What images may cost: per image, per request, and decoding at once across the server."""
+
+    per_image: int
+    per_request: int
+    decoding_at_once: int
+
+    @classmethod
+    def from_environment(cls) -> PixelLimits:
+        per_image = max_image_pixels()
+        per_request = integer_from_environment(MAX_REQUEST_PIXELS_ENV, 1_000_000_000, 1, 2**40)
+        budget = integer_from_environment(DECODE_BUDGET_ENV, per_image, 1, 2**40)
+        if budget < per_image:
+            raise ValueError(
+                f"{DECODE_BUDGET_ENV} ({budget}) must be at least {MAX_IMAGE_PIXELS_ENV} ({per_image}): "
+                "the largest image allowed must fit in it"
+            )
+        return cls(per_image, per_request, budget)
 
 
 def limit_opencv_decoding() -> int:
@@ -152,7 +181,7 @@ class UrlFetchPolicy:
     Attributes:
         allowlist: entries the operator allows although they are not public addresses: a host
             name (``minio.local``), ``host:port``, an IP, or a CIDR (``10.0.0.0/8``).
-        timeout_s: connect timeout and read timeout; a whole fetch may take twice this.
+        timeout_s: the deadline of one whole fetch (connecting, redirects, every read).
         max_bytes: largest body read; a larger one is refused.
         concurrency: fetches in flight at once; further ones wait for a slot.
     """

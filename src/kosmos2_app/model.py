@@ -26,10 +26,12 @@ from supervisely.nn.inference import ModelPrecision, RuntimeType
 
 from kosmos2_engine import (
     CheckpointError,
+    ImageInput,
     Kosmos2Engine,
     RequestBatcher,
     SettingsError,
     TaskResult,
+    size_of,
 )
 
 from . import app_files
@@ -42,8 +44,8 @@ from .config import (
     access_log,
     checkpoint_override,
     listen_address,
+    PixelLimits,
     max_body_bytes,
-    max_image_pixels,
 )
 from .engines import backend_of, load_engine
 from .http.errors import bad_request, register_error_handlers
@@ -54,6 +56,8 @@ from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
 from .results.annotations import AnnotationBuilder
 from .results.predictions import result_data, result_to_predictions
+from .pixel_budget import PixelBudget
+from .routes.decoding import ImageDecoder
 from .routes.deploy import DeployRoute
 from .routes.images import ImageRoutes
 from .routes.tasks import register_task_routes
@@ -82,7 +86,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._activity_noted = float("-inf")
         self._waking = threading.Lock()
         self.metrics = ServerMetrics()
-        self.max_image_pixels = max_image_pixels()
+        self.pixel_limits = PixelLimits.from_environment()
+        self.image_decoder = ImageDecoder(self.pixel_limits, PixelBudget(self.pixel_limits.decoding_at_once))
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
         for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
@@ -200,11 +205,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             )
         return checkpoint
 
-    def submit(self, images: list[np.ndarray], settings: dict[str, Any]) -> Future:
+    def submit(self, images: list[ImageInput], settings: dict[str, Any]) -> Future:
         """The one way into the engine, whatever the route (blocking: call it from a worker
         thread). Wakes a model the idle timer froze, restarts that timer, bounds what the SDK
         keeps of finished requests, then checks ``settings`` (over the defaults of
-        ``inference_settings.yaml``), crops each RGB uint8 (H, W, 3) image to its region of
+        ``inference_settings.yaml``), crops each image (RGB uint8 (H, W, 3), or already squashed
+        to the model's input by :mod:`.routes.decoding` when there is no region) to its region of
         interest if one is asked for, and queues them on the batcher, where concurrent
         requests share model passes. Returns the future of their
         :class:`~kosmos2_engine.TaskResult` list; bad settings are a 400 at once."""
@@ -220,8 +226,15 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         except SettingsError as error:
             raise bad_request(str(error)) from error
 
+    def model_input_side(self, settings: dict[str, Any]) -> int | None:
+        """The side of the model's square input, to which decoded images are squashed at once;
+        None when ``settings`` ask for a region of interest (it is cut from the whole image)."""
+        if any(settings.get(name) is not None for name in ROI_SETTINGS):
+            return None
+        return self._require_batcher().engine.image_size
+
     def annotations_of(
-        self, images: list[np.ndarray], results: list[TaskResult], settings: dict[str, Any]
+        self, images: list[ImageInput], results: list[TaskResult], settings: dict[str, Any]
     ) -> list[sly.Annotation]:
         """The annotation of each whole image from its result (boxes of a region of interest
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
@@ -229,12 +242,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         crops: list[Crop | None] = [None] * len(images) if found is None else list(found)
         classes = settings.get("classes")
         builder = self._require_annotations()
+        sizes = [size_of(image) for image in images]
         return [
-            builder.annotation_of(result, image.shape[0], image.shape[1], classes, crop)
-            for image, result, crop in zip(images, results, crops)
+            builder.annotation_of(result, height, width, classes, crop)
+            for (width, height), result, crop in zip(sizes, results, crops)
         ]
 
-    def infer(self, images: list[np.ndarray], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
+    def infer(self, images: list[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
         """:meth:`submit`, waited for: each image's annotation and the result it was built from."""
         results = self.submit(images, settings).result()
         return list(zip(self.annotations_of(images, results, settings), results))
@@ -355,7 +369,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         image_routes = ImageRoutes(self, ImageFetcher(self.fetch_policy))
         image_routes.register(server)
         DeployRoute(self).register(server)
-        register_error_handlers(server, self.max_image_pixels)
+        register_error_handlers(server, self.pixel_limits.per_image)
         self.metrics.know_routes({getattr(route, "path", "") for route in server.router.routes} | {"/metrics"})
         server.add_middleware(
             FrontDoor,

@@ -32,7 +32,7 @@ from .grounding import (
     parse_grounded_pieces,
     patch_indices_to_box,
 )
-from .imaging import ImageInput, parallel_map, to_rgb
+from .imaging import ImageInput, SizedImage, parallel_map, shrink, size_of, to_rgb
 from .outputs import Generation, NamedBox, TaskResult
 from .prompts import CAPTION_PROMPT
 from .runtime.protocol import Backend, DecodedBatch
@@ -64,6 +64,9 @@ __all__ = [
     "GroundedPhrase",
     "GroundedText",
     "ImageInput",
+    "SizedImage",
+    "shrink",
+    "size_of",
     "Kosmos2Engine",
     "NamedBox",
     "PreparedRun",

@@ -1,8 +1,9 @@
 """Images in: the inputs the engine takes, their sizes, RGB conversion, and a shared thread pool
 for per-image work that releases the GIL (decoding, resizing).
 
-An image is an ``np.ndarray`` (H, W[, 1|3|4]) uint8 or a PIL image of any mode; sizes are
-``(width, height)`` in pixels.
+An image is an ``np.ndarray`` (H, W[, 1|3|4]) uint8, a PIL image of any mode, or a
+:class:`SizedImage` (already squashed to the model's input, standing for a larger one); sizes
+are ``(width, height)`` in pixels.
 """
 
 from __future__ import annotations
@@ -11,12 +12,40 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-ImageInput = np.ndarray | Image.Image
+
+@dataclass(frozen=True)
+class SizedImage:
+    """An image already squashed to the model's square input, standing for the original.
+
+    Attributes:
+        pixels: RGB PIL image of S x S pixels (S: the model's image size, 224 for Kosmos-2).
+        size: ``(width, height)`` of the original in pixels; boxes come back in its pixels.
+    """
+
+    pixels: Image.Image
+    size: tuple[int, int]
+
+
+ImageInput = np.ndarray | Image.Image | SizedImage
+
+
+def shrink(image: ImageInput, side: int) -> SizedImage:
+    """``image`` squashed to ``side`` x ``side`` RGB exactly as the model's image processor
+    squashes it (transparency onto white, then Pillow's bicubic resize), keeping its size: the
+    full-size pixels can be dropped at once, and :meth:`Kosmos2Engine.preprocess` gives the
+    same ``pixel_values`` for the result as for ``image``."""
+    if isinstance(image, SizedImage):
+        return image
+    size = size_of(image)
+    rgb = to_rgb(image)
+    return SizedImage(rgb if rgb.size == (side, side) else rgb.resize((side, side), Image.Resampling.BICUBIC), size)
+
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -43,14 +72,16 @@ def split_evenly(items: list, parts: int) -> list[list]:
 
 
 def size_of(image: ImageInput) -> tuple[int, int]:
-    """(width, height) of an (H, W, C) array or a PIL image."""
+    """(width, height) of an (H, W, C) array, a PIL image, or the original of a :class:`SizedImage`."""
     return (image.shape[1], image.shape[0]) if isinstance(image, np.ndarray) else image.size
 
 
 def to_rgb(image: ImageInput) -> Image.Image:
     """An RGB PIL image of an array (H, W[, 1|3|4]) uint8 or a PIL image of any mode, any
     transparency composited onto white, as transformers' ``convert_to_rgb`` does (its blend
-    for arrays, Pillow's ``alpha_composite`` for images)."""
+    for arrays, Pillow's ``alpha_composite`` for images); a :class:`SizedImage`'s own pixels."""
+    if isinstance(image, SizedImage):
+        return image.pixels
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[2] == 4:
             alpha = image[..., 3:4] / 255

@@ -59,7 +59,14 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise ImageDecodeError(BAD_IMAGE_MESSAGE)
     if decoded.shape[0] * decoded.shape[1] > max_pixels:
         raise ImageDecodeError(too_large_message(max_pixels), too_large=True)
-    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=decoded)  # in place: no second full-size copy
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width x height from the image's header, without decoding it; None when Pillow cannot
+    read the header (OpenCV may still decode it)."""
+    size, _ = _header(data)
+    return None if size is None else size[0] * size[1]
 
 
 def _header(data: bytes) -> tuple[tuple[int, int] | None, bool]:

@@ -3,6 +3,7 @@ data, the extra routes, and 400s that name the field."""
 
 from __future__ import annotations
 
+import dataclasses
 import base64
 from types import SimpleNamespace
 
@@ -193,12 +194,13 @@ def test_routes_refuse_bad_images_with_400(served, route, state, message):
 def test_routes_refuse_an_image_over_the_pixel_limit_before_decoding_it(served, monkeypatch):
     model, client = served
     image, _ = two_shapes(*TWO_SHAPE_CASES[0])
-    monkeypatch.setattr(model, "max_image_pixels", image.shape[0] * image.shape[1] - 1)
+    pixels = image.shape[0] * image.shape[1]
+    monkeypatch.setattr(model.image_decoder, "limits", dataclasses.replace(model.pixel_limits, per_image=pixels - 1))
     response = post_state(client, "/visual_question_answering", image_base64=encoded(image), question="Why?")
     assert response.status_code == 400, response.text
-    assert f"more than {model.max_image_pixels} pixels" in response.json()["message"]
+    assert f"more than {pixels - 1} pixels" in response.json()["message"]
     assert "KOSMOS2_MAX_IMAGE_PIXELS" in response.json()["message"]
-    monkeypatch.setattr(model, "max_image_pixels", image.shape[0] * image.shape[1])
+    monkeypatch.setattr(model.image_decoder, "limits", dataclasses.replace(model.pixel_limits, per_image=pixels))
     response = post_state(client, "/visual_question_answering", image_base64=encoded(image), question="Why?")
     assert response.status_code == 200, response.text
 

@@ -4,11 +4,14 @@ with a key, deploy planning, and the SDK seam. The same attacks against the real
 
 from __future__ import annotations
 
+import contextlib
 import base64
 import http.server
 import logging
 import threading
+import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 from supervisely.nn.inference import Inference
@@ -79,6 +82,16 @@ def loopback_site():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             seen.append(self.path)
+            if self.path == "/trickle":  # a byte every 0.3 s: no single read ever times out
+                self.send_response(200)
+                self.send_header("content-length", "100")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    for _ in range(100):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.3)
+                return
             if self.path == "/redirect":
                 self.send_response(302)
                 self.send_header("location", "/a.png")
@@ -100,24 +113,30 @@ def loopback_site():
 
 
 @pytest.mark.parametrize(
-    "url,kind",
+    "url",
     [
-        ("http://127.0.0.1:{port}/a.png", "loopback"),
-        ("http://localhost:{port}/a.png", "loopback"),
-        ("http://[::1]:{port}/a.png", "loopback"),
-        ("http://169.254.169.254/latest/meta-data/", "link-local"),
-        ("http://10.1.2.3/x.png", "private"),
-        ("http://192.168.0.1/x.png", "private"),
-        ("http://[::ffff:127.0.0.1]:{port}/a.png", "loopback"),
-        ("http://0.0.0.0:{port}/a.png", "private"),
+        "http://127.0.0.1:{port}/a.png",
+        "http://localhost:{port}/a.png",
+        "http://[::1]:{port}/a.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/x.png",
+        "http://192.168.0.1/x.png",
+        "http://[::ffff:127.0.0.1]:{port}/a.png",
+        "http://0.0.0.0:{port}/a.png",
+        "http://[2002:7f00:1::]:{port}/a.png",  # 6to4 of 127.0.0.1
+        "http://[64:ff9b::7f00:1]:{port}/a.png",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b::a01:203]/x.png",  # NAT64 of 10.1.2.3
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fefe]/x.png",  # Teredo, client 127.0.1.1
     ],
 )
-def test_non_public_addresses_are_refused_before_any_connection(loopback_site, url, kind):
+def test_non_public_addresses_are_refused_before_any_connection_and_not_named(loopback_site, url):
     port, seen = loopback_site
     before = len(seen)
-    with pytest.raises(FetchRefused, match=f"a {kind} address") as refused:
+    with pytest.raises(FetchRefused, match="is not a public address") as refused:
         ImageFetcher(UrlFetchPolicy()).fetch(url.format(port=port))
     assert refused.value.status == 400 and len(seen) == before
+    host = urlsplit(url.format(port=port)).hostname  # what the client sent, never what it resolves to
+    assert str(refused.value).startswith(f"image_url: '{host}' is not a public address;"), str(refused.value)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://x/", "http:///a", ""])
@@ -133,7 +152,7 @@ def test_the_connected_socket_is_checked_too(loopback_site, monkeypatch):
     fetcher = ImageFetcher(UrlFetchPolicy())
     monkeypatch.setattr(fetcher, "_check_url", lambda url: None)  # the first check is fooled
     before = len(seen)
-    with pytest.raises(FetchRefused, match="loopback"):
+    with pytest.raises(FetchRefused, match="not a public address"):
         fetcher.fetch(f"http://127.0.0.1:{port}/a.png")
     assert len(seen) == before
 
@@ -151,10 +170,19 @@ def test_an_allowed_host_is_fetched_with_redirects_status_and_size_checked(loopb
         fetcher.fetch(f"http://127.0.0.1:{port}/big")
     assert big.value.status == 413
     other_port = ImageFetcher(UrlFetchPolicy(allowlist=("127.0.0.1:1",)))
-    with pytest.raises(FetchRefused, match="loopback"):
+    with pytest.raises(FetchRefused, match="not a public address"):
         other_port.fetch(f"http://127.0.0.1:{port}/a.png")
     cidr = ImageFetcher(UrlFetchPolicy(allowlist=("127.0.0.0/8",)))
     assert cidr.fetch(f"http://localhost:{port}/a.png") == b"hello"
+
+
+def test_a_trickling_host_is_cut_off_at_the_deadline_of_the_whole_fetch(loopback_site):
+    port, _ = loopback_site
+    fetcher = ImageFetcher(UrlFetchPolicy(allowlist=(f"127.0.0.1:{port}",), timeout_s=1.0))
+    started = time.monotonic()
+    with pytest.raises(FetchRefused, match=r"did not send the image within 1 s \(KOSMOS2_URL_TIMEOUT_S\)"):
+        fetcher.fetch(f"http://127.0.0.1:{port}/trickle")
+    assert time.monotonic() - started < 1.6
 
 
 @pytest.mark.parametrize("entry", ["http://x/", "a b", "host:port"])
@@ -217,7 +245,9 @@ def test_without_a_key_control_routes_are_for_loopback_callers_and_shutdown_for_
     widgets = {"/ButtonAutoIdX/button_clicked_cb"}
     local = _guarded(AccessPolicy(), widgets)
     assert local.post("/sly/shutdown").status_code == 403
-    assert local.post("/deploy_from_api", json={}).status_code == 200  # the test client is local
+    assert (
+        local.post("/deploy_from_api", json={"state": {"deploy_params": {}}}).status_code == 200
+    )  # the test client is local
     from starlette.testclient import TestClient
 
     remote = TestClient(local.app, client=("10.0.0.7", 5000))
@@ -225,7 +255,9 @@ def test_without_a_key_control_routes_are_for_loopback_callers_and_shutdown_for_
         assert remote.post(path, json={}).status_code == 403, path
     assert remote.post("/get_session_info", json={}).status_code == 200
     platform = TestClient(_guarded(AccessPolicy(production=True), widgets).app, client=("10.0.0.7", 5000))
-    assert platform.post("/deploy_from_api", json={}).status_code == 200  # through the platform's proxy
+    assert (
+        platform.post("/deploy_from_api", json={"state": {"deploy_params": {}}}).status_code == 200
+    )  # through the platform's proxy
 
 
 @pytest.mark.parametrize(

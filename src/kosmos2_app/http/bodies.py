@@ -8,22 +8,34 @@
    configured Supervisely instance: the SDK would otherwise send the request's token to any
    address. A body without a content type is read as JSON. Requests to API routes are marked
    ``outside_request``, so that the SDK does not merge their state into the page's global GUI
-   state. A GET's JSON content type (a browser's) means no body, and is dropped.
+   state, and their ``state`` must have the shape of :mod:`.state_schema`. A GET's JSON content
+   type (a browser's) means no body, and is dropped.
+4. JSON is parsed with bounds (:func:`parse_json`): at most :data:`MAX_JSON_CONTAINERS` arrays
+   and objects (counted in C before parsing, so that a body of millions of empty lists costs
+   nothing) and :data:`MAX_JSON_DEPTH` levels; a body over :data:`INLINE_PARSE_BYTES` is parsed
+   in a worker thread, never on the event loop.
+5. Health checks (``/is_ready`` …) never read a body: whatever was sent, the SDK's handler sees
+   an empty state.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
 
 from ..config import normalise_server_address
-from .errors import send_error
+from .access import HEALTH_PATHS
+from .errors import BodyTooLarge, send_error
+from .state_schema import StateError, check_state
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class BodyTooLarge(Exception):
-    """The body grew past the cap while it was read."""
+MAX_JSON_CONTAINERS = 100_000
+MAX_JSON_DEPTH = 64
+INLINE_PARSE_BYTES = 64 << 10
+EMPTY_STATE = b'{"state": {}, "context": {}}'
 
 
 class BodyGate:
@@ -55,6 +67,10 @@ class BodyGate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] in HEALTH_PATHS:
+            body = EMPTY_STATE if scope["method"] in BODY_METHODS else b""
+            await self.app(_with_body_headers(scope, body), _replay(body, receive), send)
+            return
         if _declared_length(scope) > self.max_body_bytes:
             await send_error(send, 413, self._too_large())
             return
@@ -69,7 +85,7 @@ class BodyGate:
             await self.app(scope, self._capped(receive), send)
 
     def _too_large(self) -> str:
-        return f"The request body is over {self.max_body_bytes} bytes."
+        return too_large_message(self.max_body_bytes)
 
     async def _with_checked_json(self, scope, receive, send) -> None:
         try:
@@ -78,23 +94,18 @@ class BodyGate:
             await send_error(send, 413, self._too_large())
             return
         try:
-            body = self.checked_json(scope["path"], body)
+            if len(body) > INLINE_PARSE_BYTES:
+                body = await anyio.to_thread.run_sync(self.checked_json, scope["path"], body)
+            else:
+                body = self.checked_json(scope["path"], body)
         except ValueError as error:
             await send_error(send, 400, str(error))
             return
-        headers = [(k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length")]
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await self.app({**scope, "headers": headers}, _replay(body, receive), send)
+        await self.app(_with_body_headers(scope, body), _replay(body, receive), send)
 
     def checked_json(self, path: str, body: bytes) -> bytes:
         """The body to pass on, as JSON bytes; ``ValueError`` saying what is wrong."""
-        if not body.strip():
-            content = {}
-        else:
-            try:
-                content = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as error:
-                raise ValueError(f"The request body is not UTF-8 JSON: {error}") from None
+        content = parse_json(body, "The request body") if body.strip() else {}
         if not isinstance(content, dict):
             raise ValueError(
                 'The request body must be a JSON object such as {"state": {...}}, '
@@ -109,6 +120,7 @@ class BodyGate:
             self._check_server_address(where, holder.get("server_address"))
         if not (path.startswith("/sly/") or self.is_widget_callback(path)):
             content["context"]["outside_request"] = True  # not the page's own state
+            check_state(path, content["state"])
         return json.dumps(content).encode()
 
     def _check_server_address(self, where: str, address) -> None:
@@ -121,8 +133,8 @@ class BodyGate:
             )
 
     def _capped(self, receive):
-        """``receive`` that answers a body over the cap with a disconnect (the app then fails
-        the request) after the limit is passed."""
+        """``receive`` that raises :class:`BodyTooLarge` once the body passes the cap (the
+        routes answer it with a 413: :func:`~.errors.register_error_handlers`)."""
         seen = 0
 
         async def capped():
@@ -131,10 +143,57 @@ class BodyGate:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    return {"type": "http.disconnect"}
+                    raise BodyTooLarge(too_large_message(self.max_body_bytes))
             return message
 
         return capped
+
+
+def too_large_message(limit: int) -> str:
+    return f"The request body is over {limit} bytes (KOSMOS2_MAX_REQUEST_MB on the server)."
+
+
+def parse_json(data: bytes | str, what: str) -> Any:
+    """``data`` parsed as JSON within :data:`MAX_JSON_CONTAINERS` and :data:`MAX_JSON_DEPTH`;
+    ``ValueError`` saying what is wrong (``what`` names the part: "The request body",
+    "settings"). Costs at most a bounded number of Python objects, whatever ``data`` holds."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    containers = raw.count(b"[") + raw.count(b"{")  # an upper bound: brackets in strings count too
+    if containers > MAX_JSON_CONTAINERS:
+        raise ValueError(f"{what} holds more than {MAX_JSON_CONTAINERS} JSON arrays and objects.")
+    try:
+        content = json.loads(raw.decode("utf-8") if isinstance(data, bytes) else data)
+    except RecursionError:
+        raise ValueError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep.") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{what} is not UTF-8 JSON: {error}") from None
+    if _depth_exceeds(content, MAX_JSON_DEPTH):
+        raise ValueError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep.")
+    return content
+
+
+def _depth_exceeds(content: Any, limit: int) -> bool:
+    """Whether ``content`` nests arrays and objects more than ``limit`` levels deep (iterative)."""
+    stack = [(content, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def _with_body_headers(scope, body: bytes) -> dict:
+    """``scope`` with the headers of ``body`` (JSON) instead of the client's; none for no body."""
+    headers = [
+        (k, v) for k, v in scope["headers"] if k not in (b"content-type", b"content-length", b"transfer-encoding")
+    ]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {**scope, "headers": headers}
 
 
 async def read_body(receive, limit: int) -> bytes:

@@ -16,6 +16,7 @@ instance's own answer is not passed on.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -29,14 +30,18 @@ from supervisely_io.images import BAD_IMAGE_MESSAGE, too_large_message
 INTERNAL_ERROR = "Internal server error; the server's log says what failed."
 
 
+class BodyTooLarge(Exception):
+    """The request body grew past the server's cap while a route read it (a 413)."""
+
+
 def error_content(message: str) -> dict[str, Any]:
     """The SDK's error shape: ``{"detail", "message", "success": false}``."""
     return {"detail": message, "message": message, "success": False}
 
 
-def error_response(code: int, message: str) -> JSONResponse:
-    """An error response of status ``code`` in the SDK's shape."""
-    return JSONResponse(status_code=code, content=error_content(message))
+def error_response(code: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error response of status ``code`` in the SDK's shape (with ``headers``, e.g. ``Retry-After``)."""
+    return JSONResponse(status_code=code, content=error_content(message), headers=dict(headers or {}))
 
 
 def bad_request(message: str) -> HTTPException:
@@ -70,6 +75,7 @@ def register_error_handlers(server, max_pixels: int) -> None:
 
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)
+    server.add_exception_handler(BodyTooLarge, lambda request, error: error_response(413, str(error)))
     server.add_exception_handler(requests.RequestException, supervisely_call_failed)
 
 

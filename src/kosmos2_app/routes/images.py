@@ -5,8 +5,9 @@ into its cache under the client's filename (so ``/tmp/x.py`` or ``../../`` names
 and two clients sending ``image.png`` got each other's answers), and ``/inference_image_url``
 fetched any URL with no timeout into a cache path made of the URL. Here:
 
-* uploads are read and decoded in memory (:func:`supervisely_io.images.decode_image`), per request;
-  no filename is ever used, so results belong to their request by construction;
+* uploads are read and decoded in memory, per request, within the pixel limits and squashed to
+  the model's input at once (:mod:`.decoding`); no filename is ever used, so results belong to
+  their request by construction;
 * ``image_url`` is fetched by :class:`~.url_fetch.ImageFetcher` (public addresses only unless
   allowed, timeouts, size cap), with at most ``concurrency`` fetches in flight: others wait in
   the event loop, holding no thread, so slow URLs cannot starve inference;
@@ -26,7 +27,6 @@ JSON in ``state`` or ``settings`` (e.g. ``{"settings": {"max_new_tokens": 32}}``
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,12 +35,11 @@ import anyio
 from fastapi import HTTPException, Request, status
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
-
-from kosmos2_engine import parallel_map
-from supervisely_io.images import ImageDecodeError, decode_image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import sdk_seam as sdk
-from ..http.errors import INTERNAL_ERROR, bad_request, error_response
+from ..http.bodies import parse_json
+from ..http.errors import INTERNAL_ERROR, BodyTooLarge, bad_request, error_response
 from ..http.metrics import note_task
 from ..results.predictions import result_data
 from .url_fetch import FetchRefused, ImageFetcher
@@ -92,8 +91,9 @@ class ImageRoutes:
         poll ``/get_inference_progress`` and ``/pop_inference_results`` with the returned
         ``inference_request_uuid``. Bad settings are a 400 at once."""
         state, blobs = await self._state_and_uploads(request)
-        note_task(self.model.policy_for(dict(state.get("settings") or {})).task)
-        images = await anyio.to_thread.run_sync(self._decode_all, blobs)
+        settings = request_settings(state)
+        note_task(self.model.policy_for(settings).task)
+        images = await anyio.to_thread.run_sync(self._decode_all, blobs, settings)
         manager = self.model.inference_requests_manager
         inference_request, _ = manager.schedule_task(sdk.infer_images, self.model, images, state)
         return JSONResponse({"message": "Scheduled inference task.", "inference_request_uuid": inference_request.uuid})
@@ -134,7 +134,7 @@ class ImageRoutes:
         settings = request_settings(state)
 
         def decode_and_submit():
-            images = self._decode_all(blobs, field)
+            images = self._decode_all(blobs, settings, field)
             return images, self.model.submit(images, settings)
 
         images, future = await anyio.to_thread.run_sync(decode_and_submit)
@@ -161,17 +161,9 @@ class ImageRoutes:
             await form.close()
         return state, blobs
 
-    def _decode_all(self, blobs: list[bytes], field: str = "files") -> list:
-        """Every upload decoded (several at once, one thread per core); a 400 names the first bad one."""
-        many = len(blobs) > 1
-        return parallel_map(lambda item: self._decode(item[1], f"{field}[{item[0]}]" if many else field),
-                            list(enumerate(blobs)))  # fmt: skip
-
-    def _decode(self, data: bytes, field: str):
-        try:
-            return decode_image(data, self.model.max_image_pixels)
-        except ImageDecodeError as error:
-            raise bad_request(str(error) if not field.startswith("files[") else f"{field}: {error}") from None
+    def _decode_all(self, blobs: list[bytes], settings: dict, field: str = "files") -> list:
+        """Every upload decoded within the pixel limits (several at once, one thread per core)."""
+        return self.model.image_decoder.decode_all(blobs, self.model.model_input_side(settings), field)
 
     def _check_state(self, state) -> None:
         if not isinstance(state, dict):
@@ -217,8 +209,10 @@ def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
     async def app(scope, receive, send) -> None:
         try:
             response = await endpoint(Request(scope, receive))
-        except HTTPException as error:
-            response = error_response(error.status_code, str(error.detail))
+        except StarletteHTTPException as error:  # FastAPI's, and Starlette's own (form limits)
+            response = error_response(error.status_code, str(error.detail), error.headers)
+        except BodyTooLarge as error:
+            response = error_response(413, str(error))
         except Exception:
             logger.exception("%s failed", scope["path"])
             response = error_response(500, INTERNAL_ERROR)
@@ -236,9 +230,9 @@ def _form_state(form) -> Any:
     if not isinstance(raw, str):
         raise bad_request("settings: expected the state as JSON text, got a file")
     try:
-        return json.loads(raw)
+        return parse_json(raw, "settings: the form field")
     except ValueError as error:
-        raise bad_request(f"settings: not JSON ({error})") from None
+        raise bad_request(str(error)) from None
 
 
 def _refusing(why: str):

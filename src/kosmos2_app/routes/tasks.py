@@ -19,12 +19,10 @@ import base64
 import binascii
 from typing import Any
 
-import numpy as np
 import supervisely as sly
 from fastapi import Request
 
-from kosmos2_engine import TaskResult
-from supervisely_io.images import ImageDecodeError, decode_image
+from kosmos2_engine import ImageInput, TaskResult
 
 from ..http.errors import bad_request
 from ..results.predictions import DESCRIPTION_TAG
@@ -56,18 +54,18 @@ def register_task_routes(model, server) -> None:
         return _describe_existing_labels(model, request, image, state)
 
 
-def _infer(model, image: np.ndarray, settings: dict) -> tuple[sly.Annotation, TaskResult]:
+def _infer(model, image: ImageInput, settings: dict) -> tuple[sly.Annotation, TaskResult]:
     """The annotation of one image and the engine's result it was made from."""
     [(annotation, result)] = model.infer([image], settings)
     return annotation, result
 
 
-def _describe(model, image: np.ndarray, state: dict, regions) -> tuple[sly.Annotation, TaskResult]:
+def _describe(model, image: ImageInput, state: dict, regions) -> tuple[sly.Annotation, TaskResult]:
     """A ``region`` rectangle with a ``description`` tag per region, and the result."""
     return _infer(model, image, {**_settings_of(state), "task": "region_description", "regions": regions})
 
 
-def _describe_existing_labels(model, request: Request, image: np.ndarray, state: dict) -> dict[str, Any]:
+def _describe_existing_labels(model, request: Request, image: ImageInput, state: dict) -> dict[str, Any]:
     """Describe the bounding box of every label of ``state["image_id"]``; the labels keep
     their geometry and class and gain a ``description`` tag."""
     api = model.api_from_request(request)
@@ -87,18 +85,17 @@ def _describe_existing_labels(model, request: Request, image: np.ndarray, state:
     return {"descriptions": descriptions, "annotation": ann.clone(labels=labels).to_json()}
 
 
-def _image_from_state(model, request: Request, state: dict) -> np.ndarray:
-    """RGB uint8 (H, W, 3) image from ``image_id`` (through the Supervisely API) or
-    ``image_base64`` (encoded image bytes, decoded in memory as uploads are)."""
+def _image_from_state(model, request: Request, state: dict) -> ImageInput:
+    """The image of ``image_id`` (through the Supervisely API: an RGB uint8 (H, W, 3) array) or
+    ``image_base64`` (encoded image bytes, decoded in memory as uploads are, within the pixel
+    limits: :mod:`.decoding`)."""
     if state.get("image_base64") is not None:
         try:
             data = base64.b64decode(state["image_base64"], validate=True)
         except (binascii.Error, TypeError, ValueError) as error:
             raise bad_request(f"image_base64: not base64 ({error})") from error
-        try:
-            return decode_image(data, model.max_image_pixels)
-        except ImageDecodeError as error:
-            raise bad_request(f"image_base64: {error}") from error
+        [image] = model.image_decoder.decode_all([data], model.model_input_side(_settings_of(state)), "image_base64")
+        return image
     if state.get("image_id") is not None:
         if isinstance(state["image_id"], bool) or not isinstance(state["image_id"], int):
             raise bad_request(f"image_id: expected an integer, got {state['image_id']!r}")

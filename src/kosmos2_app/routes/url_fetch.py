@@ -6,16 +6,22 @@
   This is checked before connecting (for a clear message) and again on the socket actually
   connected (:class:`_GuardedConnectionMixin`), so a DNS answer that changes in between (DNS
   rebinding) is caught too, and on every redirect hop (at most :data:`MAX_REDIRECTS`).
-* Connect and read timeouts, a deadline for the whole fetch (twice the timeout) and a cap on
-  the body. (The route bounds how many fetches run at once.)
+  IPv6 forms that carry an IPv4 address (IPv4-mapped, 6to4, NAT64, Teredo) are judged by that
+  address too.
+* One deadline for the whole fetch (``KOSMOS2_URL_TIMEOUT_S``: connecting, redirects, every
+  read), enforced by a watchdog that shuts the fetch's sockets at the deadline, however slowly
+  the bytes trickle in; and a cap on the body. (The route bounds how many fetches run at once.)
 * Failures are :class:`FetchRefused`, said in our own words (unreachable, refused address,
-  HTTP status, too large, too slow); the upstream body is never passed on.
+  HTTP status, too large, too slow); the upstream body is never passed on, and a refused
+  address is not said (nor what a name resolves to).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
+import threading
 import time
 from urllib.parse import urljoin, urlsplit
 
@@ -46,6 +52,47 @@ def redact_url(url: str) -> str:
     return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
+class _Deadline:
+    """The sockets of one fetch, shut down (waking any blocked read) when its time is up."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+        self.passed = False
+        self._sockets: list[socket.socket] = []
+        self.guard = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self.guard:
+            self._sockets.append(sock.dup())  # the same connection, kept past an SSL wrap
+            if self.passed:
+                self._shut_all()
+
+    def _expire(self) -> None:
+        with self.guard:
+            self.passed = True
+            self._shut_all()
+
+    def _shut_all(self) -> None:
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        with self.guard:
+            for sock in self._sockets:
+                sock.close()
+
+
+_current = threading.local()  # the deadline of the fetch this thread runs
+
+
 class ImageFetcher:
     """Fetches image bytes by URL under a :class:`~.config.UrlFetchPolicy`. Thread-safe."""
 
@@ -53,27 +100,42 @@ class ImageFetcher:
         self.policy = policy
 
     def fetch(self, url: str) -> bytes:
-        """The body of ``url`` (after redirects); :class:`FetchRefused` otherwise."""
+        """The body of ``url`` (after redirects) within the policy's deadline;
+        :class:`FetchRefused` otherwise."""
         if not isinstance(url, str) or not url.strip():
             raise FetchRefused("expected an http or https URL string")
-        with requests.Session() as session:
+        with requests.Session() as session, _Deadline(self.policy.timeout_s) as deadline:
             session.trust_env = False
             adapter = _GuardedAdapter(self)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            return self._fetch(session, url.strip(), time.monotonic() + 2 * self.policy.timeout_s)
+            _current.deadline = deadline
+            try:
+                return self._fetch(session, url.strip(), deadline)
+            except FetchRefused:
+                if deadline.passed:
+                    raise self._too_slow(url) from None
+                raise
+            finally:
+                _current.deadline = None
 
-    def _fetch(self, session: requests.Session, url: str, deadline: float) -> bytes:
+    def _too_slow(self, url: str) -> FetchRefused:
+        return FetchRefused(
+            f"{_host(url)} did not send the image within {self.policy.timeout_s:g} s (KOSMOS2_URL_TIMEOUT_S)"
+        )
+
+    def _fetch(self, session: requests.Session, url: str, deadline: _Deadline) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
             self._check_url(url)
+            left = deadline.at - time.monotonic()
+            if left <= 0:
+                raise self._too_slow(url)
             try:
-                response = session.get(
-                    url, stream=True, allow_redirects=False, timeout=(self.policy.timeout_s, self.policy.timeout_s)
-                )
+                response = session.get(url, stream=True, allow_redirects=False, timeout=(left, left))
             except FetchRefused:
                 raise
             except requests.Timeout:
-                raise FetchRefused(f"{_host(url)} did not answer within {self.policy.timeout_s:g} s") from None
+                raise self._too_slow(url) from None
             except requests.RequestException as error:
                 raise FetchRefused(f"{_host(url)} could not be reached ({_reason(error)})") from None
             with response:
@@ -85,7 +147,7 @@ class ImageFetcher:
                 return self._read(response, url, deadline)
         raise FetchRefused(f"more than {MAX_REDIRECTS} redirects")
 
-    def _read(self, response: requests.Response, url: str, deadline: float) -> bytes:
+    def _read(self, response: requests.Response, url: str, deadline: _Deadline) -> bytes:
         limit = self.policy.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -96,10 +158,12 @@ class ImageFetcher:
                 body += chunk
                 if len(body) > limit:
                     raise FetchRefused(f"the image is more than the {limit} bytes allowed", 413)
-                if time.monotonic() > deadline:
-                    raise FetchRefused(f"{_host(url)} sent too slowly (more than {2 * self.policy.timeout_s:g} s)")
-        except requests.RequestException as error:
+        except (requests.RequestException, OSError) as error:
+            if deadline.passed:
+                raise self._too_slow(url) from None
             raise FetchRefused(f"{_host(url)} broke off ({_reason(error)})") from None
+        if deadline.passed:  # shut down mid-read: what came is not the whole image
+            raise self._too_slow(url)
         return bytes(body)
 
     def _check_url(self, url: str) -> None:
@@ -117,12 +181,11 @@ class ImageFetcher:
     def check_address(self, address: str, host: str, port: int) -> None:
         """:class:`FetchRefused` unless ``address`` (what ``host`` resolved to) may be reached."""
         ip = ipaddress.ip_address(address.split("%")[0])
-        ip = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
-        if _is_public(ip) or self._allowed(ip, host.lower(), port):
+        if all(map(_is_public, _meanings(ip))) or self._allowed(ip, host.lower(), port):
             return
         raise FetchRefused(
-            f"'{host}' is {ip}, a {_kind(ip)} address; this server fetches only public "
-            f"addresses unless the operator lists it in {URL_ALLOWLIST_ENV}",
+            f"'{host}' is not a public address; this server fetches only public addresses "
+            f"unless the operator lists it in {URL_ALLOWLIST_ENV}",
             400,
         )
 
@@ -139,15 +202,28 @@ class ImageFetcher:
         return False
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+
+
+def _meanings(ip) -> list:
+    """``ip`` and every IPv4 address it carries (IPv4-mapped, 6to4, NAT64, Teredo): a connection
+    to it may reach any of them."""
+    found = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            found.append(ip.ipv4_mapped)
+        if ip.sixtofour:
+            found.append(ip.sixtofour)
+        if ip.teredo:
+            found.extend(ip.teredo)
+        if ip in NAT64 or ip in NAT64_LOCAL:
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _is_public(ip) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified)
-
-
-def _kind(ip) -> str:
-    for name in ("loopback", "link_local", "private", "multicast", "unspecified", "reserved"):
-        if getattr(ip, f"is_{name}"):
-            return name.replace("_", "-")
-    return "non-public"
 
 
 def _host(url: str) -> str:
@@ -182,6 +258,9 @@ class _GuardedConnectionMixin:
         except FetchRefused:
             sock.close()
             raise
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.watch(sock)
         return sock
 
 
