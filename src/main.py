@@ -7,9 +7,10 @@ python src/main.py predict IMAGES --device cpu  # SDK CLI: annotations written t
 
 import sys
 
-from kosmos2_app.config import limit_opencv_decoding
+from kosmos2_app.config import limit_opencv_decoding, return_freed_memory
 
 limit_opencv_decoding()  # before supervisely imports cv2, which reads the limit once
+return_freed_memory()  # decoded images' memory goes back to the system when they are dropped
 
 from fastapi import HTTPException  # noqa: E402
 

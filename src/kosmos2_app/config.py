@@ -131,6 +131,23 @@ def limit_opencv_decoding() -> int:
     return limit
 
 
+def return_freed_memory() -> bool:
+    """Have the C allocator (glibc) hand every block of 1 MB or more back to the system as soon
+    as it is freed; call once at start-up. Without it glibc raises its threshold after the
+    first large free, keeps later image-sized blocks in per-thread arenas, and a server that
+    decoded a few large images in two threads keeps twice their size. False where the C library
+    is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 1 << 20)) and bool(libc.mallopt(m_trim_threshold, 8 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 def max_body_bytes() -> int:
     """``KOSMOS2_MAX_REQUEST_MB`` in bytes: the largest request body accepted."""
     return integer_from_environment(MAX_REQUEST_MB_ENV, 256, 1, 4096) << 20

@@ -6,8 +6,10 @@ The SDK logs each request's ``state`` at debug level (``Received a request to
 (``https://user:pass@host/``), and a 50 MB ``image_base64`` were all written out whole.
 :class:`LogHygieneFilter` rewrites every record before any handler formats it:
 
-* the value of every token-like key (in dicts, and in JSON or ``key=value`` text), and the
-  server's own ``API_TOKEN`` wherever it appears, become ``***``;
+* the value of every token-like key (in dicts at any depth, in a record's own fields, which is
+  where the SDK puts a body's top-level keys with ``extra=state``, and in JSON, ``key=value``
+  and URL query text, such as the access log's ``?key=...``), and the server's own
+  ``API_TOKEN`` wherever it appears, become ``***``;
 * ``user:password@`` in URLs becomes ``***@``;
 * a string longer than :data:`MAX_TEXT` characters keeps its start and says how long it was;
   lists keep :data:`MAX_ITEMS` items, and nesting stops at :data:`MAX_DEPTH`.
@@ -25,9 +27,13 @@ REDACTED = "***"
 MAX_TEXT = 2000
 MAX_ITEMS = 50
 MAX_DEPTH = 6
-TOKEN_KEYS = ("api_token", "apitoken", "x-api-key", "access_token", "token", "authorization")
+TOKEN_KEYS = frozenset(
+    {"api_token", "apitoken", "x-api-key", "api_key", "apikey", "access_token", "token", "authorization",
+     "password", "secret", "key", "cookie"}
+)  # fmt: skip
 _TOKEN_IN_TEXT = re.compile(
-    r"""(?P<key>(?<![\w-])["']?(?:api_token|apiToken|x-api-key|access_token|API_TOKEN|token)["']?\s*[:=]\s*["']?)"""
+    r"""(?P<key>(?<![\w-])["']?(?:api_token|apitoken|x-api-key|api_key|apikey|access_token|token|authorization|"""
+    r"""password|secret|key|cookie)["']?\s*[:=]\s*["']?(?:(?:bearer|basic)\s+)?)"""
     r"""(?P<value>[^"'\s,}&]+)""",
     re.IGNORECASE,
 )
@@ -74,7 +80,7 @@ class LogHygieneFilter(logging.Filter):
             record.args = tidy(record.args, secret)
         for name, value in list(vars(record).items()):
             if name not in _RECORD_FIELDS:
-                setattr(record, name, tidy(value, secret))
+                setattr(record, name, REDACTED if name.lower() in TOKEN_KEYS else tidy(value, secret))
         return True
 
 

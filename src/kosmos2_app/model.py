@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,12 @@ from . import sdk_seam as sdk
 from .config import (
     CHECKPOINT_ENV,
     AccessPolicy,
+    PixelLimits,
     ServingOptions,
     UrlFetchPolicy,
     access_log,
     checkpoint_override,
     listen_address,
-    PixelLimits,
     max_body_bytes,
 )
 from .engines import backend_of, load_engine
@@ -52,11 +53,11 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
+from .pixel_budget import PixelBudget
 from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
 from .results.annotations import AnnotationBuilder
 from .results.predictions import result_data, result_to_predictions
-from .pixel_budget import PixelBudget
 from .routes.decoding import ImageDecoder
 from .routes.deploy import DeployRoute
 from .routes.images import ImageRoutes
@@ -205,7 +206,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             )
         return checkpoint
 
-    def submit(self, images: list[ImageInput], settings: dict[str, Any]) -> Future:
+    def submit(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> Future:
         """The one way into the engine, whatever the route (blocking: call it from a worker
         thread). Wakes a model the idle timer froze, restarts that timer, bounds what the SDK
         keeps of finished requests, then checks ``settings`` (over the defaults of
@@ -220,9 +221,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._sweep_finished_requests()
         batcher = self._require_batcher()
         policy = self.policy_for(settings)
-        images = cropped(images, crops_of(settings, len(images)))
+        crops = crops_of(settings, len(images))
+        views = list(images) if crops is None else cropped([_whole(image) for image in images], crops)
         try:
-            return batcher.submit(images, policy)
+            return batcher.submit(views, policy)
         except SettingsError as error:
             raise bad_request(str(error)) from error
 
@@ -234,7 +236,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         return self._require_batcher().engine.image_size
 
     def annotations_of(
-        self, images: list[ImageInput], results: list[TaskResult], settings: dict[str, Any]
+        self, images: Sequence[ImageInput], results: list[TaskResult], settings: dict[str, Any]
     ) -> list[sly.Annotation]:
         """The annotation of each whole image from its result (boxes of a region of interest
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
@@ -248,7 +250,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             for (width, height), result, crop in zip(sizes, results, crops)
         ]
 
-    def infer(self, images: list[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
+    def infer(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
         """:meth:`submit`, waited for: each image's annotation and the result it was built from."""
         results = self.submit(images, settings).result()
         return list(zip(self.annotations_of(images, results, settings), results))
@@ -397,6 +399,14 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
         )
         return info
+
+
+def _whole(image: ImageInput) -> np.ndarray:
+    """A whole RGB array, from which a region of interest is cut (the decoders keep whole images
+    when a region is asked for: :meth:`Kosmos2.model_input_side`)."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"a region of interest is cut from an RGB array, got {type(image).__name__}")
+    return image
 
 
 def _not_deployed() -> HTTPException:

@@ -86,7 +86,8 @@ def to_rgb(image: ImageInput) -> Image.Image:
         if image.ndim == 3 and image.shape[2] == 4:
             alpha = image[..., 3:4] / 255
             image = np.round(alpha * image[..., :3] + (1 - alpha) * 255).astype(np.uint8)
-        return Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image).convert("RGB")
+        converted = Image.fromarray(image.squeeze(-1) if image.ndim == 3 and image.shape[2] == 1 else image)
+        return converted if converted.mode == "RGB" else converted.convert("RGB")  # no second full-size copy
     if "A" in image.getbands() or image.info.get("transparency") is not None:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")

@@ -480,13 +480,14 @@ def test_logs_hold_no_token_no_url_password_and_no_whole_body(open_server, monke
         "state": {
             "settings": {"max_new_tokens": 4},
             "api_token": CLIENT_TOKEN,
+            "inference_request_uuid": "no-such-request",
             "image_url": "https://alice:hunter2-password@example.com/a.png",
             "blob": "Z" * 5_000_000,
         },
         "api_token": CLIENT_TOKEN,
         "context": {"apiToken": CLIENT_TOKEN},
     }
-    assert requests.post(f"{url}/get_inference_progress", json=body).status_code == 400
+    assert requests.post(f"{url}/get_inference_progress", json=body).status_code == 404
     time.sleep(0.5)
     text = (tmp / "server.log").read_text()
     assert "Received a request to '/get_inference_progress'" in text  # debug logging is on

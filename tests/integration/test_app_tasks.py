@@ -3,8 +3,8 @@ data, the extra routes, and 400s that name the field."""
 
 from __future__ import annotations
 
-import dataclasses
 import base64
+import dataclasses
 from types import SimpleNamespace
 
 import pytest

@@ -4,8 +4,8 @@ with a key, deploy planning, and the SDK seam. The same attacks against the real
 
 from __future__ import annotations
 
-import contextlib
 import base64
+import contextlib
 import http.server
 import logging
 import threading

@@ -29,7 +29,7 @@ import anyio
 from ..config import normalise_server_address
 from .access import HEALTH_PATHS
 from .errors import BodyTooLarge, send_error
-from .state_schema import StateError, check_state
+from .state_schema import check_state
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_JSON_CONTAINERS = 100_000
@@ -82,7 +82,24 @@ class BodyGate:
         else:
             if scope["method"] not in BODY_METHODS:
                 scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]}
-            await self.app(scope, self._capped(receive), send)
+            await self._streamed(scope, receive, send)
+
+    async def _streamed(self, scope, receive, send) -> None:
+        """The app reads the body itself (forms): past the cap it is a 413, wherever the SDK's
+        middlewares let the error out."""
+        started = False
+
+        async def noting_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, self._capped(receive), noting_send)
+        except Exception as error:  # the SDK's middleware raises it inside an exception group
+            if started or not _is_too_large(error):
+                raise
+            await send_error(send, 413, self._too_large())
 
     def _too_large(self) -> str:
         return too_large_message(self.max_body_bytes)
@@ -147,6 +164,12 @@ class BodyGate:
             return message
 
         return capped
+
+
+def _is_too_large(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return error.subgroup(BodyTooLarge) is not None
+    return isinstance(error, BodyTooLarge)
 
 
 def too_large_message(limit: int) -> str:

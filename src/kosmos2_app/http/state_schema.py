@@ -139,4 +139,5 @@ def _shown(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return f"a string of {len(value)} characters"
-    return f"a JSON {'object' if isinstance(value, dict) else 'array' if isinstance(value, list) else type(value).__name__}"
+    kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else type(value).__name__
+    return f"a JSON {kind}"

@@ -43,7 +43,7 @@ class ImageDecoder:
                 "fewer or smaller images, or raise it on the server",
             )
         names = [f"{field}[{index}]" if len(blobs) > 1 else field for index in range(len(blobs))]
-        return parallel_map(lambda item: self._decode(*item, side), list(zip(blobs, pixels, names)))
+        return parallel_map(lambda item: self._decode(item[0], item[1], item[2], side), list(zip(blobs, pixels, names)))
 
     def _decode(self, data: bytes, pixels: int, field: str, side: int | None) -> ImageInput:
         try:
