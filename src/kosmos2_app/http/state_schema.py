@@ -101,6 +101,7 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "/get_inference_result": _REQUEST_ID_ONLY,
     "/stop_inference": _REQUEST_ID_ONLY,
     "/clear_inference_request": _REQUEST_ID_ONLY,
+    "/get_preparing_progress": _REQUEST_ID_ONLY,
     "/get_inference_status": _REQUEST_ID_ONLY,
     "/inference_image_url": (("image_url",),),
     "/deploy_from_api": (("deploy_params",),),

@@ -100,7 +100,9 @@ def _image_from_state(model, request: Request, state: dict) -> ImageInput:
         if isinstance(state["image_id"], bool) or not isinstance(state["image_id"], int):
             raise bad_request(f"image_id: expected an integer, got {state['image_id']!r}")
         return model.api_from_request(request).image.download_np(state["image_id"])
-    raise bad_request("give the image as image_id (Supervisely) or image_base64 (PNG or JPEG bytes)")
+    raise bad_request(
+        "image_id or image_base64: required, the image as a Supervisely image id or PNG or JPEG bytes in base64"
+    )
 
 
 def _settings_of(state: dict) -> dict:
