@@ -61,6 +61,7 @@ from .results.predictions import result_data, result_to_predictions
 from .routes.decoding import ImageDecoder
 from .routes.deploy import DeployRoute
 from .routes.images import ImageRoutes
+from .routes.smart_cache import SmartCacheRoute
 from .routes.tasks import register_task_routes
 from .routes.url_fetch import ImageFetcher
 
@@ -371,6 +372,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         image_routes = ImageRoutes(self, ImageFetcher(self.fetch_policy))
         image_routes.register(server)
         DeployRoute(self).register(server)
+        SmartCacheRoute(self, self.access_policy.server_address).register(server)
         register_error_handlers(server, self.pixel_limits.per_image)
         self.metrics.know_routes({getattr(route, "path", "") for route in server.router.routes} | {"/metrics"})
         server.add_middleware(

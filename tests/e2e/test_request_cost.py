@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import signal
 import threading
 import time
 import uuid
@@ -279,3 +280,17 @@ def test_no_token_reaches_the_log_at_debug_level(server):
     assert "/get_session_info?key=***" in text  # the access log is on (debug), the key redacted
     assert text.count("Request state in cache endpoint") == 3  # the SDK logs each state, keys and all
     assert CLIENT_TOKEN not in text and KEY not in text
+
+
+def test_background_caching_ends_with_the_server(server):
+    """Last, since it stops the server: a /smart_cache task against an instance that never
+    answers (local.env's 127.0.0.1:9) no longer holds the process on SIGTERM."""
+    process, url, _ = server
+    state = {"image_ids": [1, 2, 3], "server_address": "http://127.0.0.1:9", "api_token": CLIENT_TOKEN}
+    response = _post(url, "/smart_cache", json={"state": state})
+    assert response.status_code == 200 and response.json() == {"message": "Cache task started."}
+    time.sleep(1.0)  # the task is retrying its calls now
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=20)
+    assert time.monotonic() - started < 10

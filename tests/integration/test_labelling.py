@@ -147,10 +147,27 @@ def test_settings_come_from_text_or_a_file(tmp_path):
     assert cli.settings_of(args) == {"question": "What?", "task": "vqa"}
 
 
-def test_a_job_refuses_to_write_into_its_source(tmp_path, tiny_checkpoint):
-    for out in (tmp_path, tmp_path / "labelled"):
-        with pytest.raises(ValueError, match="outside the source"):
-            LabelJob(str(tmp_path), out, checkpoint=tiny_checkpoint)
+def test_a_job_refuses_an_out_inside_its_source_or_around_it(tmp_path, tiny_checkpoint, capsys):
+    source = tmp_path / "photos"
+    source.mkdir()
+    for out in (source, source / "labelled", tmp_path):  # the last one holds the source
+        with pytest.raises(ValueError, match="must be apart, neither inside the other"):
+            LabelJob(str(source), out, checkpoint=tiny_checkpoint)
+    assert cli.main([str(source), "--out", str(tmp_path), "--checkpoint", tiny_checkpoint]) == 2
+    assert "must be apart" in capsys.readouterr().err
+
+
+def test_a_cluster_that_is_not_there_is_an_error_within_its_wait(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from kosmos2_jobs.labelling import job as job_module
+    from tests.support.server_process import free_port
+
+    source = write_folder(tmp_path / "in", IMAGES[:1])
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setattr(job_module, "CLUSTER_WAIT_S", 1.0)
+    started = time.monotonic()
+    assert cli.main([str(source), "--out", str(tmp_path / "out"), "--checkpoint", tiny_checkpoint]) == 2
+    assert time.monotonic() - started < 10
+    assert "did not answer within 1 s" in capsys.readouterr().err
 
 
 def _read_batch(items: list[Item]) -> dict:

@@ -172,6 +172,16 @@ def test_the_report_and_its_pictures_are_written(tmp_path):
         assert pixels.size and pixels.std() > 5, picture  # not blank
 
 
+def test_the_report_writes_anyones_text_as_text():
+    from kosmos2_jobs.evaluation.report import escaped
+
+    hostile = "a|b <img src=x onerror=alert(1)> *x* [link](http://x) `code` \\ new\nline"
+    assert escaped(hostile) == (
+        "a\\|b \\<img src=x onerror=alert(1)\\> \\*x\\* \\[link\\](http://x) \\`code\\` \\\\ new line"
+    )
+    assert escaped("eval-samples/shapes-project") == "eval-samples/shapes-project"
+
+
 def _refer_files(folder: Path) -> tuple[Path, Path]:
     """Refer-toolkit files for three expressions on two images; boxes as COCO [x, y, w, h]."""
     refs = [

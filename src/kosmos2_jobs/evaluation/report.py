@@ -4,6 +4,7 @@ misses (the app's own drawing: predictions in their class colours, targets in wh
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,6 +134,15 @@ def _drawn(image: LabelledImage, detections, threshold: float, read_image) -> np
     return np.asarray(canvas)
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")  # the ones that act mid-line
+
+
+def escaped(text: str) -> str:
+    """``text`` (a class name, a phrase, a file name: anyone's) as literal Markdown on one line:
+    every character Markdown or HTML would act on backslash-escaped, line breaks as spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
 def _number(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.3f}"
 
@@ -145,7 +155,7 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
     truth = evaluation.truth
     left_out = ", ".join(f"{n} {reason}" for reason, n in sorted(truth.left_out_labels.items())) or "none"
     lines = [
-        f"# Kosmos-2 on {title}",
+        f"# Kosmos-2 on {escaped(title)}",
         "",
         f"Phrase grounding through {runner_name}: every class grounded on every image by its phrase, all of an "
         "image's phrases in one vision pass, no confidence cut. Metrics by pycocotools; precision, recall and F1 "
@@ -165,7 +175,7 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
         cp, cr, cf = metrics.per_class[name].at(threshold)
         boxed, without = absent[name]
         lines.append(
-            f"| {name} | {phrase} | {metrics.per_class[name].targets} | {_number(ap)} | {_number(ap50)} | "
+            f"| {escaped(name)} | {escaped(phrase)} | {metrics.per_class[name].targets} | {_number(ap)} | {_number(ap50)} | "
             f"{_number(ap75)} | {cp:.3f} | {cr:.3f} | {cf:.3f} | {boxed} of {without} | "
             f"{absent_any[name][0]} of {without} |"
         )
@@ -183,5 +193,10 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
         *(f"![{kind}]({path.relative_to(out).as_posix()})" for kind, path in examples),
     ]
     if evaluation.unreadable:
-        lines += ["", "Unreadable:", "", *(f"- `{u['image']}`: {u['reason']}" for u in evaluation.unreadable)]
+        lines += [
+            "",
+            "Unreadable:",
+            "",
+            *(f"- {escaped(u['image'])}: {escaped(u['reason'])}" for u in evaluation.unreadable),
+        ]
     return "\n".join(lines) + "\n"

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Interrupted: what is written in {args.out} stays; run the same command again to finish.",
               file=sys.stderr)  # fmt: skip
         return 130
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n".join(summary_lines(summary, args.out)))

@@ -11,6 +11,7 @@ this machine; with it, the same job runs on that cluster (whose nodes must see `
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,8 +77,13 @@ class LabelJob:
             raise ValueError(f"upload must be one of {', '.join(UPLOAD_MODES)}, got '{self.upload}'")
         if self.upload is not None and self.remote is None:
             raise ValueError("upload needs a Supervisely source (project:<id> or dataset:<id>)")
-        if self.remote is None and Path(self.out).resolve().is_relative_to(Path(self.source).resolve()):
-            raise ValueError("out must be a folder outside the source (a rerun would label its own copies)")
+        if self.remote is None:
+            out, source = Path(self.out).resolve(), Path(self.source).resolve()
+            if out.is_relative_to(source) or source.is_relative_to(out):
+                raise ValueError(
+                    f"--out {self.out} and the source {self.source} must be apart, neither inside the other: "
+                    "the job would write into its source and label its own output on every rerun"
+                )
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -180,17 +186,45 @@ def _meta(output: ProjectOutput):
     return meta_with(output.meta(), sorted(set(names)))
 
 
+CLUSTER_WAIT_S = 15.0
+
+
 def connect_ray():
     """Ray: the cluster of ``RAY_ADDRESS`` when set, else a new one on this machine (never one
     that ``/tmp/ray/ray_current_cluster`` names: a cluster stopped uncleanly leaves it behind, and
-    joining it waits for a cluster that is gone)."""
+    joining it waits for a cluster that is gone). ``ConnectionError`` within
+    :data:`CLUSTER_WAIT_S` when ``RAY_ADDRESS`` names a host and port that nothing answers on
+    (Ray itself retries such an address without end)."""
     import ray
 
     from kosmos2_app import ray_address
 
     if not ray.is_initialized():
-        ray.init(address=ray_address() or "local", include_dashboard=False, log_to_driver=True)
+        address = ray_address()
+        if address:
+            check_cluster_reachable(address, CLUSTER_WAIT_S)
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
     return ray
+
+
+def check_cluster_reachable(address: str, wait_s: float) -> None:
+    """``ConnectionError`` unless something accepts TCP connections at ``address``
+    (``host:port`` or ``ray://host:port``) within ``wait_s``; other forms (``auto``) pass."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+            return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(
+                    f"The Ray cluster at RAY_ADDRESS={address} did not answer within {wait_s:g} s ({error}). "
+                    "Start it (ray start --head), or unset RAY_ADDRESS to run on a new cluster on this machine."
+                ) from None
+            time.sleep(0.5)
 
 
 def _label(
