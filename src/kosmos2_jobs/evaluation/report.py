@@ -175,7 +175,8 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
         cp, cr, cf = metrics.per_class[name].at(threshold)
         boxed, without = absent[name]
         lines.append(
-            f"| {escaped(name)} | {escaped(phrase)} | {metrics.per_class[name].targets} | {_number(ap)} | {_number(ap50)} | "
+            f"| {escaped(name)} | {escaped(phrase)} | {metrics.per_class[name].targets} | {_number(ap)} | "
+            f"{_number(ap50)} | "
             f"{_number(ap75)} | {cp:.3f} | {cr:.3f} | {cf:.3f} | {boxed} of {without} | "
             f"{absent_any[name][0]} of {without} |"
         )
