@@ -212,3 +212,44 @@ def test_every_route_enters_the_one_inference_path(served, images, monkeypatch):
             break
         time.sleep(0.05)
     assert entered == [1, 2, 1, 1, 1, 2] and submitted == entered
+
+
+def test_the_pixel_budget_never_holds_more_than_its_total_and_says_when_it_is_full():
+    from kosmos2_app.pixel_budget import BudgetExhausted, PixelBudget
+
+    budget = PixelBudget(total=100, wait_s=5.0)
+    held, most, lock = [0], [0], threading.Lock()
+
+    def use(pixels: int) -> None:
+        with budget.granted(pixels):
+            with lock:
+                held[0] += pixels
+                most[0] = max(most[0], held[0])
+            threading.Event().wait(0.01)
+            with lock:
+                held[0] -= pixels
+
+    threads = [threading.Thread(target=use, args=(pixels,)) for pixels in [60, 50, 40, 30, 100, 10] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] <= 100 and budget.peak <= 100 and budget.in_use == 0
+    with budget.granted(1000):  # more than the total: granted alone, as the whole budget
+        assert budget.in_use == 100
+        budget.wait_s = 0.05
+        with pytest.raises(BudgetExhausted, match="KOSMOS2_DECODE_BUDGET_PIXELS"), budget.granted(1):
+            pass
+
+
+def test_a_full_decoding_budget_is_a_503_with_retry_after(served, images, monkeypatch):
+    from kosmos2_app.pixel_budget import PixelBudget
+
+    model, client = served
+    budget = PixelBudget(total=10_000, wait_s=0.1)
+    monkeypatch.setattr(model.image_decoder, "budget", budget)
+    with budget.granted(10_000):  # another request's images are decoding
+        response = infer_image(client, images[0])
+    assert response.status_code == 503 and response.headers["retry-after"] == "1", response.text
+    assert "KOSMOS2_DECODE_BUDGET_PIXELS" in response.json()["message"]
+    assert infer_image(client, images[0]).status_code == 200
