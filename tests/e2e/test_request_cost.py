@@ -268,6 +268,15 @@ def test_a_trickling_url_ends_at_its_deadline(server, trickle_port):
     assert elapsed < 3.5, elapsed
 
 
+@pytest.mark.parametrize("host", ["[2002:7f00:1::]", "[64:ff9b::7f00:1]", "[::ffff:127.0.0.1]"])
+def test_ipv6_forms_of_loopback_are_refused_without_saying_where_they_lead(server, trickle_port, host):
+    _, url, _ = server
+    response = _post(url, "/inference_image_url", json={"state": {"image_url": f"http://{host}:{trickle_port}/a.png"}})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith(f"image_url: '{host.strip('[]')}' is not a public address;")
+    assert "127.0.0.1" not in response.json()["message"].replace(host.strip("[]"), "")
+
+
 def test_no_token_reaches_the_log_at_debug_level(server):
     _, url, log = server
     for name in ("api_token", "apiToken", "Authorization"):
