@@ -42,8 +42,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("slow")
 
 
-# The modules that start Ray clusters run one after the other in one process ("ray"): side by side
-# on two cores, their actors starve each other (both took about 6 minutes).
+# The modules that start Ray clusters run one after the other in one process ("ray"): the docs'
+# cluster example ends with ``ray stop``, which stops every Ray process of the machine, and side by
+# side on two cores their actors starve each other anyway (both took about 6 minutes).
 RAY_MODULES = ("tests/e2e/test_labelling_ray.py", "tests/e2e/test_readme.py")
 # The scopes that take longest (seconds on a 2-core machine, 2026-12-03), started first so that
 # the two workers of ``make test`` end together instead of one waiting on the last long module.
