@@ -328,9 +328,11 @@ def test_without_ray_address_a_new_local_cluster_is_started_never_a_leftover_one
     stopped uncleanly leaves that file behind: the job would wait for a cluster that is gone."""
     import ray
 
+    from kosmos2_jobs.labelling import job as job_module
     from kosmos2_jobs.labelling.job import connect_ray
 
     asked = []
+    monkeypatch.setattr(job_module, "check_cluster_reachable", lambda address, wait_s: None)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **options: asked.append(options["address"]))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
