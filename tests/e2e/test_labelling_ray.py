@@ -57,8 +57,15 @@ def _job(source, out, checkpoint, **options) -> LabelJob:
 def _command(source, out, checkpoint, address, *extra) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "KOSMOS2_CHECKPOINT": checkpoint}
     argv = [sys.executable, "src/label.py", str(source), "--out", str(out), "--actors", "2", "--batch-size", "2"]
-    return subprocess.Popen([*argv, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return subprocess.Popen(
+        [*argv, *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip  (see test_readme._run)
 
 
 def _wait_for_annotations(out: Path, count: int, process: subprocess.Popen, timeout: float = 180) -> int:

@@ -138,7 +138,10 @@ def _environment(port: int) -> dict[str, str]:
 def _run(block: Block, url: str, env: dict) -> str:
     code = block.body.replace(README_URL, url)
     command = [sys.executable, "-"] if block.lang == "python" else ["bash", "-euo", "pipefail", "-s"]
-    result = subprocess.run(command, input=code, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    # A session of its own, as a user's terminal is: Ray's reaper, when a driver dies before it,
+    # kills its whole process group, which would otherwise be the test runner's.
+    result = subprocess.run(command, input=code, cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+                            start_new_session=True)  # fmt: skip
     assert result.returncode == 0, (
         f"{block.page.name} example failed:\n{block.body}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     )
