@@ -42,43 +42,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("slow")
 
 
-# The modules that start Ray clusters run one after the other in one process ("ray"): the docs'
-# cluster example ends with ``ray stop``, which stops every Ray process of the machine, and side by
-# side on two cores their actors starve each other anyway (both took about 6 minutes).
+# Modules that start or stop Ray clusters: the labelling job's cluster, and the docs' ``ray stop``,
+# which stops every Ray process of the machine. They must never run beside each other. (Starting
+# them first, to balance the two workers, made a worker of the other modules crash in every run:
+# left as it was.)
 RAY_MODULES = ("tests/e2e/test_labelling_ray.py", "tests/e2e/test_readme.py")
-# The scopes that take longest (seconds on a 2-core machine, 2026-12-03), started first so that
-# the two workers of ``make test`` end together instead of one waiting on the last long module.
-SLOWEST_FIRST = (
-    "ray",  # ~390: Ray clusters, actors, a driver killed and rerun; every example of the docs
-    "tests/e2e/test_hostile_routes.py",  # ~70
-    "tests/e2e/test_e2e.py",  # ~60
-    "tests/e2e/test_new_processes.py",  # ~45
-    "tests/unit/test_openvino.py",  # ~45
-    "tests/e2e/test_openvino_e2e.py",  # ~30
-    "tests/unit/test_decoder.py",  # ~25
-)
 
 
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist's ``--dist loadscope`` (``make test``), a module's tests go to one process
-    (module fixtures are made once), the ``RAY_MODULES`` together, the ``SLOWEST_FIRST`` scopes
-    before the others."""
+    (module fixtures are made once), and so do all of ``RAY_MODULES``, one after the other."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class SlowestModulesFirst(LoadScopeScheduling):
+    class ModulesWithRayTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "ray" if module in RAY_MODULES else super()._split_scope(nodeid)
 
-        def _assign_work_unit(self, node) -> None:
-            for scope in reversed(SLOWEST_FIRST):
-                if scope in self.workqueue:
-                    self.workqueue.move_to_end(scope, last=False)
-            super()._assign_work_unit(node)
-
-    return SlowestModulesFirst(config, log)
+    return ModulesWithRayTogether(config, log)
 
 
 @pytest.fixture(scope="session")
