@@ -143,6 +143,11 @@ def escaped(text: str) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
 
 
+def _code(text: str) -> str:
+    """``text`` fit for a Markdown code span: one line, no backtick to end it early."""
+    return " ".join(str(text).split()).replace("`", "'")
+
+
 def _number(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.3f}"
 
@@ -198,6 +203,6 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
             "",
             "Unreadable:",
             "",
-            *(f"- {escaped(u['image'])}: {escaped(u['reason'])}" for u in evaluation.unreadable),
+            *(f"- `{_code(u['image'])}`: {escaped(u['reason'])}" for u in evaluation.unreadable),
         ]
     return "\n".join(lines) + "\n"
