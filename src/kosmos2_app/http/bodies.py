@@ -150,8 +150,8 @@ class BodyGate:
             )
 
     def _capped(self, receive):
-        """``receive`` that raises :class:`BodyTooLarge` once the body passes the cap (the
-        routes answer it with a 413: :func:`~.errors.register_error_handlers`)."""
+        """``receive`` that raises :class:`BodyTooLarge` once the body passes the cap (a 413:
+        :meth:`_streamed` for the SDK's routes, the app's own handlers for the hot ones)."""
         seen = 0
 
         async def capped():

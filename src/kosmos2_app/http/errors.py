@@ -75,7 +75,6 @@ def register_error_handlers(server, max_pixels: int) -> None:
 
     for error_type in (ImageReadException, UnsupportedImageFormat, ImageExtensionError, cv2.error, OSError):
         server.add_exception_handler(error_type, bad_image)
-    server.add_exception_handler(BodyTooLarge, lambda request, error: error_response(413, str(error)))
     server.add_exception_handler(requests.RequestException, supervisely_call_failed)
 
 

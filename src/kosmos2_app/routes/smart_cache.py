@@ -40,11 +40,9 @@ class SmartCacheRoute:
         return JSONResponse({"message": "Cache task started."})
 
     def _api(self, request: Request, token) -> sly.Api | None:
-        api = self.model.api_from_request(request)
+        api = self.model.api_from_request(request)  # retries twice (Kosmos2.api_from_request)
         if api is None and isinstance(token, str) and token and self.server_address:
             api = sly.Api(self.server_address, token, retry_count=RETRIES, ignore_task_id=True)
-        if api is not None:
-            api.retry_count = min(api.retry_count, RETRIES)
         return api
 
     def _cache(self, api: sly.Api | None, state: dict) -> None:
