@@ -41,11 +41,11 @@ samples: venv
 
 ## tiny-checkpoint: build the tiny trained Kosmos-2 if needed; prints its folder last
 tiny-checkpoint: venv
-	@$(PY) -m tests.tiny_model.build
+	@$(PY) -m tests.tiny_model.locate
 
 ## demo: offline, the tiny model through CLI predict on generated images, results drawn
 demo: venv
-	@set -e; checkpoint=$$($(PY) -m tests.tiny_model.build | tail -n 1); \
+	@set -e; checkpoint=$$($(PY) -m tests.tiny_model.locate | tail -n 1); \
 	$(PY) -m tests.tiny_model.demo demo_output/images; \
 	KOSMOS2_CHECKPOINT=$$checkpoint $(PY) src/main.py predict demo_output/images \
 		--device cpu --output demo_output/predictions --draw; \
@@ -72,7 +72,7 @@ evaluate: venv
 
 ## evaluation-docs: the README's evaluation report, made by the tiny model on the sample project, into docs/evaluation
 evaluation-docs: eval-samples
-	KOSMOS2_CHECKPOINT=$$($(PY) -m tests.tiny_model.build | tail -n 1) $(PY) src/evaluate.py project eval-samples/shapes-project --out docs/evaluation
+	KOSMOS2_CHECKPOINT=$$($(PY) -m tests.tiny_model.locate | tail -n 1) $(PY) src/evaluate.py project eval-samples/shapes-project --out docs/evaluation
 
 ## bench-label: the labelling job on Ray (1 and 2 actors) against one process doing the same work (tiny model, ~3 min)
 bench-label: venv

@@ -103,9 +103,9 @@ def main(argv=None) -> dict:
     import ray
 
     from tests.support.labelling_cases import generated_images, write_folder
-    from tests.tiny_model.build import ensure_tiny_checkpoint
+    from tests.tiny_model.locate import tiny_checkpoint_folder
 
-    checkpoint, cpus = str(ensure_tiny_checkpoint()), os.cpu_count() or 1
+    checkpoint, cpus = str(tiny_checkpoint_folder()), os.cpu_count() or 1
     images = [image for _, image in generated_images(args.images)]
     raw: dict[str, list] = {"one_process": [], "engine_only": [], "ray_1_actor": [], "ray_2_actors": []}
     with tempfile.TemporaryDirectory() as tmp:

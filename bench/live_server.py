@@ -32,11 +32,11 @@ def deployed_server(
     from supervisely.nn.model.model_api import ModelAPI
 
     from tests.support.server_process import app_env, free_port, server_command, start, stop
-    from tests.tiny_model.build import ensure_tiny_checkpoint
+    from tests.tiny_model.locate import tiny_checkpoint_folder
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**app_env(folder, checkpoint or str(ensure_tiny_checkpoint())), **(extra_env or {})}
+    env = {**app_env(folder, checkpoint or str(tiny_checkpoint_folder())), **(extra_env or {})}
     process = start(server_command(port), env, folder / "server.log", url)
     try:
         ModelAPI(url=url).load("Kosmos-2", device=device)

@@ -97,9 +97,9 @@ def main(argv=None) -> Path:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    from tests.tiny_model.build import ensure_tiny_checkpoint
+    from tests.tiny_model.locate import tiny_checkpoint_folder
 
-    checkpoint, data = str(ensure_tiny_checkpoint()), sample_jpeg()
+    checkpoint, data = str(tiny_checkpoint_folder()), sample_jpeg()
     sections = []
     with tempfile.TemporaryDirectory() as tmp, baseline_tree(args.baseline) as old_src:
         for name, src in ((f"old path ({args.baseline})", old_src), ("new path", REPO / "src")):

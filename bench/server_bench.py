@@ -191,9 +191,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = parser.parse_args(argv)
-    from tests.tiny_model.build import ensure_tiny_checkpoint
+    from tests.tiny_model.locate import tiny_checkpoint_folder
 
-    checkpoint = str(ensure_tiny_checkpoint())
+    checkpoint = str(tiny_checkpoint_folder())
     data = sample_jpeg()
     with tempfile.TemporaryDirectory() as tmp, baseline_tree(args.baseline) as old_src:
         log(f"starting the old path ({args.baseline}), the new path, and the new path with a 5 ms wait")

@@ -30,36 +30,51 @@ SLOW_FIXTURES = ("openvino_checkpoint",)  # a test that needs one of these is sl
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test with its kind, the folder it is in (``-m "not e2e"`` and so on), and as
-    ``slow`` when it needs a fixture that takes long to make."""
+    ``slow`` when it needs a fixture that takes long to make. Then order them longest first, as
+    pytest-xdist hands them out: the Ray tests (one long run in one process), the other e2e
+    modules, integration, unit; the many short tests fill the workers' last minutes."""
     tests = Path(__file__).parent
+    kinds = {}
     for item in items:
         parts = Path(item.fspath).resolve().relative_to(tests).parts
         kind = parts[0] if parts[0] in KINDS else None
         if kind is None:
             raise pytest.UsageError(f"{item.nodeid}: a test belongs in tests/unit, tests/integration or tests/e2e")
         item.add_marker(kind)
+        kinds[item.nodeid] = kind
         if any(name in getattr(item, "fixturenames", ()) for name in SLOW_FIXTURES):
             item.add_marker("slow")
+    rank = {"e2e": 1, "integration": 2, "unit": 3}
+    items.sort(key=lambda item: 0 if is_ray_test(item.nodeid) else rank[kinds[item.nodeid]])
 
 
-# Modules that start or stop Ray clusters: the labelling job's cluster, and the docs' ``ray stop``,
-# which stops every Ray process of the machine. They must never run beside each other. (Starting
-# them first, to balance the two workers, made a worker of the other modules crash in every run:
-# left as it was.)
-RAY_MODULES = ("tests/e2e/test_labelling_ray.py", "tests/e2e/test_readme.py")
+# The tests that start or stop Ray clusters (modules, or single tests by node id): the labelling
+# job's cluster, and the docs' pages with ``ray stop``, which stops every Ray process of the
+# machine. They must never run beside each other.
+RAY_TESTS = (
+    "tests/e2e/test_labelling_ray.py",
+    "tests/e2e/test_readme.py::test_the_pages_that_start_ray_clusters_run_in_a_root_of_their_own",
+)
+
+
+def is_ray_test(nodeid: str) -> bool:
+    return any(nodeid == test or nodeid.startswith(f"{test}::") for test in RAY_TESTS)
 
 
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist's ``--dist loadscope`` (``make test``), a module's tests go to one process
-    (module fixtures are made once), and so do all of ``RAY_MODULES``, one after the other."""
+    (module fixtures are made once), and so do all of ``RAY_TESTS``, one after the other. Scopes
+    are handed out in the order of the collection (see ``pytest_collection_modifyitems``), not
+    pytest-xdist's default of the most tests first, which left the longest scopes to the end."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False
+
     class ModulesWithRayTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "ray" if module in RAY_MODULES else super()._split_scope(nodeid)
+            return "ray" if is_ray_test(nodeid) else super()._split_scope(nodeid)
 
     return ModulesWithRayTogether(config, log)
 
@@ -67,21 +82,28 @@ def pytest_xdist_make_scheduler(config, log):
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> str:
     """Folder of the tiny trained Kosmos-2 (built on first use, then cached)."""
-    from tests.tiny_model.build import ensure_tiny_checkpoint
+    from tests.tiny_model.locate import tiny_checkpoint_folder
 
-    return str(ensure_tiny_checkpoint())
+    return str(tiny_checkpoint_folder())
 
 
 @pytest.fixture(scope="session")
-def openvino_checkpoint(tmp_path_factory, tiny_checkpoint) -> str:
-    """A copy of the tiny checkpoint with its int8 and fp32 OpenVINO IR exported beside it,
-    once per test session (each export takes seconds)."""
+def openvino_checkpoint(tmp_path_factory, tiny_checkpoint, worker_id) -> str:
+    """A copy of the tiny checkpoint with its int8 and fp32 OpenVINO IR exported beside it, once
+    per run: the test processes of one ``-n`` run share it (each export takes seconds)."""
+    from filelock import FileLock
+
     from kosmos2_engine.runtime.openvino.export import export_openvino
 
-    folder = tmp_path_factory.mktemp("openvino") / "tiny"
-    shutil.copytree(tiny_checkpoint, folder)
-    for weights in ("int8", "fp32"):
-        export_openvino(str(folder), weights, progress=lambda line: None)
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker_id != "master" else root  # the folder every worker's basetemp is in
+    folder = root / "openvino" / "tiny"
+    with FileLock(str(root / "openvino.lock")):
+        if not folder.exists():
+            shutil.copytree(tiny_checkpoint, folder.with_name("tiny.partial"))
+            folder.with_name("tiny.partial").rename(folder)
+        for weights in ("int8", "fp32"):
+            export_openvino(str(folder), weights, progress=lambda line: None)  # reused when done
     return str(folder)
 
 

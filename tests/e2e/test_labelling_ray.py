@@ -56,7 +56,7 @@ def _job(source, out, checkpoint, **options) -> LabelJob:
 
 def _command(source, out, checkpoint, address, *extra) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": address, "KOSMOS2_CHECKPOINT": checkpoint}
-    argv = [sys.executable, "src/label.py", str(source), "--out", str(out), "--actors", "2", "--batch-size", "2"]
+    argv = [sys.executable, "src/label.py", str(source), "--out", str(out), "--actors", "1", "--batch-size", "2"]
     return subprocess.Popen(
         [*argv, *extra],
         cwd=REPO,
@@ -98,7 +98,7 @@ def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
     assert {t.name for t in project.meta.tag_metas} == {"confidence", "caption", "answer", "description"}
 
     source = cases.write_project_folder(tmp_path / "project", IMAGES)
-    summary = run_job(_job(source, tmp_path / "out2", tiny_checkpoint), progress=lambda m: None)
+    summary = run_job(_job(source, tmp_path / "out2", tiny_checkpoint, actors=1), progress=lambda m: None)
     assert summary["done"] == 40 and cases.written_annotations(tmp_path / "out2") == captions
     assert {p.relative_to(tmp_path / "out2").parts[0] for p in (tmp_path / "out2").glob("**/ann")} == {"outer"}
     assert len(list((tmp_path / "out2" / "outer" / "datasets" / "inner" / "ann").iterdir())) == 14
@@ -126,34 +126,24 @@ def test_grounding_and_vqa_settings_are_honoured(ray_address, served, tmp_path, 
         assert {o["classTitle"] for ann in anns for o in ann["objects"]} <= set(settings["phrases"])
 
 
-def test_a_killed_actor_is_replaced_and_every_image_is_written_once(
+def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing_twice(
     ray_address, captions, folder, tmp_path, tiny_checkpoint
 ):
+    """One actor, killed mid-run: Ray starts another, which goes on labelling (its batches
+    retried); then Ctrl-C: the driver stops, what is written stays, and the same command
+    labels only the rest."""
     out = tmp_path / "out"
     process = _command(folder, out, tiny_checkpoint, ray_address)
     done_at_kill = _wait_for_annotations(out, 4, process)
-    [victim, *_] = [p for p in psutil.process_iter(["cmdline"]) if ACTOR in " ".join(p.info["cmdline"] or [])]
+    [victim] = [p for p in psutil.process_iter(["cmdline"]) if ACTOR in " ".join(p.info["cmdline"] or [])]
     victim.kill()
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-    assert done_at_kill < 40 and "Labelled 40 of 40 images (0 done before, 0 failed)" in stdout
-    assert cases.written_annotations(out) == captions
-    _no_temporaries(out)
-    assert len(list(out.glob("**/ann/*.json"))) == len(list(out.glob("**/img/*.png"))) == 40
-
-
-def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
-    ray_address, captions, folder, tmp_path, tiny_checkpoint
-):
-    out = tmp_path / "out"
-    process = _command(folder, out, tiny_checkpoint, ray_address)
-    _wait_for_annotations(out, 6, process)
+    _wait_for_annotations(out, done_at_kill + 4, process)  # written by the actor started in its place
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     interrupted = process.returncode == 130 and "run the same command again" in stderr
     assert interrupted, (process.returncode, stdout, stderr[-3000:])
     before = {p: p.stat().st_mtime_ns for p in out.glob("**/ann/*.json")}
-    assert 6 <= len(before) < 40
+    assert done_at_kill + 4 <= len(before) < 40
     _no_temporaries(out)
 
     rerun = _command(folder, out, tiny_checkpoint, ray_address)
@@ -162,6 +152,8 @@ def test_an_interrupted_run_resumes_and_ends_as_an_uninterrupted_one(
     assert f"Labelled {40 - len(before)} of 40 images ({len(before)} done before, 0 failed)" in stdout
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in before.items())  # nothing redone
     assert cases.written_annotations(out) == captions
+    _no_temporaries(out)
+    assert len(list(out.glob("**/ann/*.json"))) == len(list(out.glob("**/img/*.png"))) == 40
     summary = json.loads((out / "labelling-summary.json").read_text())
     assert summary["skipped"] == len(before) and not summary["interrupted"]
 

@@ -22,6 +22,11 @@ checked row by row through ``Session``. A fenced block with no mark fails the te
 The folders the README's examples write (``GENERATED``, all git-ignored) are removed first, so
 the examples run on what a fresh clone has, whatever an earlier run left there.
 
+The pages that start and stop Ray clusters (``RAY_PAGES``: ``ray stop`` stops every Ray process
+of the machine) run in a test of their own, beside the labelling job's tests and never beside
+another Ray cluster, from a root of their own: a folder that links to every entry of the
+repository but the generated ones, where the README's ``make samples`` runs first.
+
 ``KOSMOS2_README_RECORD=1 pytest tests/e2e/test_readme.py`` rewrites the outputs and the table
 from a run (for a change that is meant to change them); review the diff before committing.
 """
@@ -50,6 +55,7 @@ PAGES = [README] + [DOCS / name for name in (
     "api.md", "tasks.md", "labelling.md", "evaluation.md", "openvino.md", "speed.md", "security.md",
     "supervisely.md", "architecture.md", "testing.md", "troubleshooting.md",
 )]  # fmt: skip
+RAY_PAGES = [DOCS / "labelling.md"]  # run by test_the_pages_that_start_ray_clusters_run_in_a_root_of_their_own
 README_MAX_LINES = 300
 RECORD = os.environ.get("KOSMOS2_README_RECORD") == "1"
 README_URL = "http://127.0.0.1:8000"
@@ -135,12 +141,12 @@ def _environment(port: int) -> dict[str, str]:
     return env
 
 
-def _run(block: Block, url: str, env: dict) -> str:
+def _run(block: Block, url: str, env: dict, root: Path = REPO) -> str:
     code = block.body.replace(README_URL, url)
     command = [sys.executable, "-"] if block.lang == "python" else ["bash", "-euo", "pipefail", "-s"]
     # A session of its own, as a user's terminal is: Ray's reaper, when a driver dies before it,
     # kills its whole process group, which would otherwise be the test runner's.
-    result = subprocess.run(command, input=code, cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    result = subprocess.run(command, input=code, cwd=root, env=env, capture_output=True, text=True, timeout=600,
                             start_new_session=True)  # fmt: skip
     assert result.returncode == 0, (
         f"{block.page.name} example failed:\n{block.body}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
@@ -183,37 +189,64 @@ def test_every_example_runs_and_prints_what_the_page_shows():
     _remove_generated()
     port = free_port()
     url, env = f"http://127.0.0.1:{port}", _environment(port)
-    found, server, replacements = all_blocks(), None, []
+    found = [block for block in all_blocks() if block.page not in RAY_PAGES]
+    server, replacements = None, []
     try:
         for index, block in enumerate(found):
             if block.mark == "example: serves":
                 server = _serve(block, env, port)
             elif block.mark == "example":
                 assert server is not None or "8000" not in block.body, "an example calls the server before it starts"
-                printed = _run(block, url, env)
-                following = found[index + 1] if index + 1 < len(found) else None
-                if following is not None and following.mark in ("output", "output: times vary"):
-                    if RECORD:
-                        replacements.append((following, printed))
-                    else:
-                        shown, mask = following.body, following.mark == "output: times vary"
-                        assert _masked(printed, mask) == _masked(shown, mask), (
-                            f"{block.page.name} example:\n{block.body}\nprinted:\n{printed}"
-                        )
-        if RECORD:
-            _check_task_table(text, url, replacements)
-        else:
-            _check_task_table(text, url, None)
+                _check_example(block, _run(block, url, env), found, index, replacements)
+        _check_task_table(text, url, replacements if RECORD else None)
     finally:
         if server is not None:
             _stop(server)
+    _record(replacements)
+
+
+def test_the_pages_that_start_ray_clusters_run_in_a_root_of_their_own(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in GENERATED:
+            (root / entry.name).symlink_to(entry)
+    [samples] = [b for b in blocks(README.read_text()) if b.mark == "example" and b.body.strip() == "make samples"]
+    env, replacements = _environment(free_port()), []
+    sequence = [samples, *(block for block in all_blocks() if block.page in RAY_PAGES)]
+    for index, block in enumerate(sequence):
+        if block.mark == "example":
+            assert README_URL not in block.body, "a page that starts Ray calls no server"
+            _check_example(block, _run(block, README_URL, env, root), sequence, index, replacements)
+    labelled = sorted(p.name for p in (root / "labels").glob("*/ann/*.json"))
+    assert labelled == ["blue_square.png.json", "shapes.png.json"]  # written in the root of links
+    _record(replacements)
+
+
+def _check_example(block: Block, printed: str, found: list[Block], index: int, replacements: list) -> None:
+    """What ``block`` printed against the ``output`` block right after it, if there is one
+    (in record mode, kept for :func:`_record` instead)."""
+    following = found[index + 1] if index + 1 < len(found) else None
+    if following is None or following.mark not in ("output", "output: times vary"):
+        return
     if RECORD:
-        for page in PAGES:
-            text = page.read_text()
-            mine = [item for item in replacements if item[0].page == page]
-            for block, new in sorted(mine, key=lambda item: -item[0].start):
-                text = text[: block.start] + new + text[block.end :]
-            page.write_text(text)
+        replacements.append((following, printed))
+        return
+    shown, mask = following.body, following.mark == "output: times vary"
+    message = f"{block.page.name} example:\n{block.body}\nprinted:\n{printed}"
+    assert _masked(printed, mask) == _masked(shown, mask), message
+
+
+def _record(replacements: list) -> None:
+    """In record mode, each page with its recorded outputs (and table) written back."""
+    if not RECORD:
+        return
+    for page in PAGES:
+        text = page.read_text()
+        mine = [item for item in replacements if item[0].page == page]
+        for block, new in sorted(mine, key=lambda item: -item[0].start):
+            text = text[: block.start] + new + text[block.end :]
+        page.write_text(text)
 
 
 TABLE_MARK = "<!-- example: task-table -->\n"

@@ -1,6 +1,7 @@
 """Build the tiny trained Kosmos-2 checkpoint if needed, and print its folder as the last line.
 
-    make tiny-checkpoint      (or: PYTHONPATH=src:. python -m tests.tiny_model.build)
+    PYTHONPATH=src:. python -m tests.tiny_model.build   (``make tiny-checkpoint`` asks
+    :mod:`tests.tiny_model.locate` first, which remembers this check's answer)
 
 The checkpoint's *key* fingerprints what decides its weights: the code of the architecture,
 the scenes and the training loop (its syntax tree, without docstrings, imports, annotations,
@@ -33,14 +34,13 @@ import transformers
 from kosmos2_engine import GenerationPolicy, Kosmos2Engine
 
 from .architecture import build_model, build_processor
+from .locate import REPORT, cache_root, key_of
 from .scenes import draw_scene, draw_two_shapes, random_size
 from .train import RECIPE, Recipe, make_training_set, train
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 COMMITTED = HERE / "checkpoint"
-CACHE_ENV = "TINY_KOSMOS2_CACHE"
-REPORT = "build_report.json"
 EVAL_SEED = 12345
 MINIMUM_SCORES = {
     "name_accuracy": 0.5,
@@ -109,18 +109,13 @@ def cache_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _built_with_key(folder: Path, key: str) -> bool:
-    report = folder / REPORT
-    return report.is_file() and json.loads(report.read_text()).get("key") == key
-
-
 def ensure_tiny_checkpoint(log=print) -> Path:
     """The folder of the tiny checkpoint: the committed one if current, else a cached build."""
     key = cache_key()
-    if _built_with_key(COMMITTED, key):
+    if key_of(COMMITTED) == key:
         return COMMITTED
-    folder = Path(os.environ.get(CACHE_ENV, REPO / ".cache" / "tiny-kosmos2")) / key
-    if _built_with_key(folder, key):
+    folder = cache_root() / key
+    if key_of(folder) == key:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="building-", dir=folder.parent))

@@ -15,7 +15,7 @@ from kosmos2_engine.grounding import GRID, box_to_patch_indices
 from kosmos2_engine.prompts import encode_prompt
 from kosmos2_engine.runtime.torch.decoder import StaticDecoder
 from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
-from tests.tiny_model.build import ensure_tiny_checkpoint
+from tests.tiny_model.locate import tiny_checkpoint_folder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -38,7 +38,7 @@ def images():
 
 def test_compiled_decoder_equals_eager_on_cuda(images):
     engine = Kosmos2Engine.load(
-        str(ensure_tiny_checkpoint()), device="cuda", dtype=torch.float32, compile_decoder=False
+        str(tiny_checkpoint_folder()), device="cuda", dtype=torch.float32, compile_decoder=False
     )
     embeds = engine.encode_images(images)
     prompts = [
@@ -59,7 +59,7 @@ def test_compiled_decoder_equals_eager_on_cuda(images):
 
 
 def test_bf16_boxes_within_one_bin_of_fp32_on_the_tiny_model(images):
-    checkpoint = str(ensure_tiny_checkpoint())
+    checkpoint = str(tiny_checkpoint_folder())
     policy = policy_from_settings({"task": "phrase_grounding", "phrases": "circle. square. triangle"})
     fp32 = Kosmos2Engine.load(checkpoint, device="cuda", dtype=torch.float32).run(images, policy)
     bf16 = Kosmos2Engine.load(checkpoint, device="cuda", dtype=torch.bfloat16).run(images, policy)
@@ -74,7 +74,7 @@ def test_bf16_location_bins_within_one_of_fp32_on_the_real_size_model():
     (argmax over the 1024 location logits) in bf16 against fp32, over 32 random images."""
     from transformers import AutoProcessor, Kosmos2Config, Kosmos2ForConditionalGeneration
 
-    processor = AutoProcessor.from_pretrained(ensure_tiny_checkpoint())
+    processor = AutoProcessor.from_pretrained(tiny_checkpoint_folder())
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = Kosmos2ForConditionalGeneration(Kosmos2Config()).eval()
@@ -102,7 +102,7 @@ def test_bf16_location_bins_within_one_of_fp32_on_the_real_size_model():
 def test_idle_freeze_to_cpu_and_back_keeps_the_answers(images):
     """What the SDK's idle freeze does to the engine: to CPU (fp32) after an hour idle, back to
     CUDA on the next request; the compiled graphs are recorded again at wake-up."""
-    engine = Kosmos2Engine.load(str(ensure_tiny_checkpoint()), device="cuda")
+    engine = Kosmos2Engine.load(str(tiny_checkpoint_folder()), device="cuda")
     policy = policy_from_settings({"max_new_tokens": 24})
     engine.warm_up()
     before = engine.run(images, policy)
