@@ -61,11 +61,19 @@ def is_ray_test(nodeid: str) -> bool:
     return any(nodeid == test or nodeid.startswith(f"{test}::") for test in RAY_TESTS)
 
 
+def scope_of(nodeid: str) -> str:
+    """The process group a test runs in under ``--dist loadscope``: "ray" for ``RAY_TESTS``,
+    else its module, read from the front (pytest-xdist splits at the last "::", which a
+    parameter such as ``[::1]`` holds: such a test got a scope, and a server, of its own)."""
+    return "ray" if is_ray_test(nodeid) else nodeid.split("::", 1)[0]
+
+
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist's ``--dist loadscope`` (``make test``), a module's tests go to one process
-    (module fixtures are made once), and so do all of ``RAY_TESTS``, one after the other. Scopes
-    are handed out in the order of the collection (see ``pytest_collection_modifyitems``), not
-    pytest-xdist's default of the most tests first, which left the longest scopes to the end."""
+    (module fixtures are made once), and so do all of ``RAY_TESTS``, one after the other
+    (:func:`scope_of`). Scopes are handed out in the order of the collection (see
+    ``pytest_collection_modifyitems``), not pytest-xdist's default of the most tests first,
+    which left the longest scopes to the end."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -74,7 +82,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ModulesWithRayTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "ray" if is_ray_test(nodeid) else super()._split_scope(nodeid)
+            return scope_of(nodeid)
 
     return ModulesWithRayTogether(config, log)
 

@@ -36,6 +36,9 @@ variable                       meaning                                          
 ``KOSMOS2_MAX_REQUEST_MB``     largest request body (uploads included); a larger one is a     256
                                413
 ``KOSMOS2_DEBUG_ROUTE``        ``1``: keep the SDK's ``/debug`` route (starts debugpy)         0
+``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
+                               list of names or ``{"name": "phrase"}`` (see
+                               :mod:`.ontology`); a deploy's ``classes`` replaces them
 =============================  ============================================================  ==========
 
 The SDK's own variables that the app reads too: ``ENV`` (``production`` on the platform),
@@ -58,6 +61,7 @@ MAX_IMAGE_PIXELS_ENV = "KOSMOS2_MAX_IMAGE_PIXELS"
 MAX_REQUEST_PIXELS_ENV = "KOSMOS2_MAX_REQUEST_PIXELS"
 DECODE_BUDGET_ENV = "KOSMOS2_DECODE_BUDGET_PIXELS"
 HOST_ENV = "KOSMOS2_HOST"
+CLASSES_ENV = "KOSMOS2_CLASSES"
 PORT_ENV = "KOSMOS2_PORT"
 API_KEY_ENV = "KOSMOS2_API_KEY"
 URL_ALLOWLIST_ENV = "KOSMOS2_URL_ALLOWLIST"
@@ -161,6 +165,11 @@ def listen_address() -> tuple[str, int]:
     if any(c.isspace() or c in "/?#@" for c in host):
         raise ValueError(f"{HOST_ENV} must be a host name or IP address, got '{host}'")
     return host, integer_from_environment(PORT_ENV, 8000, 1, 65535)
+
+
+def declared_classes() -> str | None:
+    """``KOSMOS2_CLASSES`` as text (parsed by :class:`~.ontology.Ontology`), None when unset."""
+    return _text(CLASSES_ENV) or None
 
 
 def checkpoint_override() -> str | None:

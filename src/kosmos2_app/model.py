@@ -45,6 +45,7 @@ from .config import (
     UrlFetchPolicy,
     access_log,
     checkpoint_override,
+    declared_classes,
     listen_address,
     max_body_bytes,
 )
@@ -53,6 +54,7 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
+from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
 from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
@@ -83,6 +85,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._batcher: RequestBatcher | None = None
         self._engine_key: tuple[str, str] | None = None
         self.annotations: AnnotationBuilder | None = None  # created by the first deploy
+        self.ontology = self._operators_ontology()
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
         self._activity_noted = float("-inf")
@@ -153,7 +156,6 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
                 recorded, checkpoint_name=Path(key[0]).name, checkpoint_url=key[0]
             )
         self.model_precision = _precision_name(batcher.engine)
-        self.classes: list[str] = []
         self._publish_annotation_meta()
 
     def _loaded_engine(
@@ -187,12 +189,33 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             old_batcher.close()
 
     def _publish_annotation_meta(self) -> None:
-        """The model meta the SDK serves is the annotation builder's, kept current as phrases
-        become classes (kept across deploys: classes already handed out stay)."""
+        """The model meta the SDK serves (and ``get_classes``) is the annotation builder's: the
+        declared classes, then every class met since (kept across deploys: classes already
+        handed out stay)."""
         if self.annotations is None:
-            self.annotations = AnnotationBuilder(on_meta_change=lambda meta: sdk.set_model_meta(self, meta))
-        else:
-            sdk.set_model_meta(self, self.annotations.meta)
+            self.annotations = AnnotationBuilder(on_meta_change=self._set_meta)
+        self.annotations.declare(self.ontology.names)
+        self._set_meta(self.annotations.meta)
+
+    def _set_meta(self, meta: sly.ProjectMeta) -> None:
+        sdk.set_model_meta(self, meta)
+        self.classes = [obj_class.name for obj_class in meta.obj_classes]
+
+    @staticmethod
+    def _operators_ontology() -> Ontology:
+        """``KOSMOS2_CLASSES`` if the operator set it, else COCO's 80 classes."""
+        text = declared_classes()
+        try:
+            return Ontology.default() if text is None else Ontology.parse(text, "KOSMOS2_CLASSES")
+        except SettingsError as error:
+            raise ValueError(str(error)) from None
+
+    def declare_classes(self, ontology: Ontology) -> None:
+        """Serve ``ontology`` from now on (a deploy's ``classes``): the meta starts again from
+        its classes (those of earlier declarations and requests are no longer listed)."""
+        self.ontology = ontology
+        self.annotations = None
+        self._publish_annotation_meta()
 
     def _listed_checkpoint(self, model_files: dict) -> str:
         """``model_files["checkpoint"]`` if it is a checkpoint of ``models.json``, else a 400.
@@ -243,7 +266,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
         found = crops_of(settings, len(images))
         crops: list[Crop | None] = [None] * len(images) if found is None else list(found)
-        classes = settings.get("classes")
+        classes = self.classes_kept(settings)
         builder = self._require_annotations()
         sizes = [size_of(image) for image in images]
         return [
@@ -270,9 +293,19 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     def policy_for(self, settings: dict[str, Any]):
         """The :class:`~kosmos2_engine.GenerationPolicy` of request ``settings`` over the
         defaults of ``inference_settings.yaml`` (parsed once: the SDK parses the YAML text on
-        every call); ``HTTPException(400)`` naming the field when one is wrong."""
+        every call), ``classes`` read by :mod:`.ontology`; ``HTTPException(400)`` naming the
+        field when one is wrong."""
         try:
-            return app_files.settings_policy(settings)
+            return app_files.settings_policy(find_settings(settings, self.ontology))
+        except SettingsError as error:
+            raise bad_request(str(error)) from error
+
+    @staticmethod
+    def classes_kept(settings: dict[str, Any]) -> tuple[str, ...] | None:
+        """The class names whose labels a request keeps (``settings["classes"]``), None for all."""
+        classes = requested_classes(settings)
+        try:
+            return None if classes is None else Ontology.parse(classes).names
         except SettingsError as error:
             raise bad_request(str(error)) from error
 

@@ -38,7 +38,7 @@ from .prompts import CAPTION_PROMPT
 from .runtime.protocol import Backend, DecodedBatch
 from .settings import policy_from_settings
 from .tasks import TASK_TABLE, TASKS, GenerationPolicy, ResultKind, Task, TextKind
-from .validation import MAX_ITEMS, SettingsError, find_markup
+from .validation import MAX_ITEMS, MAX_PHRASES, SettingsError, find_markup
 
 
 def load_openvino_engine(checkpoint: str, weights: str = "int8", max_batch_size: int = 16) -> Kosmos2Engine:
@@ -53,6 +53,7 @@ __all__ = [
     "CAPTION_PROMPT",
     "CHECKPOINT_ENV",
     "MAX_ITEMS",
+    "MAX_PHRASES",
     "TASKS",
     "TASK_TABLE",
     "Backend",

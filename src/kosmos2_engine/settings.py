@@ -43,7 +43,7 @@ def policy_from_settings(
     base = GenerationPolicy()
     return GenerationPolicy(
         task=task,
-        phrases=_as_phrases(merged["phrases"]) if "phrases" in merged else (),
+        **_as_named_phrases(merged.get("phrases")),
         expression=_as_str("expression", merged.get("expression")),
         question=_as_str("question", merged.get("question")),
         regions=_as_regions(merged["regions"]) if "regions" in merged else (),
@@ -82,6 +82,25 @@ def _refuse_fields_of_other_tasks(task: str, merged: Mapping[str, Any]) -> None:
             )
 
 
+def _as_named_phrases(value: Any) -> dict[str, tuple[str, ...]]:
+    """The policy's ``phrases`` and ``phrase_names`` from the ``phrases`` setting: a list or a
+    string (each phrase names its boxes), or an object ``{name: phrase}`` (each box named by the
+    name whose phrase found it: ``{"car": "a red car"}``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return {"phrases": _as_phrases(value)}
+    if not value:
+        raise SettingsError("phrases", "give at least one phrase: a list, a string like 'cat. dog' or {name: phrase}")
+    names, phrases = [], []
+    for name, phrase in value.items():
+        if not isinstance(phrase, str):
+            raise SettingsError(f"phrases.{name}", f"expected a string, got {type(phrase).__name__}")
+        names.append(_valid_text("phrases", str(name)).strip())
+        phrases.append(_valid_text(f"phrases.{name}", phrase).strip())
+    return {"phrases": tuple(phrases), "phrase_names": tuple(names)}
+
+
 def _as_phrases(value: Any) -> tuple[str, ...]:
     """A list of strings, or one string split on "." and ","; stripped, empty parts dropped,
     duplicates dropped (first kept)."""
@@ -95,7 +114,8 @@ def _as_phrases(value: Any) -> tuple[str, ...]:
         parts = tuple(value)
     else:
         raise SettingsError(
-            "phrases", f"expected a list of strings or a string like 'cat. dog', got {type(value).__name__}"
+            "phrases",
+            f"expected a list of strings, a string like 'cat. dog' or {{name: phrase}}, got {type(value).__name__}",
         )
     phrases = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not phrases:

@@ -47,6 +47,7 @@ from .prompts import (
 from .validation import (
     MAX_ITEMS,
     MAX_NEW_TOKENS_LIMIT,
+    MAX_PHRASES,
     MAX_PROMPT_CHARS,
     MAX_TOP_K,
     SettingsError,
@@ -121,10 +122,22 @@ def required_text(policy: GenerationPolicy, field: str) -> str:
 
 def _check_phrases(policy: GenerationPolicy) -> None:
     _require(policy, "phrases")
-    if len(policy.phrases) > MAX_ITEMS:
-        raise SettingsError("phrases", f"at most {MAX_ITEMS} phrases, got {len(policy.phrases)}")
+    if len(policy.phrases) > MAX_PHRASES:
+        raise SettingsError("phrases", f"at most {MAX_PHRASES} phrases, got {len(policy.phrases)}")
     for i, phrase in enumerate(policy.phrases):
         check_user_text(f"phrases[{i}]", phrase)
+    if policy.phrase_names and len(policy.phrase_names) != len(policy.phrases):
+        raise SettingsError(
+            "phrases", f"{len(policy.phrase_names)} names for {len(policy.phrases)} phrases: give one name per phrase"
+        )
+    for i, name in enumerate(policy.phrase_names):
+        if not name.strip() or len(name) > MAX_PROMPT_CHARS:
+            raise SettingsError(f"phrases[{i}]", f"a name must be 1..{MAX_PROMPT_CHARS} characters, got {name!r}")
+
+
+def _phrase_prompts(policy: GenerationPolicy, width: int, height: int) -> list[PlannedPrompt]:
+    names = policy.phrase_names or policy.phrases
+    return [PlannedPrompt(phrase_grounding_prompt(phrase), name) for phrase, name in zip(policy.phrases, names)]
 
 
 def _check_expression(policy: GenerationPolicy) -> None:
@@ -222,7 +235,7 @@ TASK_TABLE: dict[str, Task] = {
             "phrase_grounding",
             "phrases",
             _check_phrases,
-            lambda p, w, h: [PlannedPrompt(phrase_grounding_prompt(phrase), phrase) for phrase in p.phrases],
+            _phrase_prompts,
             stops_at_box=True,
             result=ResultKind.NAMED_BOXES,
         ),
@@ -271,7 +284,10 @@ class GenerationPolicy:
 
     Attributes:
         task: one of :data:`TASKS`.
-        phrases: ``phrase_grounding``: 1..32 phrases or class names, each grounded on its own.
+        phrases: ``phrase_grounding``: 1..100 phrases or class names, each grounded on its own.
+        phrase_names: ``phrase_grounding``: the name of each phrase's boxes (a class name for
+            the phrase that finds it), in the order of ``phrases``; empty: each phrase names
+            its own boxes.
         expression: ``referring_expression``: the expression to box.
         question: ``vqa``: the question to answer.
         regions: ``region_description``: 1..32 pixel ``[left, top, right, bottom]`` boxes,
@@ -284,6 +300,7 @@ class GenerationPolicy:
 
     task: str = "caption"
     phrases: tuple[str, ...] = ()
+    phrase_names: tuple[str, ...] = ()
     expression: str | None = None
     question: str | None = None
     regions: tuple[PixelBox, ...] = ()

@@ -12,7 +12,8 @@ import re
 MAX_NEW_TOKENS_LIMIT = 512
 MAX_PROMPT_CHARS = 2000
 MAX_TEXT_CHARS = 300  # one phrase, expression or question
-MAX_ITEMS = 32  # phrases or regions in one request
+MAX_ITEMS = 32  # regions in one request
+MAX_PHRASES = 100  # phrases in one request: COCO's 80 classes at once
 MAX_TOP_K = 10
 
 _MARKUP = re.compile(

@@ -236,3 +236,22 @@ def test_cli_predict_without_weights_says_why_in_one_line(two_shape_files, tmp_p
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("Kosmos-2 could not be deployed")]
     assert "(HTTP 503)" in line and "KOSMOS2_CHECKPOINT" in line
+
+
+def test_a_deployed_model_declares_classes_and_finds_the_ones_asked_for(server, tmp_path):
+    """What the Predict App and other apps rely on, through the SDK's own clients: classes from
+    the start, and ``classes`` answered with labels of those classes only."""
+    from tests.tiny_model.samples import write_samples
+
+    [_, shapes] = write_samples(tmp_path)  # the README's samples/shapes.png: a yellow square, a red triangle
+    model = ModelAPI(url=server)
+    assert model.get_classes()[:3] == ["person", "bicycle", "car"] and len(model.get_classes()) >= 80
+    meta = session(server).get_model_meta()
+    assert meta.get_obj_class("person").geometry_type == sly.Rectangle and meta.get_tag_meta("confidence")
+    [prediction] = model.predict(input=str(shapes), classes=["triangle"])
+    assert list(prediction.classes) == ["triangle"]
+    top, left, bottom, right = prediction.boxes[0]
+    assert left > 100  # the triangle is the right-hand shape of the 200 px wide image
+    ann = session(server, classes=["square", "triangle"]).inference_image_path(str(shapes))
+    assert sorted(label.obj_class.name for label in ann.labels) == ["square", "triangle"]
+    assert "triangle" in model.get_classes()

@@ -111,12 +111,17 @@ def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
         {"task": "vqa", "question": "What colour is the circle?"},
     ],
 )
-def test_grounding_and_vqa_settings_are_honoured(ray_address, served, tmp_path, tiny_checkpoint, settings):
+def test_settings_are_honoured_and_bad_images_listed_with_their_reason(
+    ray_address, served, tmp_path, tiny_checkpoint, settings
+):
     images = IMAGES[:8]
-    source = cases.write_folder(tmp_path / "in", images)
+    source = cases.write_folder(tmp_path / "in", images, bad=True)
     job = _job(source, tmp_path / "out", tiny_checkpoint, settings=settings, actors=1)  # 8 images: one actor is enough
     summary = run_job(job, progress=lambda m: None)
-    assert summary["done"] == 8
+    assert (summary["done"], summary["failed"]) == (8, 3)
+    failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
+    assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
+    assert all("could not be read" in f["reason"] for f in failures)
     written = cases.written_annotations(tmp_path / "out")
     assert written == cases.server_annotations(served[1], images, settings)
     anns = [json.loads(text) for text in written.values()]
@@ -156,19 +161,6 @@ def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing
     assert len(list(out.glob("**/ann/*.json"))) == len(list(out.glob("**/img/*.png"))) == 40
     summary = json.loads((out / "labelling-summary.json").read_text())
     assert summary["skipped"] == len(before) and not summary["interrupted"]
-
-
-def test_bad_images_are_listed_with_their_reason_and_the_rest_labelled(
-    ray_address, captions, tmp_path, tiny_checkpoint
-):
-    images = IMAGES[:6]
-    source = cases.write_folder(tmp_path / "in", images, bad=True)
-    summary = run_job(_job(source, tmp_path / "out", tiny_checkpoint, actors=1), progress=lambda m: None)
-    assert (summary["done"], summary["failed"]) == (6, 3)
-    failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
-    assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
-    assert all("could not be read" in f["reason"] for f in failures)
-    assert cases.written_annotations(tmp_path / "out") == {name: captions[name] for name, _ in images}
 
 
 def test_a_supervisely_project_is_labelled_and_uploaded_into_a_new_project(

@@ -69,11 +69,14 @@ def test_max_new_tokens_is_honoured_on_the_batch_path(served):
 
 
 def test_confidence_threshold_and_classes_whitelist(served):
+    """With a task other than the caption, ``classes`` only keeps the labels of those classes
+    (with the caption it finds them: tests/integration/test_classes.py)."""
     _, client = served
     image, drawn = scene(*SCENE_CASES[1])
     assert rectangles(infer_image(client, image, confidence_threshold=1.0).json()["annotation"]) == []
-    assert rectangles(infer_image(client, image, classes=["a green circle"]).json()["annotation"]) == []
-    kept = rectangles(infer_image(client, image, classes=[drawn.phrase]).json()["annotation"])
+    caption = {"task": "custom", "prompt": "An image of"}
+    assert rectangles(infer_image(client, image, **caption, classes=["a green circle"]).json()["annotation"]) == []
+    kept = rectangles(infer_image(client, image, **caption, classes=[drawn.phrase]).json()["annotation"])
     assert [r["class"] for r in kept] == [drawn.phrase]
 
 

@@ -83,7 +83,7 @@ def test_region_description_tags_each_given_region(served):
     [
         ({"task": "segmentation"}, "task"),
         ({"task": "phrase_grounding"}, "phrases"),
-        ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(40)]}, "phrases"),
+        ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(101)]}, "phrases"),
         ({"task": "phrase_grounding", "phrases": ["cat</phrase><object>"]}, "phrases[0]"),
         ({"task": "vqa", "question": "What is <patch_index_0001>?"}, "question"),
         ({"task": "vqa", "question": 7}, "question"),

@@ -7,14 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from kosmos2_app import Kosmos2
 from kosmos2_engine import GenerationPolicy, Kosmos2Engine
 from tests.support.app_harness import app_environment, client_for, infer_image
+from tests.support.fake_supervisely import FakeProject
 from tests.support.helpers import SCENE_CASES, scene
 
 
@@ -103,33 +102,18 @@ def test_idle_freeze_and_wake_up_under_load_keep_every_answer(served_on_cpu0):
     assert model._batcher._queue == []
 
 
-class FakeProject:
-    """The part of ``supervisely.Api`` that project inference uses, over in-memory images, so
-    that the SDK's own ``_inference_project_id`` runs without a Supervisely instance."""
-
-    def __init__(self, images: list[np.ndarray]):
-        self.images = dict(enumerate(images, start=100))
-        self.logger = __import__("logging").getLogger("fake-api")
-        self.project = SimpleNamespace(
-            get_info_by_id=lambda project_id: SimpleNamespace(id=project_id, type="images", workspace_id=1, name="p")
-        )
-        dataset = SimpleNamespace(id=10, project_id=1, name="ds", items_count=len(images))
-        self.dataset = SimpleNamespace(get_list=lambda project_id, recursive=True: [dataset])
-        self.image = SimpleNamespace(
-            get_list=lambda dataset_id: [SimpleNamespace(id=i, name=f"{i}.png") for i in self.images],
-            download_np=lambda image_id: self.images[image_id],
-            download_nps_generator=lambda dataset_id, ids, **_: ((i, self.images[i]) for i in ids),
-        )
-
-
 def _request_threads(model, before: set) -> list[str]:
     """Threads started since ``before`` that belong to a request: not an idle worker of the
-    SDK's inference pool, tqdm's monitor, or the SDK's idle-freeze timer (those outlive requests)."""
+    SDK's inference pool or of the engine's image pool (started by the first run of several
+    images in the process), tqdm's monitor, or the SDK's idle-freeze timer (those outlive requests)."""
     pool = set(model._executor._threads)
     return [
         thread.name
         for thread in set(threading.enumerate()) - before
-        if thread not in pool and thread.name != "tqdm_monitor" and not isinstance(thread, threading.Timer)
+        if thread not in pool
+        and thread.name != "tqdm_monitor"
+        and not thread.name.startswith("kosmos2-images")
+        and not isinstance(thread, threading.Timer)
     ]
 
 

@@ -1,5 +1,5 @@
-"""A stand-in for the part of ``supervisely.Api`` that the labelling job uses: a project of
-datasets (nested allowed) of images held as PNG bytes, in memory.
+"""Stand-ins for the parts of ``supervisely.Api`` that the labelling job (:class:`FakeSupervisely`)
+and the SDK's project inference (:class:`FakeProject`) use: projects of images held in memory.
 
 Reading tasks run in Ray workers and get a pickled copy (``api_factory`` returns this object),
 so downloads work anywhere; uploads happen in the driver, on the original, where tests read
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 from types import SimpleNamespace
 
+import numpy as np
 import supervisely as sly
 from PIL import Image
 
@@ -110,3 +112,22 @@ class FakeSupervisely:
         self.calls.append(("annotation.upload_anns", len(ids)))
         for image_id, ann in zip(ids, anns):
             self.annotations[image_id] = ann.to_json()
+
+
+class FakeProject:
+    """The part of ``supervisely.Api`` that project inference uses, over in-memory images, so
+    that the SDK's own ``_inference_project_id`` runs without a Supervisely instance."""
+
+    def __init__(self, images: list[np.ndarray]):
+        self.images = dict(enumerate(images, start=100))
+        self.logger = logging.getLogger("fake-api")
+        self.project = SimpleNamespace(
+            get_info_by_id=lambda project_id: SimpleNamespace(id=project_id, type="images", workspace_id=1, name="p")
+        )
+        dataset = SimpleNamespace(id=10, project_id=1, name="ds", items_count=len(images))
+        self.dataset = SimpleNamespace(get_list=lambda project_id, recursive=True: [dataset])
+        self.image = SimpleNamespace(
+            get_list=lambda dataset_id: [SimpleNamespace(id=i, name=f"{i}.png") for i in self.images],
+            download_np=lambda image_id: self.images[image_id],
+            download_nps_generator=lambda dataset_id, ids, **_: ((i, self.images[i]) for i in ids),
+        )

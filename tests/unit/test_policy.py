@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kosmos2_engine import MAX_ITEMS, TASKS, GenerationPolicy, SettingsError, find_markup, policy_from_settings
+from kosmos2_engine import (
+    MAX_ITEMS,
+    MAX_PHRASES,
+    TASKS,
+    GenerationPolicy,
+    SettingsError,
+    find_markup,
+    policy_from_settings,
+)
 
 DEFAULTS = yaml.safe_load((Path(__file__).parents[2] / "src" / "inference_settings.yaml").read_text())
 
@@ -28,6 +36,7 @@ def test_shipped_defaults_list_every_setting_and_every_task():
         "prompt",
         "max_new_tokens",
         "confidence_threshold",
+        "classes",  # read by the adapter (kosmos2_app.ontology), not the engine
     }
     text = (Path(__file__).parents[2] / "src" / "inference_settings.yaml").read_text()
     assert all(f"#   {task} " in text for task in TASKS)
@@ -86,7 +95,7 @@ def test_each_task_takes_its_fields():
         ({"task": "phrase_grounding", "phrases": []}, "phrases"),
         ({"task": "phrase_grounding", "phrases": 5}, "phrases"),
         ({"task": "phrase_grounding", "phrases": ["cat", 5]}, "phrases[1]"),
-        ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(MAX_ITEMS + 1)]}, "phrases"),
+        ({"task": "phrase_grounding", "phrases": [f"p{i}" for i in range(MAX_PHRASES + 1)]}, "phrases"),
         ({"task": "phrase_grounding", "phrases": ["x" * 400]}, "phrases[0]"),
         ({"task": "referring_expression"}, "expression"),
         ({"task": "referring_expression", "expression": "   "}, "expression"),

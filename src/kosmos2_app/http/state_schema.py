@@ -113,6 +113,10 @@ DEPLOY_FIELDS: dict[str, Kind] = {
     "runtime": TEXT_OR_NULL,
     "model_info": OBJECT_OR_NULL,
     "model_files": OBJECT_OR_NULL,
+    "classes": Kind(
+        'a list of class names, an object {"name": "phrase"}, a string of names or null',
+        lambda v: v is None or isinstance(v, (list, dict, str)),
+    ),
 }
 
 

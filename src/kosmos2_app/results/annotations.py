@@ -79,8 +79,18 @@ class AnnotationBuilder:
 
     @property
     def meta(self) -> sly.ProjectMeta:
-        """Every tag the tasks write and every class met so far."""
+        """Every tag the tasks write, the declared classes and every class met so far."""
         return self._meta
+
+    def declare(self, class_names: Iterable[str]) -> None:
+        """Add the rectangle classes of ``class_names`` that the meta lacks (a deploy's
+        declared classes, a request's open-vocabulary ones)."""
+        with self._meta_lock:
+            meta = meta_with(self._meta, class_names)
+            if meta is not self._meta:
+                self._meta = meta
+                if self._on_meta_change is not None:
+                    self._on_meta_change(meta)
 
     def annotation(
         self, height: int, width: int, predictions: Sequence, classes_whitelist: Sequence[str] | None = None

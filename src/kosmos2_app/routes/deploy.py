@@ -12,7 +12,11 @@ Request (what ``ModelAPI.load`` and ``api.nn`` send)::
 
     {"state": {"model_name": "Kosmos-2",
                "deploy_params": {"model_source": "Pretrained models", "device": "cpu",
-                                 "runtime": "PyTorch"}}}
+                                 "runtime": "PyTorch", "classes": ["car", "person"]}}}
+
+``classes`` (optional): the classes this deploy declares, as :class:`~kosmos2_app.ontology.Ontology`
+reads them (names, or ``{"name": "phrase"}``); without it the operator's (``KOSMOS2_CLASSES``,
+else COCO's 80) stay.
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from kosmos2_engine import available_devices, check_device, default_device
+from kosmos2_engine import SettingsError, available_devices, check_device, default_device
 
 from .. import sdk_seam as sdk
 from ..engines import backend_of, check_backend_device
 from ..http.errors import bad_request
+from ..ontology import Ontology
 
 PRETRAINED = "Pretrained models"
 PYTORCH_RUNTIME = "PyTorch"
@@ -41,6 +46,7 @@ class DeployPlan:
     model_name: str
     device: str
     runtime: str
+    ontology: Ontology | None = None  # the classes the deploy declares, if it names them
 
 
 def plan_deploy(state, rows: list[dict]) -> DeployPlan:
@@ -85,7 +91,16 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
             f"deploy_params.runtime: must be '{PYTORCH_RUNTIME}' (the OpenVINO variants are rows "
             f"of the model table), got {runtime!r}"
         )
-    return DeployPlan(row["meta"]["model_name"], device, PYTORCH_RUNTIME)
+    return DeployPlan(row["meta"]["model_name"], device, PYTORCH_RUNTIME, _declared(params.get("classes")))
+
+
+def _declared(classes) -> Ontology | None:
+    if classes is None:
+        return None
+    try:
+        return Ontology.parse(classes, "deploy_params.classes")
+    except SettingsError as error:
+        raise bad_request(str(error)) from None
 
 
 class DeployRoute:
@@ -108,6 +123,8 @@ class DeployRoute:
         with self._one_at_a_time:
             try:
                 params = sdk.deploy_listed_model(self.model, plan.model_name, plan.device, plan.runtime)
+                if plan.ontology is not None:
+                    self.model.declare_classes(plan.ontology)
                 if self.model.gui is not None:
                     self.model.set_params_to_gui(params)
                     self.model.gui.set_deployed(plan.device)

@@ -1,5 +1,6 @@
-"""Finding the tiny checkpoint: ``make tiny-checkpoint`` answers without torch once the exact
-check's answer is recorded, and any change to what that check reads makes it run again."""
+"""What keeps the suite fast and right: ``make tiny-checkpoint`` answers without torch once the
+exact check's answer is recorded (any change to what that check reads makes it run again), and
+``make test`` runs each test in its module's process."""
 
 from __future__ import annotations
 
@@ -47,3 +48,14 @@ def test_a_record_is_trusted_only_while_its_folder_holds_the_recorded_key(tmp_pa
     assert recorded(record) is None
     assert recorded(tmp_path / "absent.json") is None
     assert Path(folder).exists()
+
+
+def test_each_test_runs_with_its_module_or_with_the_ray_tests():
+    """``make test``'s scheduling (tests/conftest.py): a parameter holding "::" stays with its module."""
+    from tests.conftest import RAY_TESTS, scope_of
+
+    module = "tests/e2e/test_request_cost.py"
+    assert scope_of(f"{module}::test_ipv6_forms[[::ffff:127.0.0.1]]") == module
+    assert scope_of(f"{module}::test_a[x]") == scope_of(f"{module}::test_b") == module
+    assert {scope_of(test) for test in RAY_TESTS} == {scope_of(f"{RAY_TESTS[0]}::test_x[a::b]")} == {"ray"}
+    assert scope_of("tests/e2e/test_readme.py::test_every_example_runs") == "tests/e2e/test_readme.py"

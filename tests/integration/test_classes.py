@@ -1,0 +1,171 @@
+"""Declared classes (issue: the platform's apps can drive the model): a fresh deploy offers
+COCO's 80 classes, ``classes`` in the settings finds those classes, a deploy may declare its own,
+and every wrong form is a 400 naming the field."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kosmos2_app import Kosmos2
+from kosmos2_app.ontology import COCO_CLASSES, Ontology, find_settings, finds_classes
+from kosmos2_engine import SettingsError
+from tests.support.app_harness import app_environment, infer_image, rectangles
+from tests.support.fake_supervisely import FakeProject
+from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
+
+SHAPES = ["circle", "square", "triangle"]
+
+
+def _meta(client) -> dict:
+    response = client.post("/get_output_classes_and_tags", json={})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _deploy(client, **params):
+    params = {"model_source": "Pretrained models", "device": "cpu", **params}
+    state = {"deploy_params": params, "model_name": "Kosmos-2"}
+    return client.post("/deploy_from_api", json={"state": state})
+
+
+def test_a_fresh_deploy_declares_cocos_classes_as_rectangles_with_the_confidence_tag(served):
+    model, client = served
+    meta = _meta(client)
+    declared = [c for c in meta["classes"] if c["title"] in COCO_CLASSES]
+    assert [c["title"] for c in declared] == list(COCO_CLASSES)
+    assert {c["shape"] for c in declared} == {"rectangle"}
+    assert "confidence" in {t["name"] for t in meta["tags"]}
+    assert set(COCO_CLASSES) <= set(model.get_classes())
+
+
+def test_classes_find_those_classes_and_nothing_else(served):
+    _, client = served
+    image, (left, right) = two_shapes(*TWO_SHAPE_CASES[1])  # a yellow square and a red triangle
+    found = rectangles(infer_image(client, image, classes=[right.shape]).json()["annotation"])
+    assert [r["class"] for r in found] == [right.shape]
+    assert tlbr_iou(found[0]["tlbr"], right) >= 0.5 and 0 < found[0]["confidence"][0] <= 1
+    both = rectangles(infer_image(client, image, classes=[left.shape, right.shape]).json()["annotation"])
+    assert sorted(r["class"] for r in both) == sorted([left.shape, right.shape])
+
+
+def test_a_class_with_its_own_phrase_is_found_by_that_phrase_and_named_by_the_class(served):
+    model, client = served
+    image, (left, _) = two_shapes(*TWO_SHAPE_CASES[0])  # "blue circle" finds it, "circle" alone not
+    response = infer_image(client, image, classes={"ball": f"{left.colour} {left.shape}"})
+    [found] = rectangles(response.json()["annotation"])
+    assert found["class"] == "ball" and tlbr_iou(found["tlbr"], left) >= 0.5
+    assert "ball" in model.get_classes()  # an open-vocabulary class joins the meta
+
+
+def test_phrase_grounding_without_phrases_finds_the_classes_and_with_phrases_filters(served):
+    _, client = served
+    image, (left, right) = two_shapes(*TWO_SHAPE_CASES[1])
+    found = infer_image(client, image, task="phrase_grounding", classes=[left.shape]).json()["annotation"]
+    assert [r["class"] for r in rectangles(found)] == [left.shape]
+    kept = infer_image(client, image, task="phrase_grounding", phrases=SHAPES[:2], classes=["square"])
+    assert [r["class"] for r in rectangles(kept.json()["annotation"])] == ["square"]
+
+
+def test_other_tasks_keep_their_text_and_only_the_classes_asked_for(served):
+    _, client = served
+    image, drawn = scene(*SCENE_CASES[1])
+    kept = infer_image(client, image, task="custom", prompt="An image of", classes=[drawn.phrase]).json()
+    assert [r["class"] for r in rectangles(kept["annotation"])] == [drawn.phrase]
+    assert kept["annotation"]["tags"][0]["value"].startswith("An image of")
+    none = infer_image(client, image, task="custom", prompt="An image of", classes=["a green circle"]).json()
+    assert rectangles(none["annotation"]) == [] and none["annotation"]["tags"]
+
+
+@pytest.mark.parametrize(
+    ("classes", "field"),
+    [
+        (5, "classes"),
+        ([], "classes"),
+        (["ok", 3], "classes[1]"),
+        (["ok", ["x"]], "classes[1]"),
+        ({"car": 7}, "classes.car"),
+        ("[1", "classes"),
+        (["x" * 201], "classes[0]"),
+    ],
+)
+def test_wrong_classes_are_a_400_naming_the_field(served, classes, field):
+    _, client = served
+    image = scene(*SCENE_CASES[0])[0]
+    response = infer_image(client, image, classes=classes)
+    assert response.status_code == 400 and f"'{field}'" in response.json()["message"], response.text
+    assert infer_image(client, image).status_code == 200
+
+
+def test_the_ontology_reads_names_objects_and_text():
+    assert Ontology.parse(["car", " dog "]).phrases == {"car": "car", "dog": "dog"}
+    assert Ontology.parse({"car": "a red car"}).phrase_of("car") == "a red car"
+    assert Ontology.parse("car, dog\nbus").names == ("car", "dog", "bus")
+    assert Ontology.parse('["car"]').names == ("car",)
+    assert Ontology.default().phrase_of("zebra crossing") == "zebra crossing"  # open vocabulary
+    with pytest.raises(SettingsError, match="at most 2 classes"):
+        Ontology.parse(["a", "b", "c"], limit=2)
+
+
+def test_only_the_default_task_or_grounding_without_phrases_is_turned_into_finding():
+    ontology = Ontology.parse({"car": "a car"})
+    assert find_settings({"classes": ["car", "bus"]}, ontology) == {
+        "classes": ["car", "bus"],
+        "task": "phrase_grounding",
+        "phrases": {"car": "a car", "bus": "bus"},
+    }
+    assert finds_classes({"task": "caption", "classes": ["car"]})
+    assert not finds_classes({"task": "vqa", "question": "Why?", "classes": ["car"]})
+    assert not finds_classes({"classes": "all"}) and not finds_classes({"classes": None})
+    assert not finds_classes({"task": "phrase_grounding", "phrases": ["a"], "classes": ["a"]})
+
+
+def test_a_project_inference_with_classes_labels_only_those_classes(served, monkeypatch):
+    """What ``ModelAPI.predict(project_id=..., classes=[...])`` and the Predict App start: the
+    SDK's own project job, over a stand-in project of four two-shape scenes."""
+    model, client = served
+    images = [two_shapes(*case)[0] for case in TWO_SHAPE_CASES[1:]]  # each a square and a triangle
+    monkeypatch.setattr(model, "api_from_request", lambda request: FakeProject(images))
+    state = {"projectId": 1, "batch_size": 2, "settings": {"classes": ["square", "triangle"]}}
+    started = client.post("/inference_project_id_async", json={"state": state})
+    assert started.status_code == 200, started.text
+    uuid = {"inference_request_uuid": started.json()["inference_request_uuid"]}
+    deadline = time.monotonic() + 60
+    while client.post("/get_inference_progress", json={"state": uuid}).json()["is_inferring"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    results = client.post("/pop_inference_results", json={"state": uuid}).json()["pending_results"]
+    assert len(results) == len(images)
+    for result in results:
+        found = rectangles(result["annotation"])
+        assert sorted(r["class"] for r in found) == ["square", "triangle"]
+        assert all(0 < r["confidence"][0] <= 1 for r in found)
+
+
+def test_a_deploy_declares_its_own_classes_and_a_wrong_list_changes_nothing(served):
+    """It changes the served model's classes (and puts COCO's back)."""
+    _, client = served
+    refused = _deploy(client, classes={"car": ""})
+    assert refused.status_code == 400 and "deploy_params.classes.car" in refused.json()["message"]
+    assert client.get("/is_ready").status_code == 200
+    assert [c["title"] for c in _meta(client)["classes"]][:80] == list(COCO_CLASSES)
+    try:
+        assert _deploy(client, classes=SHAPES).status_code == 200
+        assert [c["title"] for c in _meta(client)["classes"]] == SHAPES  # the deploy's, and only those
+        image, drawn = scene(*SCENE_CASES[2])  # a green triangle
+        found = rectangles(infer_image(client, image, classes=["triangle"]).json()["annotation"])
+        assert [r["class"] for r in found] == ["triangle"] and tlbr_iou(found[0]["tlbr"], drawn) >= 0.5
+    finally:
+        assert _deploy(client, classes=list(COCO_CLASSES)).status_code == 200
+
+
+def test_the_operators_classes_are_read_at_start_and_checked(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("KOSMOS2_CLASSES", "circle, square")
+    assert Kosmos2._operators_ontology().names == ("circle", "square")
+    monkeypatch.delenv("KOSMOS2_CLASSES")
+    assert Kosmos2._operators_ontology().names == COCO_CLASSES
+    with app_environment(tmp_path, tiny_checkpoint) as env:  # last: it resets the SDK's singletons
+        env.setenv("KOSMOS2_CLASSES", '{"car": 5}')
+        with pytest.raises(ValueError, match="KOSMOS2_CLASSES.car"):
+            Kosmos2(use_gui=False)
