@@ -104,31 +104,25 @@ def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
     assert len(list((tmp_path / "out2" / "outer" / "datasets" / "inner" / "ann").iterdir())) == 14
 
 
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"task": "phrase_grounding", "phrases": ["a red circle", "a blue square", "a green triangle"]},
-        {"task": "vqa", "question": "What colour is the circle?"},
-    ],
-)
-def test_settings_are_honoured_and_bad_images_listed_with_their_reason(
-    ray_address, served, tmp_path, tiny_checkpoint, settings
+GROUNDING = {"task": "phrase_grounding", "phrases": ["a red circle", "a blue square", "a green triangle"]}
+VQA = {"task": "vqa", "question": "What colour is the circle?"}
+
+
+def test_grounding_settings_are_honoured_and_bad_images_listed_with_their_reason(
+    ray_address, served, tmp_path, tiny_checkpoint
 ):
     images = IMAGES[:8]
     source = cases.write_folder(tmp_path / "in", images, bad=True)
-    job = _job(source, tmp_path / "out", tiny_checkpoint, settings=settings, actors=1)  # 8 images: one actor is enough
+    job = _job(source, tmp_path / "out", tiny_checkpoint, settings=GROUNDING, actors=1)  # 8 images: one actor
     summary = run_job(job, progress=lambda m: None)
     assert (summary["done"], summary["failed"]) == (8, 3)
     failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
     assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
     assert all("could not be read" in f["reason"] for f in failures)
     written = cases.written_annotations(tmp_path / "out")
-    assert written == cases.server_annotations(served[1], images, settings)
+    assert written == cases.server_annotations(served[1], images, GROUNDING)
     anns = [json.loads(text) for text in written.values()]
-    if settings["task"] == "vqa":
-        assert all([t["name"] for t in ann["tags"]] == ["answer"] for ann in anns)
-    else:
-        assert {o["classTitle"] for ann in anns for o in ann["objects"]} <= set(settings["phrases"])
+    assert {o["classTitle"] for ann in anns for o in ann["objects"]} <= set(GROUNDING["phrases"])
 
 
 def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing_twice(
@@ -163,12 +157,12 @@ def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing
     assert summary["skipped"] == len(before) and not summary["interrupted"]
 
 
-def test_a_supervisely_project_is_labelled_and_uploaded_into_a_new_project(
-    ray_address, captions, tmp_path, tiny_checkpoint
+def test_a_supervisely_project_is_labelled_with_vqa_settings_and_uploaded_into_a_new_project(
+    ray_address, served, tmp_path, tiny_checkpoint
 ):
     images = IMAGES[:10]
     api = cases.fake_project(images, with_bad=True)
-    job = _job("project:1", tmp_path / "out", tiny_checkpoint, upload="create", api_factory=api, actors=1)
+    job = _job("project:1", tmp_path / "out", tiny_checkpoint, upload="create", api_factory=api, actors=1, settings=VQA)
     summary = run_job(job, progress=lambda m: None)
     assert (summary["done"], summary["failed"], summary["upload"]["uploaded"]) == (10, 2, 10)
     reasons = {f["image"]: f["reason"] for f in json.loads("[" + ",".join(
@@ -176,8 +170,8 @@ def test_a_supervisely_project_is_labelled_and_uploaded_into_a_new_project(
     assert "path separator" in reasons["field/../escape.png"] and "could not be read" in reasons["field/truncated.png"]
     target = summary["upload"]["project_id"]
     uploaded = {api.images[i]["name"]: ann for i, ann in api.annotations.items()}
-    assert {name: captions[name] for name in uploaded} == {
-        name: cases.written_annotations(tmp_path / "out")[name] for name in uploaded
-    }
+    written = cases.written_annotations(tmp_path / "out")
+    assert {name: written[name] for name in uploaded} == cases.server_annotations(served[1], images, VQA)
+    assert all([t["name"] for t in json.loads(written[name])["tags"]] == ["answer"] for name in uploaded)
     assert len(uploaded) == 10 and not list((tmp_path / "out").glob("**/img"))
     assert all(api.datasets[api.images[i]["dataset"]]["project"] == target for i in api.annotations)
