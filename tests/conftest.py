@@ -61,11 +61,19 @@ def is_ray_test(nodeid: str) -> bool:
     return any(nodeid == test or nodeid.startswith(f"{test}::") for test in RAY_TESTS)
 
 
+# Modules that share the session's ``live_server``: in one process, one server starts for them.
+LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py")
+
+
 def scope_of(nodeid: str) -> str:
     """The process group a test runs in under ``--dist loadscope``: "ray" for ``RAY_TESTS``,
-    else its module, read from the front (pytest-xdist splits at the last "::", which a
-    parameter such as ``[::1]`` holds: such a test got a scope, and a server, of its own)."""
-    return "ray" if is_ray_test(nodeid) else nodeid.split("::", 1)[0]
+    "live-server" for ``LIVE_SERVER_MODULES``, else its module, read from the front
+    (pytest-xdist splits at the last "::", which a parameter such as ``[::1]`` holds: such a
+    test got a scope, and a server, of its own)."""
+    if is_ray_test(nodeid):
+        return "ray"
+    module = nodeid.split("::", 1)[0]
+    return "live-server" if module in LIVE_SERVER_MODULES else module
 
 
 def pytest_xdist_make_scheduler(config, log):

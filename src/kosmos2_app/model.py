@@ -358,7 +358,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """The annotation of ``image`` (an RGB array, or a path the SDK passes) from its DTOs,
         built by :class:`~.annotations.AnnotationBuilder` (as the labelling job builds it)."""
         height, width = (image if isinstance(image, np.ndarray) else sly.image.read(image)).shape[:2]
-        return self._require_annotations().annotation(height, width, predictions, classes_whitelist)
+        kept = self.classes_kept({"classes": classes_whitelist})  # names, whatever form the SDK passed on
+        return self._require_annotations().annotation(height, width, predictions, kept)
 
     def infer_in_chunks(self, source, settings) -> tuple[list, list[dict]]:
         """The SDK's batched inference (its routes, async jobs and CLI ``predict`` end here),

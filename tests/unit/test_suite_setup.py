@@ -52,10 +52,11 @@ def test_a_record_is_trusted_only_while_its_folder_holds_the_recorded_key(tmp_pa
 
 def test_each_test_runs_with_its_module_or_with_the_ray_tests():
     """``make test``'s scheduling (tests/conftest.py): a parameter holding "::" stays with its module."""
-    from tests.conftest import RAY_TESTS, scope_of
+    from tests.conftest import LIVE_SERVER_MODULES, RAY_TESTS, scope_of
 
     module = "tests/e2e/test_request_cost.py"
     assert scope_of(f"{module}::test_ipv6_forms[[::ffff:127.0.0.1]]") == module
     assert scope_of(f"{module}::test_a[x]") == scope_of(f"{module}::test_b") == module
     assert {scope_of(test) for test in RAY_TESTS} == {scope_of(f"{RAY_TESTS[0]}::test_x[a::b]")} == {"ray"}
     assert scope_of("tests/e2e/test_readme.py::test_every_example_runs") == "tests/e2e/test_readme.py"
+    assert {scope_of(f"{module}::test_x") for module in LIVE_SERVER_MODULES} == {"live-server"}
