@@ -11,7 +11,7 @@ import pytest
 from kosmos2_app import Kosmos2
 from kosmos2_app.ontology import COCO_CLASSES, Ontology, find_settings, finds_classes
 from kosmos2_engine import SettingsError
-from tests.support.app_harness import app_environment, infer_image, rectangles
+from tests.support.app_harness import infer_image, rectangles
 from tests.support.fake_supervisely import FakeProject
 from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, tlbr_iou, two_shapes
 
@@ -160,12 +160,12 @@ def test_a_deploy_declares_its_own_classes_and_a_wrong_list_changes_nothing(serv
         assert _deploy(client, classes=list(COCO_CLASSES)).status_code == 200
 
 
-def test_the_operators_classes_are_read_at_start_and_checked(tmp_path, tiny_checkpoint, monkeypatch):
+def test_the_operators_classes_are_read_at_start_and_checked(monkeypatch):
+    """What ``Kosmos2.__init__`` reads, before the SDK's constructor runs."""
     monkeypatch.setenv("KOSMOS2_CLASSES", "circle, square")
     assert Kosmos2._operators_ontology().names == ("circle", "square")
+    monkeypatch.setenv("KOSMOS2_CLASSES", '{"car": 5}')
+    with pytest.raises(ValueError, match="KOSMOS2_CLASSES.car"):
+        Kosmos2._operators_ontology()
     monkeypatch.delenv("KOSMOS2_CLASSES")
     assert Kosmos2._operators_ontology().names == COCO_CLASSES
-    with app_environment(tmp_path, tiny_checkpoint) as env:  # last: it resets the SDK's singletons
-        env.setenv("KOSMOS2_CLASSES", '{"car": 5}')
-        with pytest.raises(ValueError, match="KOSMOS2_CLASSES.car"):
-            Kosmos2(use_gui=False)
