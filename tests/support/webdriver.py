@@ -5,8 +5,10 @@ headless Chromium, open a page, run scripts, read the console, take a screenshot
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +28,15 @@ class HeadlessChromium:
         self.size = (width, height)
         self.driver: subprocess.Popen | None = None
         self.session = ""
+        self.scratch = ""  # TMPDIR of chromedriver and Chromium (their profiles), removed on exit
 
     def __enter__(self) -> HeadlessChromium:
+        self.scratch = tempfile.mkdtemp(prefix="headless-chromium-")
         self.driver = subprocess.Popen(
-            [CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [CHROMEDRIVER, f"--port={self.port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": self.scratch},
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -54,6 +61,7 @@ class HeadlessChromium:
         finally:
             self.driver.terminate()
             self.driver.wait(timeout=10)
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _call(self, method: str, path: str, body: dict | None = None):
         response = getattr(requests, method)(f"{self.base}{path}", json=body, timeout=120)
