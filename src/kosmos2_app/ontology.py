@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kosmos2_engine import SettingsError
+from kosmos2_engine import MAX_PHRASES, SettingsError
 
 # COCO's 80 object categories: the default declaration, so that a fresh deploy offers classes.
 COCO_CLASSES = (
@@ -59,7 +59,7 @@ class Ontology:
         names separated by commas or new lines. :class:`SettingsError` naming ``field`` when
         it is none of these, empty, or longer than ``limit``."""
         if isinstance(value, str):
-            value = _from_text(value)
+            value = _from_text(value, field)
         if isinstance(value, list):
             value = {_name(f"{field}[{i}]", name): name for i, name in enumerate(value)}
         if not isinstance(value, dict):
@@ -80,13 +80,13 @@ class Ontology:
         return cls({name: name for name in COCO_CLASSES})
 
 
-def _from_text(text: str) -> Any:
+def _from_text(text: str, field: str) -> Any:
     stripped = text.strip()
     if stripped.startswith(("[", "{")):
         try:
             return json.loads(stripped)
         except json.JSONDecodeError as error:
-            raise SettingsError("classes", f"is not valid JSON: {error.msg} at character {error.pos}") from None
+            raise SettingsError(field, f"is not valid JSON: {error.msg} at character {error.pos}") from None
     return [part.strip() for part in stripped.replace("\n", ",").split(",") if part.strip()]
 
 
@@ -107,16 +107,17 @@ def finds_classes(settings: Mapping[str, Any]) -> bool:
     if requested_classes(settings) is None:
         return False
     task = settings.get("task")
+    task = task.strip().lower() if isinstance(task, str) else task  # as the engine reads it
     return task in FIND_TASKS or (task == "phrase_grounding" and settings.get("phrases") is None)
 
 
 def find_settings(settings: Mapping[str, Any], ontology: Ontology) -> dict[str, Any]:
-    """``settings`` as the engine reads them: when they ask to find their ``classes``, phrase
-    grounding of each class's phrase (the request's own ``{name: phrase}`` over the
-    ontology's), boxes named by class; otherwise unchanged."""
+    """``settings`` as the engine reads them: when they ask to find their ``classes`` (at most
+    one prompt each, :data:`~kosmos2_engine.MAX_PHRASES`), phrase grounding of each class's
+    phrase (a phrase the request gives, ``{name: phrase}``, over the ontology's), boxes named by
+    class; otherwise unchanged."""
     if not finds_classes(settings):
         return dict(settings)
-    asked = Ontology.parse(requested_classes(settings))
-    own = isinstance(requested_classes(settings), dict)
-    phrases = {name: phrase if own else ontology.phrase_of(name) for name, phrase in asked.phrases.items()}
+    asked = Ontology.parse(requested_classes(settings), limit=MAX_PHRASES)
+    phrases = {name: ontology.phrase_of(name) if phrase == name else phrase for name, phrase in asked.phrases.items()}
     return {**settings, "task": "phrase_grounding", "phrases": phrases}

@@ -115,6 +115,13 @@ def test_only_the_default_task_or_grounding_without_phrases_is_turned_into_findi
         "task": "phrase_grounding",
         "phrases": {"car": "a car", "bus": "bus"},
     }
+    own = find_settings({"classes": '{"car": "a red car", "bus": "bus"}'}, ontology)  # as text, as YAML may send it
+    assert own["phrases"] == {"car": "a red car", "bus": "bus"}
+    assert finds_classes({"task": " Caption ", "classes": ["car"]})
+    with pytest.raises(SettingsError, match="'classes': at most 100 classes"):
+        find_settings({"classes": [f"c{i}" for i in range(101)]}, ontology)
+    with pytest.raises(SettingsError, match="'KOSMOS2_CLASSES': is not valid JSON"):
+        Ontology.parse("[1", "KOSMOS2_CLASSES")
     assert finds_classes({"task": "caption", "classes": ["car"]})
     assert not finds_classes({"task": "vqa", "question": "Why?", "classes": ["car"]})
     assert not finds_classes({"classes": "all"}) and not finds_classes({"classes": None})

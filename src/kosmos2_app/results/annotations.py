@@ -84,7 +84,7 @@ class AnnotationBuilder:
 
     def declare(self, class_names: Iterable[str]) -> None:
         """Add the rectangle classes of ``class_names`` that the meta lacks (a deploy's
-        declared classes, a request's open-vocabulary ones)."""
+        declared classes)."""
         with self._meta_lock:
             meta = meta_with(self._meta, class_names)
             if meta is not self._meta:
