@@ -56,6 +56,7 @@ from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
 from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
+from .reference_box import MODE, REFERENCE_MODE, reference_box
 from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
 from .results.annotations import AnnotationBuilder
@@ -243,19 +244,26 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._wake_up()
         self._note_activity()
         self._sweep_finished_requests()
-        batcher = self._require_batcher()
-        policy = self.policy_for(settings)
+        self._require_batcher()
+        reference = reference_box(settings, len(images))
+        if reference is not None:  # the labelling toolbox's selected box
+            return reference.submit([_whole(image) for image in images], settings, self._submit_views)
         crops = crops_of(settings, len(images))
         views = list(images) if crops is None else cropped([_whole(image) for image in images], crops)
+        return self._submit_views(views, settings)
+
+    def _submit_views(self, views: Sequence[ImageInput], settings: dict[str, Any]) -> Future:
+        """``views`` (what the model sees) queued on the batcher under ``settings``' policy."""
+        policy = self.policy_for(settings)
         try:
-            return batcher.submit(views, policy)
+            return self._require_batcher().submit(views, policy)
         except SettingsError as error:
             raise bad_request(str(error)) from error
 
     def model_input_side(self, settings: dict[str, Any]) -> int | None:
         """The side of the model's square input, to which decoded images are squashed at once;
         None when ``settings`` ask for a region of interest (it is cut from the whole image)."""
-        if any(settings.get(name) is not None for name in ROI_SETTINGS):
+        if any(settings.get(name) is not None for name in ROI_SETTINGS) or settings.get(MODE) == REFERENCE_MODE:
             return None
         return self._require_batcher().engine.image_size
 
@@ -263,10 +271,14 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self, images: Sequence[ImageInput], results: list[TaskResult], settings: dict[str, Any]
     ) -> list[sly.Annotation]:
         """The annotation of each whole image from its result (boxes of a region of interest
-        shifted back into the image; the ``classes`` whitelist applied, as the SDK does)."""
-        found = crops_of(settings, len(images))
+        shifted back into the image; the ``classes`` whitelist applied, as the SDK does, except
+        around the toolbox's selected box, whose results are whole-image and hold only the
+        classes asked for, and its description)."""
+        if reference_box(settings, len(images)) is not None:  # merged into whole-image results, classes found
+            found, classes = None, None
+        else:
+            found, classes = crops_of(settings, len(images)), self.classes_kept(settings)
         crops: list[Crop | None] = [None] * len(images) if found is None else list(found)
-        classes = self.classes_kept(settings)
         builder = self._require_annotations()
         sizes = [size_of(image) for image in images]
         return [

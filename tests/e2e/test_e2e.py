@@ -255,3 +255,16 @@ def test_a_deployed_model_declares_classes_and_finds_the_ones_asked_for(server, 
     ann = session(server, classes=["square", "triangle"]).inference_image_path(str(shapes))
     assert sorted(label.obj_class.name for label in ann.labels) == ["square", "triangle"]
     assert "triangle" in model.get_classes()
+
+
+def test_the_toolboxs_selected_box_is_described_and_searched_through_the_session(server, two_shape_files):
+    """What NN Image Labeling sends with a box selected, through the SDK's ``Session``."""
+    path, (_, square) = two_shape_files[3]  # a green triangle, a yellow square
+    left, top, right, bottom = square.pixel_ltrb
+    box = [top - 6, left - 6, bottom + 6, right + 6]
+    settings = {"mode": "reference_image", "reference_bbox": box, "reference_image_id": 7, "classes": ["square"]}
+    ann = session(server, **settings).inference_image_path(str(path))
+    by_class = {label.obj_class.name: label for label in ann.labels}
+    assert sorted(by_class) == ["region", "square"]
+    assert label_tlbr(by_class["region"]) == tuple(box) and by_class["region"].tags.get("description").value
+    assert tlbr_iou(label_tlbr(by_class["square"]), square) >= 0.5
