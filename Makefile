@@ -25,9 +25,9 @@ lint: venv
 test: venv
 	$(PY) -m pytest -n auto --dist loadscope
 
-## test-fast: the unit and integration tests (no servers, CLIs or Ray clusters, no long compiles or exports)
+## test-fast: the unit and integration tests (no servers, CLIs or Ray clusters, no long compiles or exports; fewer fuzz examples)
 test-fast: venv
-	$(PY) -m pytest -m "not e2e and not slow" -n auto --dist loadscope
+	$(PY) -m pytest -m "not e2e and not slow" -n auto --dist loadscope --hypothesis-profile=fast
 
 ## serve: the app with its UI on http://127.0.0.1:8000 (PORT=...), not deployed until Serve or /deploy_from_api
 PORT ?= 8000

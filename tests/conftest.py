@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 KINDS = ("unit", "integration", "e2e")
 
 
+# How many examples each Hypothesis test draws: 500 in the whole suite; 150 in make test-fast
+# (``--hypothesis-profile=fast``), which is for quick feedback while working.
+FUZZ_PROFILES = {"default": 500, "fast": 150}
+
+
+def pytest_configure(config):
+    from hypothesis import settings
+
+    for name, examples in FUZZ_PROFILES.items():
+        settings.register_profile(name, max_examples=examples)
+
+
 SLOW_FIXTURES = ("openvino_checkpoint",)  # a test that needs one of these is slow (an OpenVINO export)
 
 
@@ -62,7 +74,7 @@ def is_ray_test(nodeid: str) -> bool:
 
 
 # Modules that share the session's ``live_server``: in one process, one server starts for them.
-LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py")
+LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py", "tests/e2e/test_team_files.py")
 
 
 def scope_of(nodeid: str) -> str:
@@ -150,10 +162,20 @@ def served(tmp_path_factory, tiny_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory, tiny_checkpoint):
+def stand_in_api():
+    """A stand-in Supervisely API on 127.0.0.1 (Team Files), for the session's live server."""
+    from tests.support.stand_in_api import StandInSupervisely
+
+    with StandInSupervisely() as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, tiny_checkpoint, stand_in_api):
     """`uvicorn main:model.app --app-dir src` (what `make serve` runs) on 127.0.0.1, deployed with
-    ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels. One per test process:
-    the tests that use it only send requests."""
+    ModelAPI.load on the tiny model; its URL. Images up to 1 000 000 pixels; its Supervisely
+    instance is ``stand_in_api``. One per test process: the tests that use it send requests, and
+    one that deploys another model deploys the tiny model back."""
     import requests
     from supervisely.nn.model.model_api import ModelAPI
 
@@ -162,7 +184,7 @@ def live_server(tmp_path_factory, tiny_checkpoint):
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": "1000000"}
+    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": "1000000", "SERVER_ADDRESS": stand_in_api.url}
     process = start(server_command(port), env, tmp / "server.log", url)
     try:
         assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503

@@ -49,7 +49,8 @@ from .config import (
     listen_address,
     max_body_bytes,
 )
-from .engines import backend_of, load_engine
+from .custom_checkpoints import TeamFilesCheckpoints
+from .engines import PYTORCH, backend_of, load_engine
 from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
@@ -86,6 +87,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._batcher: RequestBatcher | None = None
         self._engine_key: tuple[str, str] | None = None
         self.annotations: AnnotationBuilder | None = None  # created by the first deploy
+        self.team_files = TeamFilesCheckpoints(lambda: Path(self.model_dir) / "team-files")
         self.ontology = self._operators_ontology()
         self._janitor: FinishedRequestJanitor | None = None
         self._routes_in_place = False
@@ -137,22 +139,34 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
                 "variants are rows of the model table)."
             )
         checkpoint = self._listed_checkpoint(model_files)
+        origin = self.team_files.origin(checkpoint)  # a fine-tuned checkpoint from Team Files
         try:
-            key = (checkpoint_override() or checkpoint, backend_of(model_info))
+            key = (checkpoint if origin else checkpoint_override() or checkpoint, backend_of(model_info))
             options = ServingOptions.from_environment(device)
         except ValueError as error:
             raise bad_request(str(error)) from error
+        if origin and key[1] != PYTORCH:
+            raise bad_request(
+                f"deploy_params.model_files.checkpoint: a checkpoint from Team Files is served by the PyTorch row, "
+                f"not {key[1]} (export one for OpenVINO with make export-openvino CHECKPOINT=<folder>)"
+            )
         if self._engine is not None and self._batcher is not None and self._engine_key == key:
             self._engine.max_batch_size = options.max_batch_size
             self._batcher.call(self._engine.to, device, options.compile_decoder)
             self._batcher.call(self._engine.warm_up)
+        elif origin:
+            self._swap_in(*self._loaded_custom_engine(key, device, options, origin), key)
         else:
             self._swap_in(*self._loaded_engine(key, device, options), key)
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
         recorded = getattr(self, "checkpoint_info", None)
-        if recorded is not None:  # the SDK recorded the listed checkpoint: say what loaded
+        if recorded is not None and origin:  # name the Team Files folder, not the local cache
+            self.checkpoint_info = dataclasses.replace(
+                recorded, checkpoint_name=Path(origin).name, checkpoint_url=origin, custom_checkpoint_path=origin
+            )
+        elif recorded is not None:  # the SDK recorded the listed checkpoint: say what loaded
             self.checkpoint_info = dataclasses.replace(
                 recorded, checkpoint_name=Path(key[0]).name, checkpoint_url=key[0]
             )
@@ -181,6 +195,22 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             batcher.close()
             raise
         return engine, batcher
+
+    def _loaded_custom_engine(
+        self, key: tuple[str, str], device: str, options: ServingOptions, origin: str
+    ) -> tuple[Kosmos2Engine, RequestBatcher]:
+        """:meth:`_loaded_engine` for a checkpoint from Team Files: a folder that does not load
+        (wrong shapes, broken weights) is the client's choice, so a 400 naming it."""
+        try:
+            return self._loaded_engine(key, device, options)
+        except HTTPException as error:
+            raise bad_request(f"deploy_params.model_files.checkpoint: {origin} does not load: {error.detail}") from None
+        except Exception as error:  # noqa: BLE001 - anything the weights raise is the folder's fault
+            first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise bad_request(
+                f"deploy_params.model_files.checkpoint: {origin} does not load as Kosmos-2: "
+                f"{type(error).__name__}: {first_line}"
+            ) from None
 
     def _swap_in(self, engine: Kosmos2Engine, batcher: RequestBatcher, key: tuple[str, str]) -> None:
         """Serve ``engine`` from now on; the old engine's batcher finishes what it has queued."""
@@ -224,12 +254,19 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         folder or hub id (``KOSMOS2_CHECKPOINT``, which then stands for the listed one)."""
         listed = sorted({row["meta"]["model_files"]["checkpoint"] for row in self.pretrained_models})
         checkpoint = (model_files or {}).get("checkpoint")
+        if isinstance(checkpoint, str) and self.team_files.origin(checkpoint):
+            return checkpoint  # fetched from Team Files by this deploy (see fetch_team_files_checkpoint)
         if not isinstance(checkpoint, str) or checkpoint not in listed:
             raise bad_request(
                 f"model_files.checkpoint must be one of this app's models {listed}, got "
                 f"'{checkpoint}'. To serve another folder or hub id, set {CHECKPOINT_ENV} on the server."
             )
         return checkpoint
+
+    def fetch_team_files_checkpoint(self, model_files: dict) -> dict[str, str]:
+        """``{"checkpoint": local folder}`` of the Team Files folder a custom deploy names (see
+        :mod:`.custom_checkpoints`)."""
+        return self.team_files.fetch(model_files)
 
     def submit(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> Future:
         """The one way into the engine, whatever the route (blocking: call it from a worker

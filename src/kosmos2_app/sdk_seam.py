@@ -26,6 +26,8 @@ from supervisely.app.fastapi.subapp import SUPERVISELY_SERVER_PATH_PREFIX
 from supervisely.nn.inference import Inference
 from supervisely.nn.inference.inference_request import InferenceRequest, InferenceRequestsManager
 
+TEAM_FILES_SOURCES = ("Custom models", "External models")  # deploys whose checkpoint is in Team Files
+
 # Private methods the app overrides (hooks) or calls, by class, each with why.
 PRIVATE_METHODS: dict[type, dict[str, str]] = {
     Inference: {
@@ -36,7 +38,7 @@ PRIVATE_METHODS: dict[type, dict[str, str]] = {
         "_load_model_headless": "a failed deploy restores what the SDK had recorded",
         "_inference_images": "the SDK's own image inference, on images decoded in memory",
         "_build_deploy_params_from_api": "deploy: a model row's files and info",
-        "_download_model_files": "deploy: resolve the row's checkpoint",
+        "_download_model_files": "deploy: resolve the row's checkpoint; Team Files checkpoints fetched by the app",
         "_set_common_deploy_params": "deploy: default device and runtime",
         "_schedule_freeze_on_inactivity": "restart the idle-freeze timer (after a deploy, or activity)",
         "_unfreeze_model": "the app's own inference path wakes a frozen model as the SDK's does",
@@ -118,6 +120,14 @@ class SdkHooks:
         self._server_thread = threading.Thread(target=self.run_server, daemon=True)
         self._server_thread.start()
 
+    def _download_model_files(self, deploy_params, log_progress=True):
+        """A checkpoint from Team Files (the GUI's "Models from other sources", a deploy's
+        ``Custom models`` / ``External models``) is fetched, checked and cached by the app; the
+        SDK would download any file it is told to and unpickle it."""
+        if deploy_params.get("model_source") in TEAM_FILES_SOURCES:
+            return self.fetch_team_files_checkpoint(deploy_params.get("model_files"))
+        return super()._download_model_files(deploy_params, log_progress)
+
     def _load_model_headless(self, **deploy_params):
         """Every deploy path (the GUI's Serve, ``/deploy_from_api``, CLI, auto-restart): when
         it fails, what the SDK recorded about the deploy is restored, so that the model that
@@ -153,13 +163,16 @@ def restore_deployment_state(model, saved: dict[str, Any]) -> None:
         setattr(model, name, value)
 
 
-def deploy_listed_model(model, model_name: str, device: str, runtime: str) -> dict:
+def deploy_listed_model(model, model_name: str, device: str, runtime: str, team_files: str | None = None) -> dict:
     """What the SDK's ``/deploy_from_api`` does for a pretrained row, without first shutting
-    down the model that serves: the row's files, the common defaults, the headless load.
-    Returns the deploy params."""
+    down the model that serves: the row's files, the common defaults, the headless load; with
+    ``team_files``, that Team Files folder's checkpoint instead of the row's weights (an
+    ``External models`` deploy, as the serving GUI makes one). Returns the deploy params."""
     params = model._build_deploy_params_from_api(
         model_name, {"model_source": "Pretrained models", "device": device, "runtime": runtime}
     )
+    if team_files is not None:
+        params.update(model_source="External models", model_files={"checkpoint": team_files})
     params["model_files"] = model._download_model_files(params)
     params = model._set_common_deploy_params(params)
     model._load_model_headless(**params)

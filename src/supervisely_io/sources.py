@@ -23,11 +23,12 @@ _BAD_NAME = re.compile(r"[/\\\x00-\x1f]")
 _SUPERVISELY_SOURCE = re.compile(r"^(project|dataset):(\d+)$")
 
 
-def default_api_factory():
-    """``supervisely.Api.from_env()``: ``SERVER_ADDRESS`` and ``API_TOKEN``."""
+def default_api_factory(retry_count: int = 10):
+    """``supervisely.Api.from_env()``: ``SERVER_ADDRESS`` and ``API_TOKEN``; a failed call is
+    tried ``retry_count`` times."""
     import supervisely as sly
 
-    return sly.Api.from_env()
+    return sly.Api.from_env(retry_count=retry_count)
 
 
 def supervisely_source(source: str) -> tuple[str, int] | None:

@@ -363,7 +363,8 @@ BAD_DEPLOYS = [
     ({"model_name": "Kosmos-9", "deploy_params": {"device": "cpu"}}, "model_name"),
     ({"model_name": "Kosmos-2", "deploy_params": {"device": "cuda:7"}}, "device"),
     ({"model_name": "Kosmos-2", "deploy_params": {"model_files": {"checkpoint": "/etc"}}}, "model_files"),
-    ({"model_name": "Kosmos-2", "deploy_params": {"model_source": "Custom models"}}, "model_source"),
+    ({"model_name": "Kosmos-2", "deploy_params": {"model_source": "Hub models"}}, "model_source"),
+    ({"model_name": "Kosmos-2", "deploy_params": {"model_source": "Custom models"}}, "model_files.checkpoint"),
     (None, "deploy_params"),
 ]
 

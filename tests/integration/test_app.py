@@ -70,7 +70,7 @@ def test_max_new_tokens_is_honoured_on_the_batch_path(served):
 
 def test_confidence_threshold_and_classes_whitelist(served):
     """With a task other than the caption, ``classes`` only keeps the labels of those classes
-    (with the caption it finds them: tests/integration/test_classes.py)."""
+    (with the caption it finds them: tests/integration/test_platform_apps.py)."""
     _, client = served
     image, drawn = scene(*SCENE_CASES[1])
     assert rectangles(infer_image(client, image, confidence_threshold=1.0).json()["annotation"]) == []

@@ -46,7 +46,7 @@ BOXES = st.lists(st.lists(SMALL_INTS, min_size=0, max_size=5), max_size=3)
 SETTINGS = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=10), JSON | SMALL_INTS | BOXES, max_size=6)
 
 
-@settings(max_examples=400, deadline=None, derandomize=True)
+@settings(deadline=None, derandomize=True)
 @given(SETTINGS)
 def test_any_settings_give_a_policy_or_a_settings_error(raw):
     try:

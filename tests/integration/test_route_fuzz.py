@@ -97,9 +97,7 @@ def test_the_fuzzer_covers_the_sdk_routes(routes):
     assert len(routes) >= 35, routes
 
 
-@settings(
-    max_examples=500, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_body_on_any_route_is_answered_without_a_5xx(served, routes, data):
     _, client = served

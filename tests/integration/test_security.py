@@ -343,7 +343,15 @@ ROWS = [
         ({"deploy_params": "cpu"}, "deploy_params"),
         ({"deploy_params": {}, "model_name": "Kosmos-9"}, "model_name"),
         ({"deploy_params": {}}, "model_name"),
-        ({"deploy_params": {"model_source": "Custom models"}, "model_name": "Kosmos-2"}, "model_source"),
+        ({"deploy_params": {"model_source": "Hub models"}, "model_name": "Kosmos-2"}, "model_source"),
+        ({"deploy_params": {"model_source": "Custom models"}, "model_name": "Kosmos-2"}, "model_files.checkpoint"),
+        (
+            {
+                "deploy_params": {"model_source": "Custom models", "model_files": {"checkpoint": "/a/"}},
+                "model_name": "Kosmos-2 OpenVINO int8",
+            },
+            "model_name",
+        ),
         ({"deploy_params": {"device": "cuda:7"}, "model_name": "Kosmos-2"}, "device"),
         ({"deploy_params": {"device": "tpu"}, "model_name": "Kosmos-2"}, "device"),
         ({"deploy_params": {"device": 3}, "model_name": "Kosmos-2"}, "device"),

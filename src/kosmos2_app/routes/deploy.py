@@ -14,6 +14,10 @@ Request (what ``ModelAPI.load`` and ``api.nn`` send)::
                "deploy_params": {"model_source": "Pretrained models", "device": "cpu",
                                  "runtime": "PyTorch", "classes": ["car", "person"]}}}
 
+A fine-tuned checkpoint from Team Files: ``"model_source": "Custom models"`` (or ``"External
+models"``, as the serving GUI sends it) and ``"model_files": {"checkpoint": "/team/files/folder/"}``;
+``model_name`` may be left out (the PyTorch row). See :mod:`~kosmos2_app.custom_checkpoints`.
+
 ``classes`` (optional): the classes this deploy declares, as :class:`~kosmos2_app.ontology.Ontology`
 reads them (names, or ``{"name": "phrase"}``); without it the operator's (``KOSMOS2_CLASSES``,
 else COCO's 80) stay.
@@ -29,9 +33,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from kosmos2_engine import SettingsError, available_devices, check_device, default_device
+from supervisely_io.team_files import CheckpointRefused, checked_folder
 
 from .. import sdk_seam as sdk
-from ..engines import backend_of, check_backend_device
+from ..engines import PYTORCH, backend_of, check_backend_device
 from ..http.errors import bad_request
 from ..ontology import Ontology
 
@@ -47,6 +52,7 @@ class DeployPlan:
     device: str
     runtime: str
     ontology: Ontology | None = None  # the classes the deploy declares, if it names them
+    team_files: str | None = None  # a fine-tuned checkpoint's Team Files folder, served instead of the row's weights
 
 
 def plan_deploy(state, rows: list[dict]) -> DeployPlan:
@@ -58,17 +64,26 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
         )
     params = state["deploy_params"]
     source = params.get("model_source", PRETRAINED)
-    if source != PRETRAINED:
+    if source not in (PRETRAINED, *sdk.TEAM_FILES_SOURCES):
         raise bad_request(
-            f"deploy_params.model_source: this app serves only its own models ('{PRETRAINED}'), got {source!r}"
+            f"deploy_params.model_source: one of {[PRETRAINED, *sdk.TEAM_FILES_SOURCES]} (the last two: a "
+            f"checkpoint folder in Team Files), got {source!r}"
         )
+    team_files = _team_files_folder(params.get("model_files")) if source != PRETRAINED else None
     names = {row["meta"]["model_name"].lower(): row for row in rows}
     name = state.get("model_name") or ((params.get("model_info") or {}).get("meta") or {}).get("model_name")
+    if team_files is not None and name is None:
+        name = next(r["meta"]["model_name"] for r in rows if backend_of(r) == PYTORCH)
     row = names.get(name.lower()) if isinstance(name, str) else None
     if row is None:
         raise bad_request(f"model_name: must be one of {[r['meta']['model_name'] for r in rows]}, got {name!r}")
+    if team_files is not None and backend_of(row) != PYTORCH:
+        raise bad_request(
+            f"model_name: a checkpoint from Team Files is served by the PyTorch row, not '{name}' (export one for "
+            "OpenVINO with make export-openvino CHECKPOINT=<folder>)"
+        )
     files = params.get("model_files")
-    if files and files != row["meta"]["model_files"]:
+    if team_files is None and files and files != row["meta"]["model_files"]:
         listed = sorted({r["meta"]["model_files"]["checkpoint"] for r in rows})
         raise bad_request(
             f"model_files.checkpoint must be one of this app's models {listed}, got "
@@ -91,7 +106,15 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
             f"deploy_params.runtime: must be '{PYTORCH_RUNTIME}' (the OpenVINO variants are rows "
             f"of the model table), got {runtime!r}"
         )
-    return DeployPlan(row["meta"]["model_name"], device, PYTORCH_RUNTIME, _declared(params.get("classes")))
+    return DeployPlan(row["meta"]["model_name"], device, PYTORCH_RUNTIME, _declared(params.get("classes")), team_files)
+
+
+def _team_files_folder(files) -> str:
+    checkpoint = files.get("checkpoint") if isinstance(files, dict) else None
+    try:
+        return checked_folder(checkpoint, "deploy_params.model_files.checkpoint")
+    except CheckpointRefused as error:
+        raise bad_request(str(error)) from None
 
 
 def _declared(classes) -> Ontology | None:
@@ -122,7 +145,9 @@ class DeployRoute:
         """Deploy ``plan``; the model that serves is replaced only when this succeeds."""
         with self._one_at_a_time:
             try:
-                params = sdk.deploy_listed_model(self.model, plan.model_name, plan.device, plan.runtime)
+                params = sdk.deploy_listed_model(
+                    self.model, plan.model_name, plan.device, plan.runtime, plan.team_files
+                )
                 if plan.ontology is not None:
                     self.model.declare_classes(plan.ontology)
                 if self.model.gui is not None:

@@ -1,0 +1,114 @@
+"""A fine-tuned checkpoint from Team Files, deployed on the real server whose Supervisely
+instance is the stand-in API: it is fetched once into the cache, serves, and is named by
+``/get_deploy_info``; a broken or hostile folder is a 400 naming the field and the model that
+served keeps serving. The tiny model stands for the fine-tuned one (same weights: the same
+answers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from supervisely.nn.model.model_api import ModelAPI
+
+from tests.support.helpers import TWO_SHAPE_CASES, two_shapes
+
+FIELD = "deploy_params.model_files.checkpoint"
+
+
+@pytest.fixture(scope="module")
+def server(live_server):
+    return live_server
+
+
+@pytest.fixture(scope="module")
+def shapes_png(tmp_path_factory) -> str:
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("team-files") / "pair.png"
+    Image.fromarray(two_shapes(*TWO_SHAPE_CASES[1])[0]).save(path)
+    return str(path)
+
+
+def _deploy(url: str, checkpoint, source: str = "Custom models", **extra) -> requests.Response:
+    """What a custom deploy sends to ``/deploy_from_api`` (the SDK's deploy API posts this state)."""
+    params = {"model_source": source, "model_files": {"checkpoint": checkpoint}, "device": "cpu", **extra}
+    return requests.post(f"{url}/deploy_from_api", json={"state": {"deploy_params": params}}, timeout=120)
+
+
+def _config_with(checkpoint: Path, **changes) -> bytes:
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["text_config"].update(changes.pop("text_config", {}))
+    return json.dumps({**config, **changes}).encode()
+
+
+def test_a_team_files_checkpoint_deploys_serves_and_is_named_and_a_broken_one_changes_nothing(
+    server, stand_in_api, tiny_checkpoint, shapes_png
+):
+    checkpoint = Path(tiny_checkpoint)
+    stand_in_api.put_folder("/kosmos2/finetuned/", checkpoint)
+    model = ModelAPI(url=server)
+    [before] = model.predict(input=shapes_png)
+    try:
+        deployed = _deploy(server, "/kosmos2/finetuned")
+        assert deployed.status_code == 200, deployed.text
+        info = model.get_info()
+        assert (info["checkpoint_name"], info["checkpoint_url"]) == ("finetuned", "/kosmos2/finetuned/")
+        assert info["model_source"] == "External models"  # the SDK's name for a checkpoint from Team Files
+        [after] = model.predict(input=shapes_png)
+        assert after.annotation.to_json() == before.annotation.to_json()
+        downloads = [call for call in stand_in_api.calls if call[0] == "file-storage.download"]
+        assert sorted(path for _, path in downloads) == sorted(
+            f"/kosmos2/finetuned/{p.name}" for p in checkpoint.iterdir()
+        )
+
+        again = _deploy(server, "/kosmos2/finetuned/", source="External models")  # as the serving GUI sends it
+        assert again.status_code == 200, again.text
+        assert [call for call in stand_in_api.calls if call[0] == "file-storage.download"] == downloads  # cached
+
+        for folder, changes, message in _broken(checkpoint):
+            stand_in_api.put_folder(folder, checkpoint, changes)
+            refused = _deploy(server, folder)
+            assert refused.status_code == 400, (folder, refused.text)
+            assert refused.json()["message"].startswith(FIELD) and message in refused.json()["message"], folder
+            assert model.get_info()["checkpoint_url"] == "/kosmos2/finetuned/"
+            assert requests.get(f"{server}/is_ready", timeout=5).status_code == 200
+        [still] = model.predict(input=shapes_png)
+        assert still.annotation.to_json() == before.annotation.to_json()
+    finally:
+        model.load("Kosmos-2", device="cpu")
+    assert model.get_info()["checkpoint_url"] == tiny_checkpoint  # KOSMOS2_CHECKPOINT stands for the listed row
+
+
+def _broken(checkpoint: Path) -> list[tuple[str, dict, str]]:
+    """(Team Files folder, its changes from the tiny checkpoint, what the 400 says)."""
+    return [
+        ("/kosmos2/no-processor/", {"processor_config.json": None}, "lacks the processor file(s)"),
+        ("/kosmos2/pickled/", {"model.safetensors": None, "pytorch_model.bin": b"\x80\x04K\x01."},
+         "pickled weights (pytorch_model.bin) are not loaded"),
+        ("/kosmos2/clip/", {"config.json": _config_with(checkpoint, model_type="clip")},
+         "model_type must be 'kosmos-2', got 'clip'"),
+        ("/kosmos2/truncated/", {"model.safetensors": b"not weights" * 64}, "does not load"),
+        ("/kosmos2/wrong-shapes/", {"config.json": _config_with(checkpoint, text_config={"ffn_dim": 512})},
+         "does not load"),
+        ("/kosmos2/hostile/", {"../../etc.json": b"{}"}, "every file must sit directly in the folder"),
+        ("/kosmos2/empty-folder/", {name.name: None for name in checkpoint.iterdir()}, "no files there"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ("kosmos2/finetuned", "expected a Team Files folder such as '/kosmos2/finetuned/'"),
+        ("/kosmos2/../../etc/", "without '..', backslashes or control characters"),
+        ("/kosmos2/\x00/", "without '..', backslashes or control characters"),
+        (["/kosmos2/"], "expected a Team Files folder"),
+    ],
+)
+def test_a_hostile_team_files_path_is_a_400_before_the_api_is_asked(server, stand_in_api, checkpoint, message):
+    asked = len(stand_in_api.calls)
+    refused = _deploy(server, checkpoint)
+    assert refused.status_code == 400 and message in refused.json()["message"], refused.text
+    assert len(stand_in_api.calls) == asked
