@@ -74,7 +74,7 @@ def is_ray_test(nodeid: str) -> bool:
 
 
 # Modules that share the session's ``live_server``: in one process, one server starts for them.
-LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py", "tests/e2e/test_team_files.py")
+LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py", "tests/e2e/test_platform_apps.py")
 
 
 def scope_of(nodeid: str) -> str:

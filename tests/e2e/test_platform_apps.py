@@ -1,26 +1,76 @@
-"""A fine-tuned checkpoint from Team Files, deployed on the real server whose Supervisely
-instance is the stand-in API: it is fetched once into the cache, serves, and is named by
-``/get_deploy_info``; a broken or hostile folder is a 400 naming the field and the model that
-served keeps serving. The tiny model stands for the fine-tuned one (same weights: the same
-answers)."""
+"""The platform's apps driving the real server, whose Supervisely instance is the stand-in API:
+
+* a project of two-shape scenes predicted in the classes asked for, through ``ModelAPI`` and
+  ``Session``'s asynchronous project inference (progress, stop, results);
+* a fine-tuned checkpoint from Team Files: fetched once into the cache, served, named by
+  ``/get_deploy_info``; a broken or hostile folder is a 400 naming the field and the model that
+  served keeps serving. The tiny model stands for the fine-tuned one (same weights: the same
+  answers)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 import requests
+import supervisely as sly
+from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
+from tests.support.app_harness import rectangles
 from tests.support.helpers import TWO_SHAPE_CASES, two_shapes
 
 FIELD = "deploy_params.model_files.checkpoint"
+PROJECT = 10  # the stand-in's project of four two-shape scenes, each a square and a triangle
+SHAPES = ["square", "triangle"]
 
 
 @pytest.fixture(scope="module")
 def server(live_server):
     return live_server
+
+
+@pytest.fixture(scope="module")
+def project(stand_in_api) -> int:
+    """Project 10: datasets ``scenes`` (two images) and ``more`` (two), the scenes the tiny model
+    reads right (``TWO_SHAPE_CASES[1:]``)."""
+    images = []
+    for index, case in enumerate(TWO_SHAPE_CASES[1:]):
+        data = io.BytesIO()
+        Image.fromarray(two_shapes(*case)[0]).save(data, format="PNG")
+        images.append((100 + index, f"pair_{index}.png", data.getvalue()))
+    stand_in_api.add_project(PROJECT, "shapes", {20: ("scenes", images[:2]), 21: ("more", images[2:])})
+    return PROJECT
+
+
+def _classes_and_confidences(ann: sly.Annotation) -> tuple[list[str], list[float]]:
+    return sorted(label.obj_class.name for label in ann.labels), [
+        label.tags.get("confidence").value for label in ann.labels
+    ]
+
+
+def test_model_api_predicts_a_project_in_the_classes_asked_for(server, project):
+    predictions = ModelAPI(url=server).predict(project_id=project, classes=SHAPES)
+    assert len(predictions) == 4
+    for prediction in predictions:
+        classes, confidences = _classes_and_confidences(prediction.annotation)
+        assert classes == SHAPES and all(0 < c <= 1 for c in confidences)
+
+
+def test_session_infers_a_project_asynchronously_with_progress_and_stops_when_asked(server, project):
+    api = sly.Api("http://127.0.0.1:9", "unused", ignore_task_id=True)  # the session's own URL is used
+    session = sly.nn.inference.Session(api, session_url=server, inference_settings={"classes": SHAPES})
+    results = session.inference_project_id_async(project, batch_size=1)
+    assert len(results) == 4  # the progress' total, before any result
+    first = next(results)  # an AnnotationInfo with the annotation's JSON
+    assert first.image_id in (100, 101, 102, 103) and sorted(r["class"] for r in rectangles(first.annotation)) == SHAPES
+    session.stop_async_inference()
+    assert len(list(results)) <= 3  # what was done before the stop, and nothing after
+    again = list(session.inference_project_id_async(project, batch_size=2))
+    assert sorted(info.image_id for info in again) == [100, 101, 102, 103]
+    assert [sorted(r["class"] for r in rectangles(info.annotation)) for info in again] == [SHAPES] * 4
 
 
 @pytest.fixture(scope="module")
