@@ -162,3 +162,61 @@ def test_a_hostile_team_files_path_is_a_400_before_the_api_is_asked(server, stan
     refused = _deploy(server, checkpoint)
     assert refused.status_code == 400 and message in refused.json()["message"], refused.text
     assert len(stand_in_api.calls) == asked
+
+
+SESSION = 77  # the serving task the Predict App connects to
+
+
+def test_the_predict_app_offers_the_models_classes_and_labels_a_project_in_the_two_selected(
+    server, stand_in_api, project, tmp_path, monkeypatch
+):
+    """The SDK's own Predict App, headless, as its GUI steps call it: input (the project), model
+    (connect to the serving session), classes (the step passes once a class is selected: on a
+    fresh deploy COCO's, then the shapes a deploy declares), output (a new project), run."""
+    from supervisely.nn.inference.predict_app.predict_app import PredictApp
+
+    stand_in_api.serve_session(SESSION, server)
+    environment = {"TEAM_ID": "1", "WORKSPACE_ID": "5", "SERVER_ADDRESS": stand_in_api.url, "API_TOKEN": "t"}
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # the app makes its "static" folder in the working directory
+    app = PredictApp(sly.Api(stand_in_api.url, "t", ignore_task_id=True, retry_count=1))
+    gui = app.gui
+    gui.input_selector.load_from_json({"project_id": project})
+    gui.model_selector.model.load_from_json({"mode": "connect", "session_id": SESSION})
+    assert gui.model_selector.model.deploy() is not None  # the Connect button: the classes table is filled
+    assert gui.classes_selector.validate_step() is False  # nothing selected: "Please select at least one class"
+    gui.classes_selector.load_from_json({"classes": ["person", "car"]})  # a fresh deploy offers COCO's
+    assert gui.classes_selector.get_selected_classes() == ["person", "car"] and gui.classes_selector.validate_step()
+    try:
+        _deploy_classes(server, ["circle", "square", "triangle"])  # what this project holds
+        assert gui.model_selector.model.deploy() is not None
+        gui.classes_selector.load_from_json({"classes": SHAPES})
+        assert gui.classes_selector.get_selected_classes() == SHAPES and gui.classes_selector.validate_step()
+        gui.output_selector.load_from_json({"project_name": "Predictions"})
+        predictions = app.run()
+    finally:
+        _deploy_classes(server, None)
+    [(_, sent)] = [f for f in stand_in_api.forwarded if f[0] == "inference_batch_ids_async"]
+    assert json.loads(sent)["state"]["settings"]["classes"] == SHAPES  # the app's selection, not a default
+    assert len(predictions) == 4
+    [output] = [i for i, p in stand_in_api.projects.items() if p["name"] == "Predictions"]
+    meta = sly.ProjectMeta.from_json(stand_in_api.projects[output]["meta"])
+    assert {c.name for c in meta.obj_classes} >= set(SHAPES) and meta.get_tag_meta("confidence") is not None
+    assert {c.geometry_type for c in meta.obj_classes if c.name in SHAPES} == {sly.Rectangle}
+    labelled = {i: a for i, a in stand_in_api.annotations.items() if stand_in_api.images[i]["dataset"] in
+                {d for d, dataset in stand_in_api.datasets.items() if dataset["project"] == output}}  # fmt: skip
+    assert len(labelled) == 4
+    for annotation in labelled.values():
+        found = rectangles(annotation)
+        assert sorted(r["class"] for r in found) == SHAPES and all(r["confidence"] for r in found)
+
+
+def _deploy_classes(url: str, classes) -> None:
+    from kosmos2_app.ontology import COCO_CLASSES
+
+    params = {"model_source": "Pretrained models", "device": "cpu", "classes": classes or list(COCO_CLASSES)}
+    response = requests.post(
+        f"{url}/deploy_from_api", json={"state": {"deploy_params": params, "model_name": "Kosmos-2"}}
+    )
+    assert response.status_code == 200, response.text

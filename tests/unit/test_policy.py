@@ -36,7 +36,6 @@ def test_shipped_defaults_list_every_setting_and_every_task():
         "prompt",
         "max_new_tokens",
         "confidence_threshold",
-        "classes",  # read by the adapter (kosmos2_app.ontology), not the engine
         *("mode", "reference_bbox", "reference_image_id", "reference_class_name"),  # kosmos2_app.reference_box
     }
     text = (Path(__file__).parents[2] / "src" / "inference_settings.yaml").read_text()
