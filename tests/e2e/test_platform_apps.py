@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +22,9 @@ import supervisely as sly
 from PIL import Image
 from supervisely.nn.model.model_api import ModelAPI
 
-from tests.support.app_harness import rectangles
+from tests.support.app_harness import REPO, rectangles
 from tests.support.helpers import TWO_SHAPE_CASES, two_shapes
+from tests.support.predict_app import REPORT
 
 FIELD = "deploy_params.model_files.checkpoint"
 PROJECT = 10  # the stand-in's project of four two-shape scenes, each a square and a triangle
@@ -168,55 +172,34 @@ SESSION = 77  # the serving task the Predict App connects to
 
 
 def test_the_predict_app_offers_the_models_classes_and_labels_a_project_in_the_two_selected(
-    server, stand_in_api, project, tmp_path, monkeypatch
+    server, stand_in_api, project, tmp_path
 ):
-    """The SDK's own Predict App, headless, as its GUI steps call it: input (the project), model
-    (connect to the serving session), classes (the step passes once a class is selected: on a
-    fresh deploy COCO's, then the shapes a deploy declares), output (a new project), run."""
-    from supervisely.nn.inference.predict_app.predict_app import PredictApp
-
+    """The SDK's own Predict App, headless in its own process (``tests/support/predict_app.py``):
+    connected to the serving session, its class step refuses to go on with nothing selected and
+    passes with COCO's ``person`` on a fresh deploy; with the model deployed to declare the
+    shapes, a run with two selected creates the output project in those classes."""
     stand_in_api.serve_session(SESSION, server)
-    environment = {"TEAM_ID": "1", "WORKSPACE_ID": "5", "SERVER_ADDRESS": stand_in_api.url, "API_TOKEN": "t"}
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)  # the app makes its "static" folder in the working directory
-    app = PredictApp(sly.Api(stand_in_api.url, "t", ignore_task_id=True, retry_count=1))
-    gui = app.gui
-    gui.input_selector.load_from_json({"project_id": project})
-    gui.model_selector.model.load_from_json({"mode": "connect", "session_id": SESSION})
-    assert gui.model_selector.model.deploy() is not None  # the Connect button: the classes table is filled
-    assert gui.classes_selector.validate_step() is False  # nothing selected: "Please select at least one class"
-    gui.classes_selector.load_from_json({"classes": ["person", "car"]})  # a fresh deploy offers COCO's
-    assert gui.classes_selector.get_selected_classes() == ["person", "car"] and gui.classes_selector.validate_step()
-    try:
-        _deploy_classes(server, ["circle", "square", "triangle"])  # what this project holds
-        assert gui.model_selector.model.deploy() is not None
-        gui.classes_selector.load_from_json({"classes": SHAPES})
-        assert gui.classes_selector.get_selected_classes() == SHAPES and gui.classes_selector.validate_step()
-        gui.output_selector.load_from_json({"project_name": "Predictions"})
-        predictions = app.run()
-    finally:
-        _deploy_classes(server, None)
+    plan = {"api": stand_in_api.url, "server": server, "session": SESSION, "project": project,
+            "offered": ["person"], "declare": ["circle", "square", "triangle"], "run": SHAPES}  # fmt: skip
+    env = {**os.environ, "TEAM_ID": "1", "WORKSPACE_ID": "5", "SERVER_ADDRESS": stand_in_api.url, "API_TOKEN": "t"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-m", "tests.support.predict_app", json.dumps(plan)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = [json.loads(line[len(REPORT) :]) for line in done.stdout.splitlines() if line.startswith(REPORT)]
+    assert report["offered"][:3] == ["person", "bicycle", "car"] and len(report["offered"]) >= 80
+    assert (report["nothing_selected"], report["offered_selected"]) == (False, True)
+    assert report["selected"] == SHAPES and report["predictions"] == 4
     [(_, sent)] = [f for f in stand_in_api.forwarded if f[0] == "inference_batch_ids_async"]
     assert json.loads(sent)["state"]["settings"]["classes"] == SHAPES  # the app's selection, not a default
-    assert len(predictions) == 4
     [output] = [i for i, p in stand_in_api.projects.items() if p["name"] == "Predictions"]
     meta = sly.ProjectMeta.from_json(stand_in_api.projects[output]["meta"])
     assert {c.name for c in meta.obj_classes} >= set(SHAPES) and meta.get_tag_meta("confidence") is not None
     assert {c.geometry_type for c in meta.obj_classes if c.name in SHAPES} == {sly.Rectangle}
-    labelled = {i: a for i, a in stand_in_api.annotations.items() if stand_in_api.images[i]["dataset"] in
-                {d for d, dataset in stand_in_api.datasets.items() if dataset["project"] == output}}  # fmt: skip
+    datasets = {d for d, dataset in stand_in_api.datasets.items() if dataset["project"] == output}
+    labelled = {i: a for i, a in stand_in_api.annotations.items() if stand_in_api.images[i]["dataset"] in datasets}
     assert len(labelled) == 4
     for annotation in labelled.values():
         found = rectangles(annotation)
         assert sorted(r["class"] for r in found) == SHAPES and all(r["confidence"] for r in found)
-
-
-def _deploy_classes(url: str, classes) -> None:
-    from kosmos2_app.ontology import COCO_CLASSES
-
-    params = {"model_source": "Pretrained models", "device": "cpu", "classes": classes or list(COCO_CLASSES)}
-    response = requests.post(
-        f"{url}/deploy_from_api", json={"state": {"deploy_params": params, "model_name": "Kosmos-2"}}
-    )
-    assert response.status_code == 200, response.text
+    assert ModelAPI(url=server).get_classes()[:3] == ["person", "bicycle", "car"]  # COCO's again

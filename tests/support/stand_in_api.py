@@ -51,14 +51,14 @@ class StandInSupervisely:
         app = FastAPI()
         app.post("/public/api/v3/file-storage.list")(self._list)
         app.post("/public/api/v3/file-storage.download")(self._download)
-        app.post("/public/api/v3/projects.info")(self._project_info)
+        app.post("/public/api/v3/projects.info")(self._by_id("projects.info", self.projects, self._project_json))
         app.post("/public/api/v3/projects.meta")(self._project_meta)
         app.post("/public/api/v3/datasets.list")(self._datasets)
         app.post("/public/api/v3/images.list")(self._images)
         app.post("/public/api/v3/images.download")(self._image)
         app.post("/public/api/v3/images.bulk.download")(self._image_batch)
-        app.post("/public/api/v3/images.info")(self._image_info_route)
-        app.post("/public/api/v3/datasets.info")(self._dataset_info_route)
+        app.post("/public/api/v3/images.info")(self._by_id("images.info", self.images, self._image_info))
+        app.post("/public/api/v3/datasets.info")(self._by_id("datasets.info", self.datasets, self._dataset_info))
         app.post("/public/api/v3/projects.add")(self._add_project)
         app.post("/public/api/v3/projects.meta.update")(self._update_meta)
         app.post("/public/api/v3/projects.settings.update")(self._accepted("projects.settings.update"))
@@ -74,7 +74,7 @@ class StandInSupervisely:
         app.post("/public/api/v3/entities-collections.list")(self._nothing("entities-collections.list"))
         app.post("/public/api/v3/ecosystem.list")(self._modules)
         app.post("/public/api/v3/tasks.list")(self._tasks)
-        app.post("/public/api/v3/tasks.info")(self._task_info)
+        app.post("/public/api/v3/tasks.info")(self._by_id("tasks.info", self.sessions, self._task_json))
         app.post("/public/api/v3/tasks.request.direct")(self._task_request)
         app.api_route("/net/{token}/{route:path}", methods=["GET", "POST"])(self._session_proxy)
         app.post("/public/api/v3/instance.version")(self._version)
@@ -149,14 +149,7 @@ class StandInSupervisely:
             "createdAt": "2026-12-03T00:00:00.000Z", "updatedAt": "2026-12-03T00:00:00.000Z",
         }  # fmt: skip
 
-    async def _project_info(self, request: Request) -> JSONResponse:
-        project_id = (await request.json())["id"]
-        self.calls.append(("projects.info", str(project_id)))
-        if project_id not in self.projects:
-            return JSONResponse({"error": "project not found"}, status_code=404)
-        return JSONResponse(await self._project_json(project_id))
-
-    async def _project_json(self, project_id: int) -> dict:
+    def _project_json(self, project_id: int) -> dict:
         project = self.projects[project_id]
         images = [i for i in self.images.values() if self.datasets[i["dataset"]]["project"] == project_id]
         return {
@@ -185,26 +178,12 @@ class StandInSupervisely:
         found = [self._image_info(i) for i, image in self.images.items() if image["dataset"] == dataset_id]
         return _page(_filtered(found, body.get("filter")))
 
-    async def _image_info_route(self, request: Request) -> JSONResponse:
-        image_id = (await request.json())["id"]
-        self.calls.append(("images.info", str(image_id)))
-        if image_id not in self.images:
-            return JSONResponse({"error": "image not found"}, status_code=404)
-        return JSONResponse(self._image_info(image_id))
-
-    async def _dataset_info_route(self, request: Request) -> JSONResponse:
-        dataset_id = (await request.json())["id"]
-        self.calls.append(("datasets.info", str(dataset_id)))
-        if dataset_id not in self.datasets:
-            return JSONResponse({"error": "dataset not found"}, status_code=404)
-        return JSONResponse(self._dataset_info(dataset_id))
-
     async def _add_project(self, request: Request) -> JSONResponse:
         body = await request.json()
         project_id = next(self._ids)
         self.calls.append(("projects.add", body["name"]))
         self.projects[project_id] = {"name": body["name"], "meta": {"classes": [], "tags": []}}
-        return JSONResponse(await self._project_json(project_id))
+        return JSONResponse(self._project_json(project_id))
 
     async def _update_meta(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -314,7 +293,7 @@ class StandInSupervisely:
 
     async def _projects(self, request: Request) -> JSONResponse:
         self.calls.append(("projects.list", ""))
-        found = [await self._project_json(i) for i in self.projects]
+        found = [self._project_json(i) for i in self.projects]
         return _page(_filtered(found, (await request.json()).get("filter")))
 
     async def _modules(self, request: Request) -> JSONResponse:
@@ -329,13 +308,6 @@ class StandInSupervisely:
     async def _tasks(self, request: Request) -> JSONResponse:
         self.calls.append(("tasks.list", ""))
         return _page([self._task_json(task_id) for task_id in self.sessions])
-
-    async def _task_info(self, request: Request) -> JSONResponse:
-        task_id = (await request.json())["id"]
-        self.calls.append(("tasks.info", str(task_id)))
-        if task_id not in self.sessions:
-            return JSONResponse({"error": "task not found"}, status_code=404)
-        return JSONResponse(self._task_json(task_id))
 
     def _task_json(self, task_id: int) -> dict:
         app = {"id": 1, "moduleId": SERVING_MODULE, "name": "Serve Kosmos-2"}
@@ -365,6 +337,18 @@ class StandInSupervisely:
         answer = await anyio.to_thread.run_sync(forward)
         return Response(answer.content, status_code=answer.status_code,
                         media_type=answer.headers.get("content-type"))  # fmt: skip
+
+    def _by_id(self, method: str, table: dict, to_json):
+        """An ``*.info`` method: the JSON of ``table``'s entry ``id``, or a 404."""
+
+        async def answer(request: Request) -> JSONResponse:
+            item_id = (await request.json())["id"]
+            self.calls.append((method, str(item_id)))
+            if item_id not in table:
+                return JSONResponse({"error": f"{method}: no id {item_id}"}, status_code=404)
+            return JSONResponse(to_json(item_id))
+
+        return answer
 
     def _accepted(self, method: str):
         """A method whose effect nothing here reads (a project's settings): recorded, then success."""
