@@ -136,8 +136,9 @@ def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing
 ):
     """One actor, killed mid-run: Ray starts another, which goes on labelling (its batches
     retried); then Ctrl-C: the driver stops, what is written stays, and the same command
-    labels only the rest. The successor is paused (SIGSTOP) before the Ctrl-C, so that on a
-    busy machine it cannot finish the job before the driver sees the interrupt."""
+    labels only the rest. The successor is paused (SIGSTOP) while the Ctrl-C arrives, so that on
+    a busy machine it cannot finish the job before the driver has seen it; it is let go again
+    (the driver's shutdown waits for it), and gone before what was written is read."""
     out = tmp_path / "out"
     process = _command(folder, out, tiny_checkpoint, ray_address)
     done_at_kill = _wait_for_annotations(out, 4, process)
@@ -148,12 +149,14 @@ def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing
     for successor in successors:
         successor.suspend()
     process.send_signal(signal.SIGINT)
-    try:
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        for successor in successors:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                successor.kill()  # whatever Ray did not stop itself
+    time.sleep(2)  # the driver's handler runs within Ray's next check for signals (milliseconds)
+    for successor in successors:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            successor.resume()
+    stdout, stderr = process.communicate(timeout=120)
+    deadline = time.monotonic() + 30
+    while _actors() and time.monotonic() < deadline:  # Ray stops the job's actors after the driver
+        time.sleep(0.1)
     interrupted = process.returncode == 130 and "run the same command again" in stderr
     assert interrupted, (process.returncode, stdout, stderr[-3000:])
     before = {p: p.stat().st_mtime_ns for p in out.glob("**/ann/*.json")}
