@@ -8,7 +8,6 @@ runs in subprocesses join it through ``RAY_ADDRESS``, as a user joins a cluster.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -66,7 +65,18 @@ def _command(source, out, checkpoint, address, *extra) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_as_a_terminal_starts_it,
     )  # fmt: skip  (see test_readme._run)
+
+
+def _as_a_terminal_starts_it() -> None:
+    """Ctrl-C and Ctrl-\\ at their defaults in the command, as a shell's command gets them. An
+    ignored signal stays ignored across exec: in the whole suite (not alone) the command started
+    with SIGINT and SIGQUIT ignored (``SigIgn: ...81001006``, inherited from this test process;
+    C's ``system()`` ignores both in its caller while it waits), and ran to its end through the
+    Ctrl-C, three times in four runs today."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def _wait_for_annotations(out: Path, count: int, process: subprocess.Popen, timeout: float = 180) -> int:
@@ -83,6 +93,13 @@ def _wait_for_annotations(out: Path, count: int, process: subprocess.Popen, time
 def _actors() -> list[psutil.Process]:
     """The labelling actors' processes (Ray names them after the stage)."""
     return [p for p in psutil.process_iter(["cmdline"]) if ACTOR in " ".join(p.info["cmdline"] or [])]
+
+
+def _signal_masks(pid: int) -> str:
+    """The SigBlk, SigIgn and SigCgt lines of a process (Linux), or "" elsewhere."""
+    status = Path(f"/proc/{pid}/status")
+    lines = status.read_text().splitlines() if status.exists() else []
+    return " ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
 def _no_temporaries(out: Path) -> None:
@@ -136,31 +153,20 @@ def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing
 ):
     """One actor, killed mid-run: Ray starts another, which goes on labelling (its batches
     retried); then Ctrl-C: the driver stops, what is written stays, and the same command
-    labels only the rest. The successor is paused (SIGSTOP) while the Ctrl-C arrives, so that on
-    a busy machine it cannot finish the job before the driver has seen it; it is let go again
-    (the driver's shutdown waits for it), and gone before what was written is read."""
+    labels only the rest."""
     out = tmp_path / "out"
     process = _command(folder, out, tiny_checkpoint, ray_address)
     done_at_kill = _wait_for_annotations(out, 4, process)
     [victim] = _actors()
     victim.kill()
-    _wait_for_annotations(out, done_at_kill + 1, process)  # written by the actor started in its place
-    successors = _actors()
-    for successor in successors:
-        successor.suspend()
+    _wait_for_annotations(out, done_at_kill + 4, process)  # written by the actor started in its place
+    signals = _signal_masks(process.pid)  # for the message below: is SIGINT ignored, blocked, caught?
     process.send_signal(signal.SIGINT)
-    time.sleep(2)  # the driver's handler runs within Ray's next check for signals (milliseconds)
-    for successor in successors:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            successor.resume()
     stdout, stderr = process.communicate(timeout=120)
-    deadline = time.monotonic() + 30
-    while _actors() and time.monotonic() < deadline:  # Ray stops the job's actors after the driver
-        time.sleep(0.1)
     interrupted = process.returncode == 130 and "run the same command again" in stderr
-    assert interrupted, (process.returncode, stdout, stderr[-3000:])
+    assert interrupted, (process.returncode, signals, stdout[-2000:], stderr[-3000:])
     before = {p: p.stat().st_mtime_ns for p in out.glob("**/ann/*.json")}
-    assert done_at_kill + 1 <= len(before) < 40
+    assert done_at_kill + 4 <= len(before) < 40
     _no_temporaries(out)
 
     rerun = _command(folder, out, tiny_checkpoint, ray_address)
