@@ -27,6 +27,10 @@ from .config import team_id
 from .http.errors import bad_request
 
 FIELD = "deploy_params.model_files.checkpoint"
+PYTORCH_ONLY = (
+    "a checkpoint from Team Files is served by the PyTorch row (export one for OpenVINO with "
+    "make export-openvino CHECKPOINT=<folder> and set KOSMOS2_CHECKPOINT to it)"
+)
 API_RETRIES = 3  # a deploy waits for an unreachable API a few seconds, not minutes
 
 logger = logging.getLogger(__name__)

@@ -49,7 +49,8 @@ from .config import (
     listen_address,
     max_body_bytes,
 )
-from .custom_checkpoints import TeamFilesCheckpoints
+from .custom_checkpoints import FIELD as TEAM_FILES_FIELD
+from .custom_checkpoints import PYTORCH_ONLY, TeamFilesCheckpoints
 from .engines import PYTORCH, backend_of, load_engine
 from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
@@ -146,10 +147,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         except ValueError as error:
             raise bad_request(str(error)) from error
         if origin and key[1] != PYTORCH:
-            raise bad_request(
-                f"deploy_params.model_files.checkpoint: a checkpoint from Team Files is served by the PyTorch row, "
-                f"not {key[1]} (export one for OpenVINO with make export-openvino CHECKPOINT=<folder>)"
-            )
+            raise bad_request(f"{TEAM_FILES_FIELD}: {PYTORCH_ONLY}, not {key[1]}")
         if self._engine is not None and self._batcher is not None and self._engine_key == key:
             self._engine.max_batch_size = options.max_batch_size
             self._batcher.call(self._engine.to, device, options.compile_decoder)

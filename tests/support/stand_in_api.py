@@ -53,8 +53,12 @@ class StandInSupervisely:
         app.post("/public/api/v3/file-storage.download")(self._download)
         app.post("/public/api/v3/projects.info")(self._by_id("projects.info", self.projects, self._project_json))
         app.post("/public/api/v3/projects.meta")(self._project_meta)
-        app.post("/public/api/v3/datasets.list")(self._datasets)
-        app.post("/public/api/v3/images.list")(self._images)
+        app.post("/public/api/v3/datasets.list")(
+            self._listing("datasets.list", "projectId", self.datasets, "project", self._dataset_info)
+        )
+        app.post("/public/api/v3/images.list")(
+            self._listing("images.list", "datasetId", self.images, "dataset", self._image_info)
+        )
         app.post("/public/api/v3/images.download")(self._image)
         app.post("/public/api/v3/images.bulk.download")(self._image_batch)
         app.post("/public/api/v3/images.info")(self._by_id("images.info", self.images, self._image_info))
@@ -163,20 +167,6 @@ class StandInSupervisely:
         project_id = (await request.json())["id"]
         self.calls.append(("projects.meta", str(project_id)))
         return JSONResponse(self.projects[project_id]["meta"])
-
-    async def _datasets(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        project_id = body.get("projectId")
-        self.calls.append(("datasets.list", str(project_id)))
-        found = [self._dataset_info(i) for i, d in self.datasets.items() if d["project"] == project_id]
-        return _page(_filtered(found, body.get("filter")))
-
-    async def _images(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        dataset_id = body.get("datasetId")
-        self.calls.append(("images.list", str(dataset_id)))
-        found = [self._image_info(i) for i, image in self.images.items() if image["dataset"] == dataset_id]
-        return _page(_filtered(found, body.get("filter")))
 
     async def _add_project(self, request: Request) -> JSONResponse:
         body = await request.json()
@@ -337,6 +327,19 @@ class StandInSupervisely:
         answer = await anyio.to_thread.run_sync(forward)
         return Response(answer.content, status_code=answer.status_code,
                         media_type=answer.headers.get("content-type"))  # fmt: skip
+
+    def _listing(self, method: str, parent_field: str, table: dict, parent_key: str, to_json):
+        """A ``*.list`` method: the JSON of ``table``'s entries whose ``parent_key`` is the body's
+        ``parent_field`` (a project's datasets, a dataset's images), filtered, one page."""
+
+        async def answer(request: Request) -> JSONResponse:
+            body = await request.json()
+            parent = body.get(parent_field)
+            self.calls.append((method, str(parent)))
+            found = [to_json(i) for i, entry in table.items() if entry[parent_key] == parent]
+            return _page(_filtered(found, body.get("filter")))
+
+        return answer
 
     def _by_id(self, method: str, table: dict, to_json):
         """An ``*.info`` method: the JSON of ``table``'s entry ``id``, or a 404."""

@@ -36,6 +36,8 @@ from kosmos2_engine import SettingsError, available_devices, check_device, defau
 from supervisely_io.team_files import CheckpointRefused, checked_folder
 
 from .. import sdk_seam as sdk
+from ..custom_checkpoints import FIELD as TEAM_FILES_FIELD
+from ..custom_checkpoints import PYTORCH_ONLY
 from ..engines import PYTORCH, backend_of, check_backend_device
 from ..http.errors import bad_request
 from ..ontology import Ontology
@@ -78,10 +80,7 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
     if row is None:
         raise bad_request(f"model_name: must be one of {[r['meta']['model_name'] for r in rows]}, got {name!r}")
     if team_files is not None and backend_of(row) != PYTORCH:
-        raise bad_request(
-            f"model_name: a checkpoint from Team Files is served by the PyTorch row, not '{name}' (export one for "
-            "OpenVINO with make export-openvino CHECKPOINT=<folder>)"
-        )
+        raise bad_request(f"model_name: {PYTORCH_ONLY}, not '{name}'")
     files = params.get("model_files")
     if team_files is None and files and files != row["meta"]["model_files"]:
         listed = sorted({r["meta"]["model_files"]["checkpoint"] for r in rows})
@@ -112,7 +111,7 @@ def plan_deploy(state, rows: list[dict]) -> DeployPlan:
 def _team_files_folder(files) -> str:
     checkpoint = files.get("checkpoint") if isinstance(files, dict) else None
     try:
-        return checked_folder(checkpoint, "deploy_params.model_files.checkpoint")
+        return checked_folder(checkpoint, TEAM_FILES_FIELD)
     except CheckpointRefused as error:
         raise bad_request(str(error)) from None
 
