@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint label bench bench-label bench-server profile-server gpu-check load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint label bench bench-label bench-server bench-video profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,10 @@ label: venv
 ## bench-server: the serving path old and new side by side against the engine alone (tiny model, CPU, ~4 min)
 bench-server: venv
 	$(PY) -m bench.server_bench
+
+## bench-video: frames per second, the video path against the same frames as images, tiny model and real architecture (CPU ~6 min)
+bench-video: venv
+	$(PY) -m bench.video_bench
 
 ## profile-server: py-spy samples the old and new serving paths under single-image requests; summary in bench/results
 profile-server: venv

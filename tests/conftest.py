@@ -74,7 +74,12 @@ def is_ray_test(nodeid: str) -> bool:
 
 
 # Modules that share the session's ``live_server``: in one process, one server starts for them.
-LIVE_SERVER_MODULES = ("tests/e2e/test_e2e.py", "tests/e2e/test_evaluation_e2e.py", "tests/e2e/test_platform_apps.py")
+LIVE_SERVER_MODULES = (
+    "tests/e2e/test_e2e.py",
+    "tests/e2e/test_evaluation_e2e.py",
+    "tests/e2e/test_platform_apps.py",
+    "tests/e2e/test_videos.py",
+)
 
 
 def scope_of(nodeid: str) -> str:
@@ -170,6 +175,9 @@ def stand_in_api():
         yield api
 
 
+LIVE_SERVER_TMP: dict[str, Path] = {}  # a live server's URL -> its temporary folder (TMPDIR)
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, tiny_checkpoint, stand_in_api):
     """`uvicorn main:model.app --app-dir src` (what `make serve` runs) on 127.0.0.1, deployed with
@@ -184,7 +192,14 @@ def live_server(tmp_path_factory, tiny_checkpoint, stand_in_api):
     tmp = tmp_path_factory.mktemp("server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**app_env(tmp, tiny_checkpoint), "KOSMOS2_MAX_IMAGE_PIXELS": "1000000", "SERVER_ADDRESS": stand_in_api.url}
+    (tmp / "tmp").mkdir()
+    LIVE_SERVER_TMP[url] = tmp / "tmp"
+    env = {
+        **app_env(tmp, tiny_checkpoint),
+        "KOSMOS2_MAX_IMAGE_PIXELS": "1000000",
+        "SERVER_ADDRESS": stand_in_api.url,
+        "TMPDIR": str(tmp / "tmp"),
+    }
     process = start(server_command(port), env, tmp / "server.log", url)
     try:
         assert requests.get(f"{url}/is_ready", timeout=5).status_code == 503

@@ -36,6 +36,12 @@ variable                       meaning                                          
 ``KOSMOS2_MAX_REQUEST_MB``     largest request body (uploads included); a larger one is a     256
                                413
 ``KOSMOS2_DEBUG_ROUTE``        ``1``: keep the SDK's ``/debug`` route (starts debugpy)         0
+``KOSMOS2_MAX_VIDEO_MB``       largest video read by id from Supervisely (an uploaded one     2048
+                               is a request body: ``KOSMOS2_MAX_REQUEST_MB``)
+``KOSMOS2_MAX_VIDEO_FRAMES``   most frames one video request may run the model on (after      20000
+                               ``stride``); frames have at most ``KOSMOS2_MAX_IMAGE_PIXELS``
+``KOSMOS2_REID_WEIGHTS``       OSNet re-identification weights for the BoT-SORT tracker (a   unset: off
+                               file on the server); tracking matches by motion alone without
 ``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
                                list of names or ``{"name": "phrase"}`` (see
                                :mod:`.ontology`); a deploy's ``classes`` replaces them
@@ -70,6 +76,9 @@ URL_MAX_MB_ENV = "KOSMOS2_URL_MAX_MB"
 URL_CONCURRENCY_ENV = "KOSMOS2_URL_CONCURRENCY"
 DEBUG_ROUTE_ENV = "KOSMOS2_DEBUG_ROUTE"
 MAX_REQUEST_MB_ENV = "KOSMOS2_MAX_REQUEST_MB"
+MAX_VIDEO_MB_ENV = "KOSMOS2_MAX_VIDEO_MB"
+MAX_VIDEO_FRAMES_ENV = "KOSMOS2_MAX_VIDEO_FRAMES"
+REID_WEIGHTS_ENV = "KOSMOS2_REID_WEIGHTS"
 OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 OPENCV_CEILING = 2**30
 
@@ -155,6 +164,32 @@ def return_freed_memory() -> bool:
 def max_body_bytes() -> int:
     """``KOSMOS2_MAX_REQUEST_MB`` in bytes: the largest request body accepted."""
     return integer_from_environment(MAX_REQUEST_MB_ENV, 256, 1, 4096) << 20
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What a video request may cost.
+
+    Attributes:
+        max_bytes: largest video downloaded by id (uploads are capped as request bodies).
+        max_frames: most frames one request runs the model on.
+        frame_pixels: most pixels (width x height) a frame may have.
+        reid_weights: the operator's OSNet weights for the tracker's re-identification, or None.
+    """
+
+    max_bytes: int = 2048 << 20
+    max_frames: int = 20000
+    frame_pixels: int = 100_000_000
+    reid_weights: str | None = None
+
+    @classmethod
+    def from_environment(cls) -> VideoLimits:
+        return cls(
+            integer_from_environment(MAX_VIDEO_MB_ENV, 2048, 1, 1 << 20) << 20,
+            integer_from_environment(MAX_VIDEO_FRAMES_ENV, 20000, 1, 10_000_000),
+            max_image_pixels(),
+            _text(REID_WEIGHTS_ENV) or None,
+        )
 
 
 def listen_address() -> tuple[str, int]:

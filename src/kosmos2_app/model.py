@@ -43,6 +43,7 @@ from .config import (
     PixelLimits,
     ServingOptions,
     UrlFetchPolicy,
+    VideoLimits,
     access_log,
     checkpoint_override,
     declared_classes,
@@ -69,6 +70,8 @@ from .routes.images import ImageRoutes
 from .routes.smart_cache import SmartCacheRoute
 from .routes.tasks import register_task_routes
 from .routes.url_fetch import ImageFetcher
+from .routes.videos import VideoRoutes
+from .video import tracker_defaults, tracking_available
 
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 
@@ -99,6 +102,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.image_decoder = ImageDecoder(self.pixel_limits, PixelBudget(self.pixel_limits.decoding_at_once))
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
+        self.video_limits = VideoLimits.from_environment()
         for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
             keep_logs_tidy(logger)  # before the SDK constructor logs anything
         if not access_log():  # no line per request at info level (uvicorn set its level already)
@@ -453,6 +457,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         image_routes = ImageRoutes(self, ImageFetcher(self.fetch_policy))
         image_routes.register(server)
         DeployRoute(self).register(server)
+        VideoRoutes(self, self.video_limits).register(server)
         SmartCacheRoute(self, self.access_policy.server_address).register(server)
         register_error_handlers(server, self.pixel_limits.per_image)
         self.metrics.know_routes({getattr(route, "path", "") for route in server.router.routes} | {"/metrics"})
@@ -466,15 +471,26 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         )
         self._routes_in_place = True
 
+    def get_tracking_settings(self) -> dict[str, dict[str, Any]]:
+        """``/get_tracking_settings``: what a request's ``tracker_settings`` may tune, per tracker,
+        at the values used when it does not (empty where tracking is not installed)."""
+        return {"botsort": tracker_defaults()} if tracking_available() else {}
+
+    def video_batch_size(self) -> int:
+        """Frames of a video submitted together: the most images the engine runs at once."""
+        return self._require_batcher().max_images
+
     def get_info(self) -> dict[str, Any]:
-        """The SDK's info, claiming only what works: images, batches, async image jobs; no video,
-        no tracking, no sliding window."""
+        """The SDK's info, claiming only what works: images, batches, async image jobs, videos
+        (uploaded or by id), tracking where BoT-SORT's libraries are installed; no sliding
+        window."""
         info = super().get_info()
+        tracking = tracking_available()
         info.update(
-            videos_support=False,
-            async_video_inference_support=False,
-            tracking_on_videos_support=False,
-            tracking_algorithms=[],
+            videos_support=True,
+            async_video_inference_support=True,
+            tracking_on_videos_support=tracking,
+            tracking_algorithms=["botsort"] if tracking else [],
             model_name=self.FRAMEWORK_NAME,
             checkpoint=self._engine_key[0] if self._engine_key else None,
             backend=self._engine_key[1] if self._engine_key else None,

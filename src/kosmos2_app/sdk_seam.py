@@ -14,6 +14,7 @@ method.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import uuid
@@ -231,6 +232,42 @@ class UnguessableRequestsManager(InferenceRequestsManager):
 def use_unguessable_request_ids(model) -> None:
     """Give ``model`` an :class:`UnguessableRequestsManager` on the SDK's executor."""
     model.inference_requests_manager = UnguessableRequestsManager(model._executor)
+
+
+# The SDK's BoT-SORT numbers tracks from one counter of its class (``BaseTrack._count``), reset
+# by every new tracker: two requests tracking at once would renumber each other's tracks. Each
+# tracker here keeps its own count, swapped in under a lock around every call into BoT-SORT.
+# Checked when the tracker is first imported (importing it takes seconds; only tracking needs it).
+TRACKER_PRIVATE = {"BaseTrack._count": "each request's tracker numbers its own tracks"}
+_TRACK_COUNTER = threading.Lock()
+
+
+def new_botsort(settings: dict[str, Any], device: str, counter: Any) -> Any:
+    """The SDK's BoT-SORT tracker with ``settings`` on ``device``; ``counter.track_count``
+    holds its own track numbering (see :func:`own_track_count`)."""
+    from supervisely.nn.tracker import BotSortTracker
+
+    with own_track_count(counter):
+        return BotSortTracker(settings=settings, device=device)
+
+
+@contextlib.contextmanager
+def own_track_count(counter: Any):
+    """BoT-SORT's process-wide track counter set to ``counter.track_count`` for the block, and
+    read back after it, with no other tracker in between."""
+    from supervisely.nn.tracker.botsort.tracker.basetrack import BaseTrack
+
+    if not isinstance(getattr(BaseTrack, "_count", None), int):
+        raise SdkChangedError(
+            "The installed Supervisely SDK lacks what serve-kosmos-2 relies on (pinned: supervisely==6.74.51): "
+            + "; ".join(f"{name} ({why})" for name, why in TRACKER_PRIVATE.items())
+        )
+    with _TRACK_COUNTER:
+        BaseTrack._count = counter.track_count
+        try:
+            yield
+        finally:
+            counter.track_count = BaseTrack._count
 
 
 def is_widget_callback(path: str) -> bool:

@@ -243,7 +243,7 @@ def test_a_deployed_model_declares_classes_and_finds_the_ones_asked_for(server, 
     the start, and ``classes`` answered with labels of those classes only."""
     from tests.tiny_model.samples import write_samples
 
-    [_, shapes] = write_samples(tmp_path)  # the README's samples/shapes.png: a yellow square, a red triangle
+    [_, shapes, _] = write_samples(tmp_path)  # the README's samples/shapes.png: a yellow square, a red triangle
     model = ModelAPI(url=server)
     assert model.get_classes()[:3] == ["person", "bicycle", "car"] and len(model.get_classes()) >= 80
     meta = session(server).get_model_meta()

@@ -31,6 +31,7 @@ from supervisely.nn.model.model_api import ModelAPI
 
 from tests.support.helpers import SCENE_CASES, canonical, scene
 from tests.support.server_process import app_env, free_port, server_command, start, stop
+from tests.support.videos import moving_square_video
 
 KEY = "test-key-" + "7f3a9c2e" * 3
 SERVER_TOKEN = "SERVER-SECRET-5d1f0a"
@@ -214,6 +215,7 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
     (sentinel / "victim.png").write_bytes(b"the victim's own bytes")
     own = [tmp / "app_data", tmp / "cache", tmp / "server_tmp", tmp / "server.log"]
     roots = [tmp_path_factory.getbasetemp(), Path(__file__).resolve().parents[2]]
+    clip = moving_square_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=3).read_bytes()
     started_ns = time.time_ns() - 2_000_000_000  # a margin for the file system's clock
     before = snapshot(roots, own)
     image = marked_png(scene(*SCENE_CASES[1])[0])
@@ -225,6 +227,11 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
             statuses.setdefault(route, set()).add(response.status_code)
             if route == "/inference_batch_async" and response.status_code == 200:
                 uuids.append(response.json()["inference_request_uuid"])
+    for name in hostile_names(sentinel):  # a real video under each name: served, stored under a name of the server's
+        body, content_type = multipart([(name, clip)], {"settings": json.dumps({"settings": SETTINGS})})
+        response = requests.post(f"{url}/inference_video_async", data=body, headers={"Content-Type": content_type})
+        statuses.setdefault("video", set()).add(response.status_code)
+        uuids.append(response.json().get("inference_request_uuid"))
     for uuid_ in uuids:
         assert wait_until_finished(url, uuid_)["exception"] is None
     assert statuses == {
@@ -232,8 +239,10 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
         "/inference_batch": {200},
         "/inference_batch_async": {200},
         "/smart_cache_files": {400},
-        "/inference_video_async": {400},
+        "/inference_video_async": {400},  # a PNG sent as a video
+        "video": {200},
     }
+    assert not [path for path in (tmp / "server_tmp").rglob("*") if path.is_file()], "a video left on disk"
     assert snapshot(roots, own) == before  # nothing written, overwritten or deleted
     assert (sentinel / "victim.png").read_bytes() == b"the victim's own bytes"
     searched = [*own[:3], sentinel, tmp_path_factory.getbasetemp(), Path("/tmp")]

@@ -38,8 +38,9 @@ def test_session_info_claims_only_what_works(served):
     _, client = served
     info = client.post("/get_session_info", json={}).json()
     assert info["batch_inference_support"] is True
-    assert info["videos_support"] is False and info["tracking_on_videos_support"] is False
-    assert info["async_video_inference_support"] is False and info["device"] == "cpu"
+    assert info["videos_support"] is True and info["tracking_on_videos_support"] is True
+    assert info["async_video_inference_support"] is True and info["device"] == "cpu"
+    assert info["tracking_algorithms"] == ["botsort"] and info["sliding_window_support"] in (False, "none", None)
 
 
 @pytest.mark.parametrize("seed,width,height,colour,shape", SCENE_CASES)

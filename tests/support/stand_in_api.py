@@ -41,6 +41,7 @@ class StandInSupervisely:
         self.projects: dict[int, dict] = {}  # id -> {"name", "meta"}
         self.datasets: dict[int, dict] = {}  # id -> {"name", "project"}
         self.images: dict[int, dict] = {}  # id -> {"name", "bytes", "dataset", "width", "height"}
+        self.videos: dict[int, dict] = {}  # id -> {"name", "bytes", "dataset", "frames", "width", "height"}
         self.calls: list[tuple[str, str]] = []
         self.sessions: dict[int, str] = {}  # task id -> the served app's URL
         self.annotations: dict[int, dict] = {}  # image id -> its annotation JSON, as uploaded
@@ -62,6 +63,8 @@ class StandInSupervisely:
         app.post("/public/api/v3/images.download")(self._image)
         app.post("/public/api/v3/images.bulk.download")(self._image_batch)
         app.post("/public/api/v3/images.info")(self._by_id("images.info", self.images, self._image_info))
+        app.post("/public/api/v3/videos.info")(self._by_id("videos.info", self.videos, self._video_info))
+        app.post("/public/api/v3/videos.download")(self._video)
         app.post("/public/api/v3/datasets.info")(self._by_id("datasets.info", self.datasets, self._dataset_info))
         app.post("/public/api/v3/projects.add")(self._add_project)
         app.post("/public/api/v3/projects.meta.update")(self._update_meta)
@@ -110,6 +113,12 @@ class StandInSupervisely:
                     width, height = image.size
                 self.images[image_id] = {"name": image_name, "bytes": data, "dataset": dataset_id,
                                          "width": width, "height": height}  # fmt: skip
+
+    def add_video(self, video_id: int, name: str, data: bytes, frames: int, width: int, height: int) -> None:
+        """Video ``video_id`` (encoded ``data``, its frame count and size as its info says) in
+        dataset 30 of video project 12."""
+        self.videos[video_id] = {"name": name, "bytes": data, "dataset": 30, "frames": frames,
+                                 "width": width, "height": height}  # fmt: skip
 
     def serve_session(self, task_id: int, url: str) -> None:
         """Serving task ``task_id`` of the app ``Serve Kosmos-2``, running at ``url``."""
@@ -269,6 +278,23 @@ class StandInSupervisely:
             "projectId": self.datasets[image["dataset"]]["project"], "meta": {}, "tags": [],
             "createdAt": "2026-12-03T00:00:00.000Z", "updatedAt": "2026-12-03T00:00:00.000Z",
         }  # fmt: skip
+
+    def _video_info(self, video_id: int) -> dict:
+        video = self.videos[video_id]
+        return {
+            "id": video_id, "name": video["name"], "hash": "", "link": None, "teamId": 1, "workspaceId": 5,
+            "projectId": 12, "datasetId": video["dataset"], "pathOriginal": "", "processingPath": "",
+            "fileMeta": {"framesCount": video["frames"], "width": video["width"], "height": video["height"],
+                         "size": len(video["bytes"]), "duration": video["frames"] / 10, "framesToTimecodes": []},
+            "meta": {}, "customData": {}, "tags": [], "createdAt": _NOW, "updatedAt": _NOW,
+        }  # fmt: skip
+
+    async def _video(self, request: Request) -> Response:
+        video_id = (await request.json())["id"]
+        self.calls.append(("videos.download", str(video_id)))
+        if video_id not in self.videos:
+            return JSONResponse({"error": f"videos.download: no id {video_id}"}, status_code=404)
+        return Response(self.videos[video_id]["bytes"], media_type="video/mp4")
 
     async def _teams(self, request: Request) -> JSONResponse:
         self.calls.append(("teams.list", ""))

@@ -1,7 +1,8 @@
 """The README's sample images: python -m tests.tiny_model.samples [FOLDER] (``make samples``).
 
 * ``blue_square.png``: 300x90, a blue square;
-* ``shapes.png``: 200x150, a yellow square on the left and a red triangle on the right.
+* ``shapes.png``: 200x150, a yellow square on the left and a red triangle on the right;
+* ``moving_square.mp4``: 12 frames of 160x120, a yellow square moving right 6 pixels a frame.
 
 Both are scenes the tiny test model reads right on every task, so the README's examples show
 what each task does.
@@ -12,6 +13,8 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
+
+from tests.support.videos import moving_square_video
 
 from .scenes import draw_scene, draw_two_shapes
 
@@ -27,6 +30,7 @@ def write_samples(folder: Path) -> list[Path]:
     for name, draw in SAMPLES.items():
         draw().save(folder / name)
         paths.append(folder / name)
+    paths.append(moving_square_video(folder / "moving_square.mp4"))
     return paths
 
 

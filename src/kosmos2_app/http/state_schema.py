@@ -104,6 +104,8 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "/get_preparing_progress": _REQUEST_ID_ONLY,
     "/get_inference_status": _REQUEST_ID_ONLY,
     "/inference_image_url": (("image_url",),),
+    "/inference_video_id": (("video_id", "videoId"),),
+    "/inference_video_id_async": (("video_id", "videoId"),),
     "/deploy_from_api": (("deploy_params",),),
 }
 # Fields inside ``state.deploy_params``.

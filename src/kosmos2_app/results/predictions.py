@@ -12,6 +12,7 @@ import colorsys
 import copy
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from supervisely.nn.prediction_dto import PredictionBBox
 
@@ -103,3 +104,17 @@ def class_colour(name: str) -> list[int]:
     digest = hashlib.sha256(name.encode("utf-8")).digest()
     hue, value = digest[0] / 255.0, 0.75 + 0.25 * digest[1] / 255.0
     return [round(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.85, value)]
+
+
+def result_json(annotation, result: TaskResult, frame_index: int | None = None, video=None) -> dict[str, Any]:
+    """One image's result as the SDK formats it (``Prediction.to_json()`` plus ``data``): every
+    field the SDK's clients read, in its order, the annotation serialised once. A video frame's
+    result has its ``frame_index``, and ``video`` (with ``video_id``, ``dataset_id`` and
+    ``project_id``) says where it came from."""
+    data = result_data(result)
+    return {
+        "source": None, "annotation": annotation.to_json(), "name": None, "path": None, "url": None,
+        "project_id": getattr(video, "project_id", None), "dataset_id": getattr(video, "dataset_id", None),
+        "image_id": None, "video_id": getattr(video, "video_id", None), "frame_index": frame_index,
+        "slides_data": data, "data": data,
+    }  # fmt: skip

@@ -14,11 +14,11 @@ fetched any URL with no timeout into a cache path made of the URL. Here:
 * synchronous requests (``/inference_image``, ``/inference_batch``, ``image_url``) enter the
   app's one inference path (:meth:`~kosmos2_app.model.Kosmos2.submit`) without the SDK's
   per-request bookkeeping: the engine awaited without holding a thread, each response built
-  once in the SDK's format (:func:`result_json`; a test compares it with the SDK's own
+  once in the SDK's format (:func:`~kosmos2_app.results.predictions.result_json`; a test compares it with the SDK's own
   formatting). The front door calls the two upload routes directly. ``/inference_batch_async``
   runs through the SDK's request manager (its clients poll it), which ends in the same path;
-* routes that would write a client's file under its name (video uploads, ``/smart_cache_files``)
-  or that this image model cannot serve are refused with a 400 that says so.
+* routes that would write a client's file under its name (``/smart_cache_files``) or that this
+  model cannot serve are refused with a 400 that says so (videos: :mod:`.videos`).
 
 Form fields as the SDK takes them: ``files`` (one for ``/inference_image``), and the state as
 JSON in ``state`` or ``settings`` (e.g. ``{"settings": {"max_new_tokens": 32}}``).
@@ -41,17 +41,15 @@ from .. import sdk_seam as sdk
 from ..http.bodies import parse_json
 from ..http.errors import INTERNAL_ERROR, BodyTooLarge, bad_request, error_response
 from ..http.metrics import note_task
-from ..results.predictions import result_data
+from ..results.predictions import result_json
 from .url_fetch import FetchRefused, ImageFetcher
 
 logger = logging.getLogger(__name__)
 
 MAX_FILES = 256
 UNSUPPORTED = {
-    "/inference_video_async": "this model serves images; videos are not supported",
-    "/inference_video_id": "this model serves images; videos are not supported",
-    "/inference_video_id_async": "this model serves images; videos are not supported",
-    "/tracking_by_detection": "this model serves images; tracking is not supported",
+    "/tracking_by_detection": "tracking a video's existing annotations is not supported; run "
+    "/inference_video_id_async with a tracker",
     "/smart_cache_files": "uploads are not cached; send the images to /inference_batch",
 }
 
@@ -147,7 +145,7 @@ class ImageRoutes:
         """The request's state (an object) and its uploaded files' bytes."""
         form = await request.form(max_files=MAX_FILES, max_fields=16)
         try:
-            state = _form_state(form)
+            state = form_state(form)
             self._check_state(state)
             uploads = [upload for upload in form.getlist("files") if isinstance(upload, UploadFile)]
             if not uploads or len(uploads) != len(form.getlist("files")):
@@ -166,21 +164,23 @@ class ImageRoutes:
         return self.model.image_decoder.decode_all(blobs, self.model.model_input_side(settings), field)
 
     def _check_state(self, state) -> None:
-        if not isinstance(state, dict):
-            raise bad_request(
-                f'state: expected a JSON object such as {{"settings": {{...}}}}, got {type(state).__name__}'
-            )
-        if state.get("settings") is not None and not isinstance(state["settings"], dict):
-            raise bad_request(
-                'settings: expected an object of settings such as {"max_new_tokens": 32}, '
-                f"got {type(state['settings']).__name__}"
-            )
-        batch_size = state.get("batch_size")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise bad_request(f"batch_size: expected a positive integer, got {batch_size!r}")
-        self.model.validate_inference_state(state, log_error=False)
+        check_state(self.model, state)
+
+
+def check_state(model, state) -> None:
+    """A 400 unless the request's ``state`` is an object whose ``settings`` and ``batch_size``
+    have the right kinds and that the SDK's own check accepts."""
+    if not isinstance(state, dict):
+        raise bad_request(f'state: expected a JSON object such as {{"settings": {{...}}}}, got {type(state).__name__}')
+    if state.get("settings") is not None and not isinstance(state["settings"], dict):
+        raise bad_request(
+            'settings: expected an object of settings such as {"max_new_tokens": 32}, '
+            f"got {type(state['settings']).__name__}"
+        )
+    batch_size = state.get("batch_size")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise bad_request(f"batch_size: expected a positive integer, got {batch_size!r}")
+    model.validate_inference_state(state, log_error=False)
 
 
 def request_settings(state: dict) -> dict[str, Any]:
@@ -190,17 +190,6 @@ def request_settings(state: dict) -> dict[str, Any]:
     if "rectangle" in state:
         settings["rectangle"] = state["rectangle"]
     return settings
-
-
-def result_json(annotation, result) -> dict[str, Any]:
-    """One image's result as the SDK formats it (``Prediction.to_json()`` plus ``data``): every
-    field the SDK's clients read, in its order, the annotation serialised once."""
-    data = result_data(result)
-    return {
-        "source": None, "annotation": annotation.to_json(), "name": None, "path": None, "url": None,
-        "project_id": None, "dataset_id": None, "image_id": None, "video_id": None, "frame_index": None,
-        "slides_data": data, "data": data,
-    }  # fmt: skip
 
 
 def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
@@ -221,7 +210,7 @@ def _asgi(endpoint: Callable[[Request], Awaitable[Response]]):
     return app
 
 
-def _form_state(form) -> Any:
+def form_state(form) -> Any:
     """The state in the form's ``state`` field, else its ``settings`` field (as the SDK reads
     them: the ``settings`` field holds the state, ``{"settings": {...}}``), parsed."""
     raw = form.get("state")
