@@ -82,10 +82,41 @@ def test_apply_nn_to_videos_path_returns_a_video_annotation_with_one_object(live
     figures = {frame["index"]: frame["figures"] for frame in video_ann["frames"]}
     assert sorted(figures) == list(range(FRAMES))
     assert all(len(f) == 1 and f[0]["objectKey"] == key for f in figures.values())
-    meta = sly.ProjectMeta.from_json({"classes": [{"title": "square", "shape": "rectangle", "color": "#FF0000"}]})
+    meta = ModelAPI(url=live_server).get_model_meta()  # as the Predict App reads a tracked video's annotation
     annotation = sly.VideoAnnotation.from_json(video_ann, meta)
     assert annotation.frames_count == FRAMES and annotation.img_size == (HEIGHT, WIDTH)
     assert ("videos.download", str(video_id)) in stand_in_api.calls
+    assert _video_files_left(live_server) == []
+
+
+def test_session_waits_for_a_video_by_id_and_gets_frames_and_the_video_annotation(live_server, stand_in_api, video_id):
+    api = sly.Api(stand_in_api.url, "token-for-the-stand-in", ignore_task_id=True)
+    session = sly.nn.inference.Session(api, session_url=live_server, inference_settings={"classes": ["square"]})
+    annotations = session.inference_video_id(video_id, start_frame_index=4, frames_count=3)
+    assert [[label.obj_class.name for label in ann.labels] for ann in annotations] == [["square"]] * 3
+    raw = sly.nn.inference.SessionJSON(api, session_url=live_server, inference_settings={"classes": ["square"]})
+    result = raw.inference_video_id(video_id, start_frame_index=4, frames_count=3, tracker="botsort")
+    assert [frame["frame_index"] for frame in result["ann"]] == [4, 5, 6]
+    assert [frame["index"] for frame in result["video_ann"]["frames"]] == [4, 5, 6]
+
+
+def test_a_video_by_id_that_is_not_a_video_fails_its_job_and_the_server_serves_on(live_server, stand_in_api):
+    stand_in_api.add_video(701, "broken.mp4", b"\x00" * 4096, 12, WIDTH, HEIGHT)
+    response = requests.post(
+        f"{live_server}/inference_video_id_async",
+        json={"state": {"video_id": 701, "settings": {"classes": ["square"]}}, "api_token": "token-for-the-stand-in"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    request_id = {"state": {"inference_request_uuid": response.json()["inference_request_uuid"]}}
+    deadline = time.monotonic() + 60
+    while not (progress := requests.post(f"{live_server}/get_inference_progress", json=request_id, timeout=10).json())[
+        "finished"
+    ]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "video_id: not a video this server can read" in json.dumps(progress["exception"])
+    assert requests.post(f"{live_server}/is_ready", timeout=5).status_code == 200
     assert _video_files_left(live_server) == []
 
 

@@ -10,6 +10,7 @@ import pytest
 import supervisely as sly
 
 from kosmos2_app.video import VideoFile, VideoRefused, VideoStore, video_request
+from kosmos2_app.video.files import VideoTooLarge, copy_capped
 from kosmos2_app.video.frames import FrameReader
 from kosmos2_app.video.tracking import FrameTracker, tracker_settings
 from tests.support.videos import write_video
@@ -128,6 +129,14 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(clip):
     assert VideoFile.open(path, 96 * 64).frames == 30
     with pytest.raises(VideoRefused, match="frames of 96 x 64 have more pixels than the 6143"):
         VideoFile.open(path, 96 * 64 - 1)
+
+
+def test_a_video_over_the_size_cap_stops_being_written_at_the_cap(tmp_path):
+    chunks = (b"x" * 1000 for _ in range(100))  # 100 kB, sent 1 kB at a time
+    with pytest.raises(VideoTooLarge, match="video_id: the video is larger than the 0 MB"):
+        copy_capped(chunks, tmp_path / "video", 4500, "video_id")
+    assert (tmp_path / "video").stat().st_size <= 4500
+    assert copy_capped(iter([b"ab", b"cd"]), tmp_path / "small", 4, "files") == 4
 
 
 def test_a_store_file_is_private_and_gone_after_its_block(tmp_path):
