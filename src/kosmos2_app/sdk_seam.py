@@ -19,6 +19,7 @@ import inspect
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, status
@@ -89,7 +90,10 @@ def check_sdk() -> None:
         if not callable(getattr(cls, name, None))
     ]
     for cls, names in PRIVATE_ATTRIBUTES.items():
-        source = inspect.getsource(cls)
+        # The text of the class's module, read as a file: inspect.getsource parses it with ast,
+        # which in CPython 3.11.7 can fail ("AST constructor recursion depth mismatch") while
+        # another thread compiles a module (a first import, with no .pyc yet).
+        source = Path(inspect.getsourcefile(cls) or "").read_text()
         missing += [
             f"{cls.__name__}.{name} ({why})"
             for name, why in names.items()
