@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint label bench bench-label bench-server bench-video profile-server gpu-check load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint tiny-sam2 label bench bench-label bench-server bench-video profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ samples: venv
 ## tiny-checkpoint: build the tiny trained Kosmos-2 if needed; prints its folder last
 tiny-checkpoint: venv
 	@$(PY) -m tests.tiny_model.locate
+
+## tiny-sam2: train the tiny SAM 2 of the tests and the README (tests/tiny_sam2/checkpoint) again
+tiny-sam2: venv
+	PYTHONPATH=src:. $(PY) -m tests.tiny_sam2.train
 
 ## demo: offline, the tiny model through CLI predict on generated images, results drawn
 demo: venv

@@ -42,6 +42,8 @@ variable                       meaning                                          
                                ``stride``); frames have at most ``KOSMOS2_MAX_IMAGE_PIXELS``
 ``KOSMOS2_REID_WEIGHTS``       OSNet re-identification weights for the BoT-SORT tracker (a   unset: off
                                file on the server); tracking matches by motion alone without
+``KOSMOS2_SAM2``               the SAM 2 that ``masks: true`` uses (a folder, or a hub id   facebook/sam2.1-
+                               in the local cache), loaded on the first mask request          hiera-tiny
 ``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
                                list of names or ``{"name": "phrase"}`` (see
                                :mod:`.ontology`); a deploy's ``classes`` replaces them
@@ -79,6 +81,8 @@ MAX_REQUEST_MB_ENV = "KOSMOS2_MAX_REQUEST_MB"
 MAX_VIDEO_MB_ENV = "KOSMOS2_MAX_VIDEO_MB"
 MAX_VIDEO_FRAMES_ENV = "KOSMOS2_MAX_VIDEO_FRAMES"
 REID_WEIGHTS_ENV = "KOSMOS2_REID_WEIGHTS"
+SAM2_ENV = "KOSMOS2_SAM2"
+DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
 OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 OPENCV_CEILING = 2**30
 
@@ -190,6 +194,11 @@ class VideoLimits:
             max_image_pixels(),
             _text(REID_WEIGHTS_ENV) or None,
         )
+
+
+def sam2_checkpoint() -> str:
+    """``KOSMOS2_SAM2``: the SAM 2 that segments boxes (a folder or a hub id)."""
+    return _text(SAM2_ENV) or DEFAULT_SAM2
 
 
 def listen_address() -> tuple[str, int]:

@@ -49,6 +49,7 @@ from .config import (
     declared_classes,
     listen_address,
     max_body_bytes,
+    sam2_checkpoint,
 )
 from .custom_checkpoints import FIELD as TEAM_FILES_FIELD
 from .custom_checkpoints import PYTORCH_ONLY, TeamFilesCheckpoints
@@ -57,12 +58,13 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
+from .masks import MaskOptions, Segmenters
 from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
 from .reference_box import MODE, REFERENCE_MODE, reference_box
 from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
-from .results.annotations import AnnotationBuilder
+from .results.annotations import AnnotationBuilder, kept_boxes
 from .results.predictions import result_data, result_to_predictions
 from .routes.decoding import ImageDecoder
 from .routes.deploy import DeployRoute
@@ -103,6 +105,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
         self.video_limits = VideoLimits.from_environment()
+        self.segmenters = Segmenters(sam2_checkpoint())
         for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
             keep_logs_tidy(logger)  # before the SDK constructor logs anything
         if not access_log():  # no line per request at info level (uvicorn set its level already)
@@ -304,6 +307,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         None when ``settings`` ask for a region of interest (it is cut from the whole image)."""
         if any(settings.get(name) is not None for name in ROI_SETTINGS) or settings.get(MODE) == REFERENCE_MODE:
             return None
+        if MaskOptions.of(settings).masks:  # SAM 2 segments the whole image
+            return None
         return self._require_batcher().engine.image_size
 
     def annotations_of(
@@ -312,7 +317,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """The annotation of each whole image from its result (boxes of a region of interest
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does, except
         around the toolbox's selected box, whose results are whole-image and hold only the
-        classes asked for, and its description)."""
+        classes asked for, and its description); with ``masks: true`` each kept box segmented
+        (see :mod:`.masks`: blocking, on the engine thread)."""
         if reference_box(settings, len(images)) is not None:  # merged into whole-image results, classes found
             found, classes = None, None
         else:
@@ -320,10 +326,25 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         crops: list[Crop | None] = [None] * len(images) if found is None else list(found)
         builder = self._require_annotations()
         sizes = [size_of(image) for image in images]
-        return [
-            builder.annotation_of(result, height, width, classes, crop)
+        predictions = [
+            builder.predictions_of(result, height, width, crop)
             for (width, height), result, crop in zip(sizes, results, crops)
         ]
+        options = MaskOptions.of(settings)
+        masks: list = [None] * len(images)
+        if options.masks:
+            masks = self._masks_of(images, [kept_boxes(p, classes) for p in predictions])
+        return [
+            builder.annotation(height, width, dtos, classes, image_masks, options.keep_boxes)
+            for (width, height), dtos, image_masks in zip(sizes, predictions, masks)
+        ]
+
+    def _masks_of(self, images: Sequence[ImageInput], boxes: list[list]) -> list:
+        """SAM 2's mask of each box (inclusive pixel tlbr DTOs) of each whole image."""
+        batcher = self._require_batcher()
+        segmenter = self.segmenters.get(batcher.call, batcher.engine.device)
+        xyxy = [np.array([_exclusive_xyxy(box.bbox_tlbr) for box in image_boxes], np.float32) for image_boxes in boxes]
+        return batcher.call(segmenter.segment, [_whole(image) for image in images], xyxy)
 
     def infer(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
         """:meth:`submit`, waited for: each image's annotation and the result it was built from."""
@@ -506,6 +527,12 @@ def _whole(image: ImageInput) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"a region of interest is cut from an RGB array, got {type(image).__name__}")
     return image
+
+
+def _exclusive_xyxy(tlbr: list[int]) -> list[int]:
+    """Inclusive pixel [top, left, bottom, right] as pixel (x0, y0, x1, y1), right and bottom exclusive."""
+    top, left, bottom, right = tlbr
+    return [left, top, right + 1, bottom + 1]
 
 
 def _not_deployed() -> HTTPException:

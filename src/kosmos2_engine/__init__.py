@@ -36,6 +36,7 @@ from .imaging import ImageInput, SizedImage, parallel_map, shrink, size_of, to_r
 from .outputs import Generation, NamedBox, TaskResult
 from .prompts import CAPTION_PROMPT
 from .runtime.protocol import Backend, DecodedBatch
+from .segmentation import BoxMask, BoxSegmenter
 from .settings import policy_from_settings
 from .tasks import TASK_TABLE, TASKS, GenerationPolicy, ResultKind, Task, TextKind
 from .validation import MAX_ITEMS, MAX_PHRASES, SettingsError, find_markup
@@ -57,6 +58,8 @@ __all__ = [
     "TASKS",
     "TASK_TABLE",
     "Backend",
+    "BoxMask",
+    "BoxSegmenter",
     "CheckpointError",
     "DecodedBatch",
     "Generation",

@@ -9,6 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import supervisely as sly
@@ -255,6 +256,32 @@ def test_a_deployed_model_declares_classes_and_finds_the_ones_asked_for(server, 
     ann = session(server, classes=["square", "triangle"]).inference_image_path(str(shapes))
     assert sorted(label.obj_class.name for label in ann.labels) == ["square", "triangle"]
     assert "triangle" in model.get_classes()
+
+
+def test_masks_cover_the_shapes_asked_for_as_bitmaps(server, tmp_path):
+    """``masks=True`` through ``ModelAPI``: the square of samples/shapes.png as a Bitmap of class
+    ``square`` (IoU >= 0.85 with the drawn square), with its confidence and the mask's quality;
+    ``keep_boxes`` keeps the rectangle beside it; the meta lets the class hold both."""
+    import random
+
+    from tests.tiny_model.samples import write_samples
+    from tests.tiny_model.scenes import draw_two_shapes
+
+    [_, shapes, _] = write_samples(tmp_path)
+    _, (square, _) = draw_two_shapes(random.Random(11), 200, 150, (("yellow", "square"), ("red", "triangle")))
+    [prediction] = ModelAPI(url=server).predict(input=str(shapes), classes=["square"], masks=True)
+    [label] = prediction.annotation.labels
+    assert label.obj_class.name == "square" and isinstance(label.geometry, sly.Bitmap)
+    left, top, right, bottom = square.pixel_ltrb
+    truth = np.zeros((150, 200), bool)
+    truth[top : bottom + 1, left : right + 1] = True
+    drawn = np.zeros((150, 200), bool)
+    label.geometry.draw(drawn, True)
+    assert (drawn & truth).sum() / (drawn | truth).sum() >= 0.85
+    assert label.tags.get("confidence").value > 0 and 0 <= label.tags.get("mask_quality").value <= 1
+    [both] = ModelAPI(url=server).predict(input=str(shapes), classes=["square"], masks=True, keep_boxes=True)
+    assert sorted(type(label.geometry).__name__ for label in both.annotation.labels) == ["Bitmap", "Rectangle"]
+    assert ModelAPI(url=server).get_model_meta().get_obj_class("square").geometry_type == sly.AnyGeometry
 
 
 def test_the_toolboxs_selected_box_is_described_and_searched_through_the_session(server, two_shape_files):

@@ -41,16 +41,19 @@ def test_unreachable_hub_fails_fast_with_what_to_set_and_the_engine_imports_noth
     assert time.monotonic() - started < 60
 
 
-def test_a_failed_weight_download_fails_the_build(tmp_path):
+@pytest.mark.parametrize(
+    "arguments", [["microsoft/kosmos-2-patch14-224"], ["--sam2", "facebook/sam2.1-hiera-tiny"]], ids=["kosmos2", "sam2"]
+)
+def test_a_failed_weight_download_fails_the_build(tmp_path, arguments):
     """The hub is out of reach (HF_HUB_OFFLINE, empty cache): the script must exit non-zero,
-    leaving no weights behind, so that `docker build` stops."""
+    leaving no weights behind, so that `docker build` stops (Kosmos-2's weights and SAM 2's)."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
-        [sys.executable, "docker/download_weights.py", "microsoft/kosmos-2-patch14-224", str(tmp_path / "weights")],
+        [sys.executable, "docker/download_weights.py", *arguments, str(tmp_path / "weights")],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -104,17 +104,17 @@ def test_every_relative_link_of_the_pages_leads_somewhere():
 def test_the_setup_commands_are_make_targets_that_ci_runs():
     [setup] = [b for b in blocks(README.read_text()) if b.mark == "example: setup"]
     commands = [line.split("#")[0].strip() for line in setup.body.splitlines() if line.strip()]
-    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (REPO / "Makefile").read_text(), re.M))
     assert commands == ["make venv", "make test"] and {"venv", "test"} <= targets
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make lint$", ci, re.M) and re.search(r"^make test$", ci, re.M)
 
 
 def test_every_make_target_the_pages_name_exists():
-    targets = set(re.findall(r"^([a-z][a-z-]*):", (REPO / "Makefile").read_text(), re.M))
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (REPO / "Makefile").read_text(), re.M))
     text = "\n".join(page.read_text() for page in PAGES)
     code = "\n".join(re.findall(r"`([^`\n]+)`", text) + [b.body for b in all_blocks()])
-    named = set(re.findall(r"\bmake (?:-s )?([a-z][a-z-]+)", code))
+    named = set(re.findall(r"\bmake (?:-s )?([a-z][a-z0-9-]+)", code))
     assert named - targets == set()
 
 

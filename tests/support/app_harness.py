@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
+TINY_SAM2 = REPO / "tests" / "tiny_sam2" / "checkpoint"  # the SAM 2 that masks: true uses in tests
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -40,6 +41,7 @@ def app_environment(tmp_path: Path, checkpoint: str):
         SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
         SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"),
         KOSMOS2_CHECKPOINT=checkpoint,
+        KOSMOS2_SAM2=str(TINY_SAM2),
     )
     with pytest.MonkeyPatch.context() as patch:
         for name in ("ENV", "TASK_ID", "DEBUG_WITH_SLY_NET", "AUTOSTART", "modal.state.autostart"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from tests.support.app_harness import REPO, read_env_file
+from tests.support.app_harness import REPO, TINY_SAM2, read_env_file
 
 
 def server_command(port: int) -> list[str]:
@@ -48,6 +48,7 @@ def app_env(tmp_path: Path, checkpoint: str) -> dict[str, str]:
         SLY_APP_DATA_DIR=str(tmp_path / "app_data"),
         SMART_CACHE_CONTAINER_DIR=str(tmp_path / "cache"),
         KOSMOS2_CHECKPOINT=checkpoint,
+        KOSMOS2_SAM2=str(TINY_SAM2),
     )
     return env
 

@@ -36,6 +36,9 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
     assert f"LABEL python_sdk_version={pins()['supervisely']}" in dockerfile
     assert "requirements.txt" in dockerfile and "download_weights.py" in dockerfile
     assert "KOSMOS2_CHECKPOINT=/weights/" in dockerfile
+    assert (
+        "download_weights.py --sam2 facebook/sam2.1-hiera-tiny" in dockerfile and "KOSMOS2_SAM2=/weights/" in dockerfile
+    )
     assert "kosmos2_engine.runtime.openvino.export /weights/" in dockerfile  # the IR can be baked too
 
 

@@ -18,13 +18,14 @@ import supervisely as sly
 from supervisely.annotation.label import LabelingStatus
 from supervisely.nn.prediction_dto import PredictionBBox
 
-from kosmos2_engine import TaskResult
+from kosmos2_engine import BoxMask, TaskResult
 
 from ..regions_of_interest import Crop
 from .drawing import DrawnAnnotation
 from .predictions import (
     CONFIDENCE_TAG,
     DESCRIPTION_TAG,
+    MASK_QUALITY_TAG,
     TEXT_TAGS,
     DescribedRegion,
     ImageText,
@@ -46,6 +47,13 @@ def tag_metas() -> list[sly.TagMeta]:
 def phrase_class(name: str) -> sly.ObjClass:
     """The rectangle class of phrase ``name``: its colour depends only on the name."""
     return sly.ObjClass(name, sly.Rectangle, class_colour(name))
+
+
+def kept_boxes(predictions: Sequence, classes_whitelist: Sequence[str] | None = None) -> list[PredictionBBox]:
+    """The box DTOs of ``predictions`` whose class ``classes_whitelist`` keeps (``None`` or
+    ``"all"``: every class), in order: the boxes an annotation holds, and those masks are made for."""
+    kept = None if classes_whitelist in (None, "all") else set(classes_whitelist or ())
+    return [p for p in predictions if isinstance(p, PredictionBBox) and (kept is None or p.class_name in kept)]
 
 
 def meta_with(meta: sly.ProjectMeta, class_names: Iterable[str] = ()) -> sly.ProjectMeta:
@@ -93,18 +101,39 @@ class AnnotationBuilder:
                     self._on_meta_change(meta)
 
     def annotation(
-        self, height: int, width: int, predictions: Sequence, classes_whitelist: Sequence[str] | None = None
+        self,
+        height: int,
+        width: int,
+        predictions: Sequence,
+        classes_whitelist: Sequence[str] | None = None,
+        masks: Sequence[BoxMask] | None = None,
+        keep_boxes: bool = False,
     ) -> DrawnAnnotation:
         """The annotation of one ``height`` x ``width`` image from its DTOs (see
         :func:`~.predictions.result_to_predictions`). Boxes whose class is not in
-        ``classes_whitelist`` are left out (``None`` or ``"all"``: every class), as the SDK does."""
-        kept = None if classes_whitelist in (None, "all") else set(classes_whitelist or ())
-        boxes = [p for p in predictions if isinstance(p, PredictionBBox) and (kept is None or p.class_name in kept)]
+        ``classes_whitelist`` are left out (``None`` or ``"all"``: every class), as the SDK does.
+        ``masks``, one per box of :func:`kept_boxes` (in its order), turn boxes into Bitmap labels
+        (a box whose mask is empty stays a rectangle); ``keep_boxes`` keeps the rectangles too."""
+        boxes = kept_boxes(predictions, classes_whitelist)
         texts = [p for p in predictions if isinstance(p, ImageText)]
         with self._meta_lock:
-            labels = [self._label(box) for box in boxes]
+            labels = []
+            for index, box in enumerate(boxes):
+                mask = masks[index] if masks is not None else None
+                if mask is None or mask.area == 0 or keep_boxes:
+                    labels.append(self._label(box))
+                if mask is not None and mask.area > 0:
+                    labels.append(self._mask_label(box, mask))
             tags = [sly.Tag(self._meta.get_tag_meta(text.tag), text.value) for text in texts]
         return DrawnAnnotation((height, width), labels, img_tags=tags)
+
+    def predictions_of(self, result: TaskResult, height: int, width: int, crop: Crop | None = None) -> list:
+        """The DTOs of one ``height`` x ``width`` image's :class:`~kosmos2_engine.TaskResult`;
+        when the model saw only ``crop`` of the image, its boxes are shifted back into the image."""
+        if crop is None:
+            return result_to_predictions(result, width, height)
+        inside = result_to_predictions(result, crop.right - crop.left + 1, crop.bottom - crop.top + 1)
+        return shifted(inside, crop.top, crop.left)
 
     def annotation_of(
         self,
@@ -114,13 +143,30 @@ class AnnotationBuilder:
         classes_whitelist: Sequence[str] | None = None,
         crop: Crop | None = None,
     ) -> DrawnAnnotation:
-        """The annotation of one ``height`` x ``width`` image's
-        :class:`~kosmos2_engine.TaskResult`; when the model saw only ``crop`` of the image, its
-        boxes are shifted back into the image."""
-        if crop is None:
-            return self.annotation(height, width, result_to_predictions(result, width, height), classes_whitelist)
-        inside = result_to_predictions(result, crop.right - crop.left + 1, crop.bottom - crop.top + 1)
-        return self.annotation(height, width, shifted(inside, crop.top, crop.left), classes_whitelist)
+        """The annotation of one image's result (see :meth:`predictions_of` and :meth:`annotation`)."""
+        return self.annotation(height, width, self.predictions_of(result, height, width, crop), classes_whitelist)
+
+    def _mask_label(self, dto: PredictionBBox, mask: BoxMask) -> sly.Label:
+        """A Bitmap label of the box's class (declared with any geometry from now on), tagged
+        with the box's confidence and the mask's quality."""
+        name = dto.class_name
+        obj_class = self._meta.get_obj_class(name)
+        if obj_class is None or obj_class.geometry_type is not sly.AnyGeometry:
+            colour = obj_class.color if obj_class is not None else class_colour(name)
+            obj_class = sly.ObjClass(name, sly.AnyGeometry, colour)
+            meta = self._meta.delete_obj_class(name) if self._meta.get_obj_class(name) else self._meta
+            self._meta = meta.add_obj_class(obj_class)
+        if self._meta.get_tag_meta(MASK_QUALITY_TAG) is None:
+            self._meta = self._meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
+        if self._on_meta_change is not None:
+            self._on_meta_change(self._meta)
+        tags = [sly.Tag(self._meta.get_tag_meta(MASK_QUALITY_TAG), round(mask.quality, 4))]
+        if dto.score is not None:
+            tags.insert(0, sly.Tag(self._meta.get_tag_meta(CONFIDENCE_TAG), dto.score))
+        bitmap = sly.Bitmap(mask.mask, origin=sly.PointLocation(*mask.origin))
+        label = sly.Label(bitmap, obj_class, tags)
+        label.status = LabelingStatus.AUTO
+        return label
 
     def _label(self, dto: PredictionBBox) -> sly.Label:
         obj_class = self._meta.get_obj_class(dto.class_name)

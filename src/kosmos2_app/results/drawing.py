@@ -14,14 +14,20 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .predictions import CONFIDENCE_TAG, DESCRIPTION_TAG, TEXT_TAGS
 
+MASK_OPACITY = 0.45
+
 
 def draw_annotation(image: np.ndarray, ann: sly.Annotation) -> np.ndarray:
-    """``image`` (H, W, 3) uint8 RGB with every rectangle of ``ann`` outlined in its class
-    colour and labelled "phrase 0.83" (its confidence) or "phrase: description", labels kept
-    clear of each other, and the annotation's caption / answer in a band above the image,
-    wrapped to its width. Returns a new (H', W, 3) array."""
+    """``image`` (H, W, 3) uint8 RGB with every mask of ``ann`` filled translucent and every
+    rectangle outlined, in its class colour, each labelled "phrase 0.83" (its confidence) or
+    "phrase: description", labels kept clear of each other, and the annotation's caption /
+    answer in a band above the image, wrapped to its width. Returns a new (H', W, 3) array."""
     font = font_for(image.shape[0])
-    canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]))
+    pixels = np.array(image[..., :3], dtype=np.uint8)
+    bitmaps = [label for label in ann.labels if isinstance(label.geometry, sly.Bitmap)]
+    for label in bitmaps:
+        _fill(pixels, label.geometry, label.obj_class.color)
+    canvas = Image.fromarray(pixels)
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(min(image.shape[:2]) / 200))
     rectangles = [label for label in ann.labels if isinstance(label.geometry, sly.Rectangle)]
@@ -29,12 +35,21 @@ def draw_annotation(image: np.ndarray, ann: sly.Annotation) -> np.ndarray:
         box = label.geometry
         draw.rectangle((box.left, box.top, box.right, box.bottom), outline=tuple(label.obj_class.color), width=width)
     placed: list[tuple[int, int, int, int]] = []
-    for label in rectangles:
-        box = label.geometry
+    for label in [*rectangles, *bitmaps]:
+        box = label.geometry.to_bbox()
         placed.append(_tag_text(draw, font, _label_text(label), (box.left, box.top), tuple(label.obj_class.color),
                                 canvas.size, placed))  # fmt: skip
     text = " | ".join(f"{tag.name}: {tag.value}" for tag in ann.img_tags if tag.name in TEXT_TAGS and tag.value)
     return np.asarray(_with_band(canvas, text, font) if text else canvas)
+
+
+def _fill(pixels: np.ndarray, bitmap: sly.Bitmap, colour) -> None:
+    """Blend ``colour`` over the pixels of ``bitmap`` (its origin is its top-left pixel), in place."""
+    top, left = bitmap.origin.row, bitmap.origin.col
+    mask = bitmap.data[: pixels.shape[0] - top, : pixels.shape[1] - left]
+    region = pixels[top : top + mask.shape[0], left : left + mask.shape[1]]
+    blended = (1 - MASK_OPACITY) * region[mask] + MASK_OPACITY * np.asarray(colour, dtype=np.float32)
+    region[mask] = blended.round().astype(np.uint8)
 
 
 def _label_text(label: sly.Label) -> str:

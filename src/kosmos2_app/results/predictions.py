@@ -21,6 +21,7 @@ from kosmos2_engine import TASK_TABLE, TaskResult, box_to_pixel_xyxy
 SCORE_DECIMALS = 4
 REGION_CLASS = "region"
 CONFIDENCE_TAG = "confidence"  # a predicted box's score (the SDK's name for it)
+MASK_QUALITY_TAG = "mask_quality"  # SAM 2's estimate of a mask's IoU (masks: true)
 DESCRIPTION_TAG = "description"  # the text of a region_description row, a tag on each region
 TEXT_TAGS = tuple(
     dict.fromkeys(task.text.value for task in TASK_TABLE.values() if task.text)

@@ -41,6 +41,7 @@ from .. import sdk_seam as sdk
 from ..http.bodies import parse_json
 from ..http.errors import INTERNAL_ERROR, BodyTooLarge, bad_request, error_response
 from ..http.metrics import note_task
+from ..masks import MaskOptions
 from ..results.predictions import result_json
 from .url_fetch import FetchRefused, ImageFetcher
 
@@ -138,7 +139,10 @@ class ImageRoutes:
         images, future = await anyio.to_thread.run_sync(decode_and_submit)
         results = await asyncio.wrap_future(future)
         note_task(results[0].task)
-        annotations = self.model.annotations_of(images, results, settings)
+        if MaskOptions.of(settings).masks:  # SAM 2 runs on the engine thread: wait for it in a worker
+            annotations = await anyio.to_thread.run_sync(self.model.annotations_of, images, results, settings)
+        else:
+            annotations = self.model.annotations_of(images, results, settings)
         return [result_json(annotation, result) for annotation, result in zip(annotations, results)]
 
     async def _state_and_uploads(self, request: Request, exactly_one: bool = False) -> tuple[dict, list[bytes]]:

@@ -1,0 +1,64 @@
+"""``masks: true``: every box of a request segmented by SAM 2, as Bitmap labels.
+
+The request's boxes (after its ``classes`` whitelist) go to the engine's
+:class:`~kosmos2_engine.segmentation.BoxSegmenter` on the engine thread: one image encoding per
+image, all of an image's boxes in one mask-decoder call, the images of a request together. Each
+box becomes a Bitmap of its class, cut to the image, tagged with Kosmos-2's ``confidence`` and
+SAM 2's own estimate of the mask's quality (``mask_quality``); ``keep_boxes: true`` keeps the
+rectangles beside the masks. A class that has masks is declared with any geometry in the meta
+(``AnyGeometry``), so that its rectangles and its bitmaps are both valid labels of it. SAM 2
+(``KOSMOS2_SAM2``) is loaded on the first request that asks for masks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from kosmos2_engine import BoxSegmenter, CheckpointError
+
+from .http.errors import bad_request
+
+FIELDS = ("masks", "keep_boxes")
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    """Whether a request wants masks, and whether its rectangles stay beside them."""
+
+    masks: bool = False
+    keep_boxes: bool = False
+
+    @classmethod
+    def of(cls, settings: dict[str, Any]) -> MaskOptions:
+        """The options of request ``settings``; a 400 naming the field when one is not a boolean."""
+        values = {}
+        for name in FIELDS:
+            value = settings.get(name)
+            if value is not None and not isinstance(value, bool):
+                raise bad_request(f"{name}: expected true or false, got {value!r}")
+            values[name] = bool(value)
+        return cls(**values)
+
+
+class Segmenters:
+    """SAM 2, loaded once on first use (on the engine thread, through ``call``)."""
+
+    def __init__(self, checkpoint: str) -> None:
+        self.checkpoint = checkpoint
+        self._segmenter: BoxSegmenter | None = None
+        self._loading = threading.Lock()
+
+    def get(self, call, device: str) -> BoxSegmenter:
+        """The segmenter on ``device``; ``call(function, *args)`` runs on the engine thread. A
+        SAM 2 that cannot be loaded is a 503 that names ``KOSMOS2_SAM2``."""
+        with self._loading:
+            if self._segmenter is None:
+                try:
+                    self._segmenter = call(BoxSegmenter.load, self.checkpoint, device)
+                except CheckpointError as error:
+                    from fastapi import HTTPException
+
+                    raise HTTPException(503, detail=f"masks: {error}; set KOSMOS2_SAM2 to a SAM 2 folder") from None
+            return self._segmenter
