@@ -77,3 +77,13 @@ def test_a_long_caption_wraps_inside_the_image():
     lines = wrapped(" ".join(words), font_for(60), 82)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     assert " ".join(lines).split() == words and all(probe.textlength(line, font=font_for(60)) <= 82 for line in lines)
+
+
+def test_masks_are_filled_translucent_in_their_class_colour():
+    square = sly.ObjClass("square", sly.AnyGeometry, [0, 200, 0])
+    mask = np.zeros((30, 40), bool)
+    mask[5:25, 10:30] = True  # the mask's own pixels, from its origin at row 50, column 60
+    label = sly.Label(sly.Bitmap(mask, origin=sly.PointLocation(50, 60)), square)
+    drawn = draw_annotation(np.full((100, 160, 3), 100, np.uint8), sly.Annotation((100, 160), [label]))
+    inside, outside = drawn[50 + 15, 60 + 20].tolist(), drawn[50 + 2, 60 + 2].tolist()
+    assert inside == [55, 145, 55] and outside == [100, 100, 100]  # 0.45 of the colour over 0.55 of the image
