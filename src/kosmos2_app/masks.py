@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import HTTPException, status
+
 from kosmos2_engine import BoxSegmenter, CheckpointError
 
 from .http.errors import bad_request
@@ -33,16 +35,13 @@ class MaskOptions:
     @classmethod
     def of(cls, settings: dict[str, Any]) -> MaskOptions:
         """The options of request ``settings``; a 400 naming the field when one is not a boolean."""
-        values = {}
         for name in FIELDS:
-            value = settings.get(name)
-            if value is not None and not isinstance(value, bool):
-                raise bad_request(f"{name}: expected true or false, got {value!r}")
-            values[name] = bool(value)
-        return cls(**values)
+            if settings.get(name) is not None and not isinstance(settings[name], bool):
+                raise bad_request(f"{name}: expected true or false, got {settings[name]!r}")
+        return cls(**{name: bool(settings.get(name)) for name in FIELDS})
 
 
-class Segmenters:
+class LazySegmenter:
     """SAM 2, loaded once on first use (on the engine thread, through ``call``)."""
 
     def __init__(self, checkpoint: str) -> None:
@@ -58,7 +57,8 @@ class Segmenters:
                 try:
                     self._segmenter = call(BoxSegmenter.load, self.checkpoint, device)
                 except CheckpointError as error:
-                    from fastapi import HTTPException
-
-                    raise HTTPException(503, detail=f"masks: {error}; set KOSMOS2_SAM2 to a SAM 2 folder") from None
+                    raise HTTPException(
+                        status.HTTP_503_SERVICE_UNAVAILABLE,
+                        detail=f"masks: {error}; set KOSMOS2_SAM2 to a SAM 2 folder",
+                    ) from None
             return self._segmenter

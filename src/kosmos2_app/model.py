@@ -58,7 +58,7 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
-from .masks import MaskOptions, Segmenters
+from .masks import LazySegmenter, MaskOptions
 from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
 from .reference_box import MODE, REFERENCE_MODE, reference_box
@@ -105,7 +105,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.access_policy = AccessPolicy.from_environment()
         self.fetch_policy = UrlFetchPolicy.from_environment()
         self.video_limits = VideoLimits.from_environment()
-        self.segmenters = Segmenters(sam2_checkpoint())
+        self.segmenter = LazySegmenter(sam2_checkpoint())
         for logger in (sly.logger, *map(logging.getLogger, LOGGERS)):
             keep_logs_tidy(logger)  # before the SDK constructor logs anything
         if not access_log():  # no line per request at info level (uvicorn set its level already)
@@ -342,7 +342,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     def _masks_of(self, images: Sequence[ImageInput], boxes: list[list]) -> list:
         """SAM 2's mask of each box (inclusive pixel tlbr DTOs) of each whole image."""
         batcher = self._require_batcher()
-        segmenter = self.segmenters.get(batcher.call, batcher.engine.device)
+        segmenter = self.segmenter.get(batcher.call, batcher.engine.device)
         xyxy = [np.array([_exclusive_xyxy(box.bbox_tlbr) for box in image_boxes], np.float32) for image_boxes in boxes]
         return batcher.call(segmenter.segment, [_whole(image) for image in images], xyxy)
 

@@ -92,3 +92,22 @@ def test_the_batched_path_equals_sam2_one_box_at_a_time(segmenter):
 def test_images_without_boxes_cost_nothing_and_get_no_masks(segmenter):
     image = example(random.Random(1))[0]
     assert segmenter.segment([image, image], [np.zeros((0, 4)), np.zeros((0, 4))]) == [[], []]
+
+
+def test_masks_widen_their_class_once_and_the_meta_is_published_only_when_it_changes():
+    import supervisely as sly
+    from supervisely.nn.prediction_dto import PredictionBBox
+
+    from kosmos2_app.results.annotations import AnnotationBuilder
+    from kosmos2_engine import BoxMask
+
+    published: list = []
+    builder = AnnotationBuilder(on_meta_change=published.append)
+    builder.declare(["square"])
+    before = len(published)
+    box, mask = PredictionBBox("square", [10, 10, 29, 29], 0.5), BoxMask(np.ones((20, 20), bool), (10, 10), 0.9)
+    for _ in range(3):
+        annotation = builder.annotation(50, 50, [box], masks=[mask])
+    assert len(published) == before + 1, "the class widened and the quality tag added once, then nothing new"
+    assert builder.meta.get_obj_class("square").geometry_type is sly.AnyGeometry
+    assert [type(label.geometry) for label in annotation.labels] == [sly.Bitmap]

@@ -149,17 +149,19 @@ class AnnotationBuilder:
     def _mask_label(self, dto: PredictionBBox, mask: BoxMask) -> sly.Label:
         """A Bitmap label of the box's class (declared with any geometry from now on), tagged
         with the box's confidence and the mask's quality."""
-        name = dto.class_name
-        obj_class = self._meta.get_obj_class(name)
+        name, meta = dto.class_name, self._meta
+        obj_class = meta.get_obj_class(name)
         if obj_class is None or obj_class.geometry_type is not sly.AnyGeometry:
             colour = obj_class.color if obj_class is not None else class_colour(name)
+            meta = meta.delete_obj_class(name) if obj_class is not None else meta
             obj_class = sly.ObjClass(name, sly.AnyGeometry, colour)
-            meta = self._meta.delete_obj_class(name) if self._meta.get_obj_class(name) else self._meta
-            self._meta = meta.add_obj_class(obj_class)
-        if self._meta.get_tag_meta(MASK_QUALITY_TAG) is None:
-            self._meta = self._meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
-        if self._on_meta_change is not None:
-            self._on_meta_change(self._meta)
+            meta = meta.add_obj_class(obj_class)
+        if meta.get_tag_meta(MASK_QUALITY_TAG) is None:
+            meta = meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
+        if meta is not self._meta:  # published only when it changed
+            self._meta = meta
+            if self._on_meta_change is not None:
+                self._on_meta_change(meta)
         tags = [sly.Tag(self._meta.get_tag_meta(MASK_QUALITY_TAG), round(mask.quality, 4))]
         if dto.score is not None:
             tags.insert(0, sly.Tag(self._meta.get_tag_meta(CONFIDENCE_TAG), dto.score))

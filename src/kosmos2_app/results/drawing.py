@@ -23,8 +23,8 @@ def draw_annotation(image: np.ndarray, ann: sly.Annotation) -> np.ndarray:
     "phrase: description", labels kept clear of each other, and the annotation's caption /
     answer in a band above the image, wrapped to its width. Returns a new (H', W, 3) array."""
     font = font_for(image.shape[0])
-    pixels = np.array(image[..., :3], dtype=np.uint8)
     bitmaps = [label for label in ann.labels if isinstance(label.geometry, sly.Bitmap)]
+    pixels = np.array(image[..., :3], dtype=np.uint8) if bitmaps else np.ascontiguousarray(image[..., :3])
     for label in bitmaps:
         _fill(pixels, label.geometry, label.obj_class.color)
     canvas = Image.fromarray(pixels)

@@ -39,7 +39,7 @@ from ..http.metrics import note_task
 from ..video import VideoFile, VideoRefused, VideoRequest, VideoStore, run_video, video_request
 from ..video.files import VideoTooLarge, copy_capped
 from ..video.job import VideoSource, tracking_settings
-from ..video.tracking import tracker_settings, tracking_available
+from ..video.tracking import require_tracking, tracker_settings
 from .images import check_state, form_state, request_settings
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class VideoJob:
     source: VideoSource
     files: contextlib.ExitStack
     video: VideoFile | None = None  # an upload: read already
-    download: Any = None  # a video by id: (api, size) to fetch first
+    api: Any = None  # a video by id: fetched through this API first
+    size: int = 0  # its size as its info says, 0 when unknown
 
 
 class VideoRoutes:
@@ -172,13 +173,11 @@ class VideoRoutes:
                     f"{self.limits.frame_pixels} a frame may have (KOSMOS2_MAX_IMAGE_PIXELS)"
                 )
             if info.frames_count:
-                request.frame_indices(
-                    info.frames_count, 0.0 if request.duration_s is None else _fps(info), self.limits.max_frames
-                )
+                request.frame_indices(info.frames_count, _fps(info), self.limits.max_frames)
         except VideoRefused as error:
             raise _as_http(error) from None
         source = VideoSource(info.id, info.dataset_id, info.project_id)
-        return VideoJob(request, settings, source, contextlib.ExitStack(), download=(api, size))
+        return VideoJob(request, settings, source, contextlib.ExitStack(), api=api, size=size)
 
     def _checked(self, state: dict[str, Any]) -> tuple[VideoRequest, dict[str, Any]]:
         """The request's frames and tracking, and its settings (over the defaults, with the classes
@@ -187,8 +186,7 @@ class VideoRoutes:
         settings = tracking_settings(self.model, request_settings(state), request)
         note_task(self.model.policy_for(settings).task)
         if request.tracker is not None:
-            if not tracking_available():
-                raise VideoRefused("tracker: this server has no tracking libraries (lap, cython_bbox, motmetrics)")
+            require_tracking()
             tracker_settings(request.tracker_settings, self.limits.reid_weights)
         return request, settings
 
@@ -202,10 +200,9 @@ class VideoRoutes:
             )  # fmt: skip
 
     def _downloaded(self, job: VideoJob, inference_request) -> VideoFile:
-        api, size = job.download
         path = job.files.enter_context(self.store.new_file())
-        inference_request.set_stage(InferenceRequest.Stage.PREPARING, 0, size or None)
-        response = api.post("videos.download", {"id": job.source.video_id}, stream=True)
+        inference_request.set_stage(InferenceRequest.Stage.PREPARING, 0, job.size or None)
+        response = job.api.post("videos.download", {"id": job.source.video_id}, stream=True)
         with contextlib.closing(response):
             chunks = response.iter_content(DOWNLOAD_CHUNK)
             copy_capped(_counted(chunks, inference_request), path, self.limits.max_bytes, "video_id")

@@ -63,11 +63,11 @@ def run_video(
     source: VideoSource,
     max_frames: int,
     reid_weights: str | None,
-) -> dict[str, Any] | None:
+) -> None:
     """Run ``model`` on the frames ``request`` asks for; each batch's results (the SDK's result
-    dicts, ``frame_index`` set) are added to ``inference_request`` as they finish. Returns the
-    video annotation's JSON when the request tracks, else None; it is also the request's
-    ``final_result["video_ann"]``. ``settings`` must have passed :func:`tracking_settings`."""
+    dicts, ``frame_index`` set) are added to ``inference_request`` as they finish, and its
+    ``final_result`` is ``{"video_ann": ...}``: the video annotation's JSON when the request
+    tracks, else None. ``settings`` must have passed :func:`tracking_settings`."""
     indices = request.frame_indices(video.frames, video.fps, max_frames)
     batch = model.video_batch_size()
     batches = [indices[start : start + batch] for start in range(0, len(indices), batch)]
@@ -98,8 +98,5 @@ def run_video(
             finish(*in_flight.popleft())
     if reader.short:
         logger.info("The video ended before frame %d (its container said %d frames).", indices[-1], video.frames)
-    video_ann = None
-    if tracker is not None:
-        video_ann = tracker.video_annotation(video.frames, (video.height, video.width)).to_json()
-    inference_request.final_result = {"video_ann": video_ann}
-    return video_ann
+    video_ann = None if tracker is None else tracker.video_annotation(video.frames, (video.height, video.width))
+    inference_request.final_result = {"video_ann": None if video_ann is None else video_ann.to_json()}

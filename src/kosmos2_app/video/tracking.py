@@ -76,6 +76,14 @@ def tracking_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in TRACKING_MODULES)
 
 
+def require_tracking() -> None:
+    """``VideoRefused`` naming ``tracker`` where BoT-SORT's libraries are not installed."""
+    if not tracking_available():
+        raise VideoRefused(
+            f"tracker: this server has no tracking libraries ({', '.join(TRACKING_MODULES)}; see requirements.txt)"
+        )
+
+
 def tracker_settings(requested: dict[str, Any], reid_weights: str | None) -> dict[str, Any]:
     """BoT-SORT's settings: ours over its defaults, then the request's tuning, each checked;
     ``VideoRefused`` naming ``tracker_settings.<name>`` and what is allowed."""
@@ -107,11 +115,7 @@ class FrameTracker:
 
     def __init__(self, requested: dict[str, Any], reid_weights: str | None, device: str = "cpu") -> None:
         self.needs_frames = reid_weights is not None  # re-identification crops the whole frames
-        if not tracking_available():
-            raise VideoRefused(
-                "tracker: this server has no tracking libraries (pip install lap cython_bbox motmetrics, "
-                "pinned in requirements.txt)"
-            )
+        require_tracking()
         self.track_count = 0  # this tracker's own track numbering (see sdk_seam.own_track_count)
         self._tracker = sdk.new_botsort(tracker_settings(requested, reid_weights), device, self)
         self.frames: list[TrackedFrame] = []
