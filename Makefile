@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint tiny-sam2 label bench bench-label bench-server bench-video profile-server gpu-check load-test export-openvino bench-openvino clean
+.PHONY: venv lint test test-fast serve demo samples eval-samples evaluate evaluation-docs tiny-checkpoint tiny-sam2 label bench bench-label bench-server bench-video bench-masks profile-server gpu-check load-test export-openvino bench-openvino clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -94,12 +94,16 @@ bench-server: venv
 bench-video: venv
 	$(PY) -m bench.video_bench
 
+## bench-masks: SAM 2 (real architecture, random weights) on 1, 5 and 20 boxes, ours against one call per box, and what masks add to Kosmos-2's boxes (CPU ~7 min)
+bench-masks: venv
+	$(PY) -m bench.masks_bench
+
 ## profile-server: py-spy samples the old and new serving paths under single-image requests; summary in bench/results
 profile-server: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m bench.profile_server
 
-## gpu-check: on a lent GPU machine (torch and transformers, no supervisely, no registry): its stack, the GPU tests and
-## the full engine benchmark, written to bench/results (about 8 min); DRY_RUN=1 checks the steps on any machine.
+## gpu-check: on a lent GPU machine (torch and transformers, no supervisely, no registry): its stack, the GPU tests,
+## the full engine benchmark and the masks and video benchmarks, written to bench/results (about 8 min); DRY_RUN=1 checks the steps on any machine.
 ## Wheels in .whl/ (e.g. the pinned transformers) are installed first, into /tmp/kosmos2-site.
 GPU_PYTHON ?= python3
 gpu-check:

@@ -66,6 +66,24 @@ def random_model(device: str, dtype: torch.dtype):
     return model.to(dtype).eval()
 
 
+def real_size_processor():
+    """The tiny checkpoint's processor (Kosmos-2's tokenizer) set to the real model's 224 px input."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(TOKENIZER_DIR)
+    processor.image_processor.size = {"height": 224, "width": 224}
+    processor.image_processor.crop_size = {"height": 224, "width": 224}
+    return processor
+
+
+def random_engine(device: str, max_batch_size: int) -> Kosmos2Engine:
+    """Our engine on :func:`random_model` (bf16 on CUDA, fp32 on CPU)."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = random_model(device, dtype)
+    processor = real_size_processor()
+    return Kosmos2Engine(TorchBackend(model, device), processor, model.config, max_batch_size=max_batch_size)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -167,12 +185,7 @@ def bench_decode_bandwidth(engine, image, new_tokens) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(TOKENIZER_DIR)
-    side = 224  # the tiny checkpoint's processor is for 64 px images; the real model takes 224
-    processor.image_processor.size = {"height": side, "width": side}
-    processor.image_processor.crop_size = {"height": side, "width": side}
+    processor = real_size_processor()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(max(args.batches))]
     report = {"environment": environment(args.device), "settings": {k: str(v) for k, v in vars(args).items()}}

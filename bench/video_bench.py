@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.engine_bench import random_engine
 from bench.live_server import REPO, write_result
 from bench.machine import environment
 from kosmos2_app.video.frames import FrameReader
@@ -113,20 +114,6 @@ def tiny_engine(device: str) -> Kosmos2Engine:
     return Kosmos2Engine.load(str(tiny_checkpoint_folder()), device=device)
 
 
-def real_engine(device: str) -> Kosmos2Engine:
-    from transformers import AutoProcessor
-
-    from bench.engine_bench import random_model
-    from kosmos2_engine.runtime.torch.backend import TorchBackend
-
-    processor = AutoProcessor.from_pretrained(REPO / "tests" / "tiny_model" / "checkpoint")
-    processor.image_processor.size = {"height": 224, "width": 224}
-    processor.image_processor.crop_size = {"height": 224, "width": 224}
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = random_model(device, dtype)
-    return Kosmos2Engine(TorchBackend(model, device), processor, model.config, max_batch_size=BATCH)
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -145,7 +132,7 @@ def main(argv=None) -> dict:
             frames = moving_square_frames(count, 640, 480)
             clip = write_video(Path(folder) / f"{name}.mp4", frames)
             log(f"{name}: {count} frames of 640 x 480")
-            engine = tiny_engine(args.device) if name == "tiny" else real_engine(args.device)
+            engine = tiny_engine(args.device) if name == "tiny" else random_engine(args.device, BATCH)
             if name == "real":  # every answer --new-tokens long: the real model's cost
                 with mock.patch("kosmos2_engine.engine.stop_token_ids", lambda tokenizer, policy: ()):
                     report[name] = compare(name, engine, frames, clip, args.rounds, args.new_tokens)

@@ -13,12 +13,13 @@ rectangles beside the masks. A class that has masks is declared with any geometr
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, status
 
-from kosmos2_engine import BoxSegmenter, CheckpointError
+from kosmos2_engine import BoxSegmenter, CheckpointError, SettingsError
 
 from .http.errors import bad_request
 
@@ -33,12 +34,20 @@ class MaskOptions:
     keep_boxes: bool = False
 
     @classmethod
-    def of(cls, settings: dict[str, Any]) -> MaskOptions:
-        """The options of request ``settings``; a 400 naming the field when one is not a boolean."""
+    def parse(cls, settings: Mapping[str, Any]) -> MaskOptions:
+        """The options of ``settings``; ``SettingsError`` naming the field when one is not a boolean."""
         for name in FIELDS:
             if settings.get(name) is not None and not isinstance(settings[name], bool):
-                raise bad_request(f"{name}: expected true or false, got {settings[name]!r}")
+                raise SettingsError(name, f"expected true or false, got {settings[name]!r}")
         return cls(**{name: bool(settings.get(name)) for name in FIELDS})
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> MaskOptions:
+        """The options of request ``settings``; a 400 naming the field when one is not a boolean."""
+        try:
+            return cls.parse(settings)
+        except SettingsError as error:
+            raise bad_request(str(error)) from None
 
 
 class LazySegmenter:

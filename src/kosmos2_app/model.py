@@ -64,7 +64,7 @@ from .pixel_budget import PixelBudget
 from .reference_box import MODE, REFERENCE_MODE, reference_box
 from .regions_of_interest import ROI_SETTINGS, Crop, cropped, crops_of
 from .request_janitor import FinishedRequestJanitor
-from .results.annotations import AnnotationBuilder, kept_boxes
+from .results.annotations import AnnotationBuilder, boxes_xyxy, kept_boxes
 from .results.predictions import result_data, result_to_predictions
 from .routes.decoding import ImageDecoder
 from .routes.deploy import DeployRoute
@@ -99,7 +99,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self._routes_in_place = False
         self._activity_noted = float("-inf")
         self._waking = threading.Lock()
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(decoder_status=lambda: self._engine.decoder_status if self._engine else None)
         self.pixel_limits = PixelLimits.from_environment()
         self.image_decoder = ImageDecoder(self.pixel_limits, PixelBudget(self.pixel_limits.decoding_at_once))
         self.access_policy = AccessPolicy.from_environment()
@@ -343,7 +343,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """SAM 2's mask of each box (inclusive pixel tlbr DTOs) of each whole image."""
         batcher = self._require_batcher()
         segmenter = self.segmenter.get(batcher.call, batcher.engine.device)
-        xyxy = [np.array([_exclusive_xyxy(box.bbox_tlbr) for box in image_boxes], np.float32) for image_boxes in boxes]
+        xyxy = [boxes_xyxy(image_boxes) for image_boxes in boxes]
         return batcher.call(segmenter.segment, [_whole(image) for image in images], xyxy)
 
     def infer(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
@@ -506,6 +506,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         (uploaded or by id), tracking where BoT-SORT's libraries are installed; no sliding
         window."""
         info = super().get_info()
+        status = self._engine.decoder_status if self._engine else None
         tracking = tracking_available()
         info.update(
             videos_support=True,
@@ -517,6 +518,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             backend=self._engine_key[1] if self._engine_key else None,
             device=self.device,
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
+            decoder=status.mode if status else None,
+            decoder_fallback=(status.detail or None) if status else None,
         )
         return info
 
@@ -527,12 +530,6 @@ def _whole(image: ImageInput) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise TypeError(f"a region of interest is cut from an RGB array, got {type(image).__name__}")
     return image
-
-
-def _exclusive_xyxy(tlbr: list[int]) -> list[int]:
-    """Inclusive pixel [top, left, bottom, right] as pixel (x0, y0, x1, y1), right and bottom exclusive."""
-    top, left, bottom, right = tlbr
-    return [left, top, right + 1, bottom + 1]
 
 
 def _not_deployed() -> HTTPException:

@@ -19,6 +19,7 @@ are the engine's public surface; the serving app and the jobs use nothing else.
 from __future__ import annotations
 
 from .batcher import RequestBatcher, RunStats
+from .canary import DecoderStatus
 from .checkpoint import CHECKPOINT_ENV, CheckpointError
 from .devices import available_devices, check_device, default_device
 from .engine import Kosmos2Engine, PreparedRun
@@ -60,6 +61,7 @@ __all__ = [
     "Backend",
     "BoxMask",
     "BoxSegmenter",
+    "DecoderStatus",
     "CheckpointError",
     "DecodedBatch",
     "Generation",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .canary import CANARY_PROMPTS, DecoderStatus, canary_image, first_difference
 from .checkpoint import load_checkpoint
 from .decode_batches import length_sorted_batches, run_splitting_on_oom
 from .devices import check_device, default_dtype
@@ -83,6 +84,7 @@ class Kosmos2Engine:
         self.processor, self.tokenizer, self.config = processor, processor.tokenizer, config
         self.max_batch_size = max_batch_size
         self.tokens_generated = 0  # every token decoded so far (for metrics)
+        self.decoder_status = DecoderStatus("compiled" if backend.compiled else "eager")  # settled by warm_up()
         self._lock = threading.RLock()
         # Prompts repeat (every caption request sends the same one): tokenize each text once.
         self._encoded = functools.lru_cache(maxsize=4096)(lambda text: encode_prompt(self.tokenizer, text))
@@ -241,22 +243,30 @@ class Kosmos2Engine:
 
     def warm_up(self) -> None:
         """Make the first request pay no start-up cost: with compiled decoding, one full-length
-        batch per batch size to record (compiles and records the graphs); then one short
-        caption. If compilation fails, say why once and decode eagerly (same tokens, slower)."""
+        batch per batch size to record (compiles and records the graphs), then the canary
+        (:mod:`.canary`) decoded compiled and eagerly; then one short caption. If compilation
+        fails, or the compiled canary's tokens differ from eager ones, say why once and decode
+        eagerly (same tokens, slower); :attr:`decoder_status` says which."""
         started = time.perf_counter()
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
         sizes = self.backend.batch_sizes_to_record(self.max_batch_size)
+        self.decoder_status = DecoderStatus("compiled" if sizes else "eager")
         if sizes:
             try:
                 self._record_graphs(blank, sizes)
+                difference = self._canary_difference()
             except Exception as error:  # noqa: BLE001 - any compiler failure: serve eagerly
-                logger.warning(
-                    "Compiling the decode step failed (%s: %s); decoding eagerly instead. "
-                    "Set KOSMOS2_COMPILE=0 to skip the attempt.",
-                    type(error).__name__,
-                    error,
+                self._decode_eagerly(
+                    "compile_failed", f"compiling the decode step failed: {type(error).__name__}: {error}"
                 )
-                self.backend.decode_eagerly()
+            else:
+                if difference is not None:
+                    prompt, token = difference
+                    self._decode_eagerly(
+                        "canary_mismatch",
+                        f"compiled decoding gave other tokens than eager decoding on the warm-up canary "
+                        f"(prompt {CANARY_PROMPTS[prompt]!r}, from token {token})",
+                    )
         self.generate_texts([blank], GenerationPolicy(max_new_tokens=2))
         logger.info(
             "Kosmos-2 warmed up on %s (%s%s, %d torch threads, batches of up to %d) in %.1f s; decoder %s.",
@@ -266,8 +276,23 @@ class Kosmos2Engine:
             torch.get_num_threads(),
             self.max_batch_size,
             time.perf_counter() - started,
-            "compiled (CUDA graphs)" if self.backend.compiled else "eager",
+            self.decoder_status.describe(),
         )
+
+    def _decode_eagerly(self, fallback: str, detail: str) -> None:
+        logger.warning(
+            "%s; decoding eagerly instead. Set KOSMOS2_COMPILE=0 to skip the attempt.", detail[:1].upper() + detail[1:]
+        )
+        self.backend.decode_eagerly()
+        self.decoder_status = DecoderStatus("eager", fallback, detail)
+
+    def _canary_difference(self) -> tuple[int, int] | None:
+        """(prompt, token) where compiled decoding of the canary first differs from eager, or None."""
+        policy = GenerationPolicy()
+        embeds = self.encode_images([canary_image(self.image_size)])
+        prompts = [self._encode_prompt(text, policy) for text in CANARY_PROMPTS]
+        with self._lock:
+            return first_difference(self.backend, embeds, prompts, stop_token_ids(self.tokenizer, policy))
 
     def _record_graphs(self, image, sizes: list[int]) -> None:
         """Decode once per batch size at the default caption length."""

@@ -52,6 +52,17 @@ def sam_pixels(image: np.ndarray, side: int) -> np.ndarray:
     return ((scaled - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()
 
 
+def square_side(image_size: int | Sequence[int]) -> int:
+    """SAM 2's input side from its config's ``image_size``: an int, or ``[height, width]`` as the
+    released configs write it (a ``ValueError`` when it is not square)."""
+    if isinstance(image_size, int):
+        return image_size
+    height, width = (int(side) for side in image_size)
+    if height != width:
+        raise ValueError(f"SAM 2 input {height} x {width} is not square")
+    return height
+
+
 class BoxSegmenter:
     """SAM 2 on ``device``; :meth:`segment` gives a mask per box."""
 
@@ -59,7 +70,7 @@ class BoxSegmenter:
         """``model``: a transformers ``Sam2Model``."""
         self.model = model.to(device).eval()
         self.device = device
-        self.image_size = int(model.config.vision_config.backbone_config.image_size)
+        self.image_size = square_side(model.config.vision_config.backbone_config.image_size)
 
     @classmethod
     def load(cls, checkpoint: str, device: str = "cpu") -> BoxSegmenter:

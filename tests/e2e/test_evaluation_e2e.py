@@ -11,7 +11,7 @@ from kosmos2_jobs.evaluation.project import evaluate_project
 from kosmos2_jobs.evaluation.runners import EngineRunner, ServerRunner
 from supervisely_io.images import decode_image
 from supervisely_io.sources import read_local
-from tests.support.app_harness import REPO
+from tests.support.app_harness import REPO, TINY_SAM2
 from tests.support.evaluation_cases import write_labelled_project
 
 
@@ -42,3 +42,16 @@ def test_the_engine_and_the_server_give_identical_numbers(live_server, tmp_path,
         f"recommended confidence_threshold {metrics.recommended_threshold:.4g}"
     )
     assert (out / "report.md").is_file() and "shapes/broken.png" in (out / "report.md").read_text()
+
+
+def test_mask_ap_of_the_server_and_of_the_engine_are_identical(live_server, tmp_path, tiny_checkpoint):
+    """With masks: the server's bitmaps (``masks`` with ``keep_boxes``, through ``Session``) are
+    the engine runner's SAM 2 masks, pixel for pixel."""
+    root, _ = write_labelled_project(tmp_path / "p", 6, mask_targets=True)
+    truth = read_project_folder(root, with_masks=True)
+    engine = EngineRunner(tiny_checkpoint, sam2=str(TINY_SAM2))
+    local = evaluate_project(truth, engine, _reader, batch_size=3, masks=True)
+    served = evaluate_project(truth, ServerRunner(live_server), _reader, batch_size=3, masks=True)
+    assert served.detections == local.detections and served.detection_masks == local.detection_masks
+    assert any(rle is not None for found in local.detection_masks for rle in found)
+    assert served.mask_metrics.per_class_ap == local.mask_metrics.per_class_ap

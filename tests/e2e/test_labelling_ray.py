@@ -21,7 +21,7 @@ import pytest
 
 from kosmos2_jobs.labelling.job import LabelJob, run_job
 from tests.support import labelling_cases as cases
-from tests.support.app_harness import REPO
+from tests.support.app_harness import REPO, TINY_SAM2
 
 IMAGES = cases.generated_images(40)
 ACTOR = "MapBatches(LabelImages)"
@@ -128,24 +128,35 @@ def test_a_folder_and_a_project_folder_are_labelled_as_the_server_labels(
 
 
 GROUNDING = {"task": "phrase_grounding", "phrases": ["a red circle", "a blue square", "a green triangle"]}
+MASKS = {**GROUNDING, "masks": True}
 VQA = {"task": "vqa", "question": "What colour is the circle?"}
 
 
-def test_grounding_settings_are_honoured_and_bad_images_listed_with_their_reason(
+def test_grounding_settings_with_masks_are_honoured_and_bad_images_listed_with_their_reason(
     ray_address, served, tmp_path, tiny_checkpoint
 ):
+    """Phrase grounding with ``masks: true``: every annotation is the server's (the tiny SAM 2's
+    bitmaps included), and the SDK reads the project back against its meta."""
+    import supervisely as sly
+
     images = IMAGES[:8]
     source = cases.write_folder(tmp_path / "in", images, bad=True)
-    job = _job(source, tmp_path / "out", tiny_checkpoint, settings=GROUNDING, actors=1)  # 8 images: one actor
+    job = _job(source, tmp_path / "out", tiny_checkpoint, settings=MASKS, actors=1, sam2=str(TINY_SAM2))
     summary = run_job(job, progress=lambda m: None)
     assert (summary["done"], summary["failed"]) == (8, 3)
     failures = [json.loads(line) for line in Path(summary["failures_file"]).read_text().splitlines()]
     assert sorted(f["image"].rsplit("/", 1)[1] for f in failures) == sorted(cases.BAD_FILES)
     assert all("could not be read" in f["reason"] for f in failures)
     written = cases.written_annotations(tmp_path / "out")
-    assert written == cases.server_annotations(served[1], images, GROUNDING)
-    anns = [json.loads(text) for text in written.values()]
-    assert {o["classTitle"] for ann in anns for o in ann["objects"]} <= set(GROUNDING["phrases"])
+    assert written == cases.server_annotations(served[1], images, MASKS)
+    objects = [o for ann in map(json.loads, written.values()) for o in ann["objects"]]
+    assert {o["classTitle"] for o in objects} <= set(GROUNDING["phrases"])
+    bitmaps = [o for o in objects if o["geometryType"] == "bitmap"]  # a box whose mask is empty stays a rectangle
+    assert len(bitmaps) >= len(objects) / 2 and {o["geometryType"] for o in objects} <= {"bitmap", "rectangle"}
+    project = sly.Project(str(tmp_path / "out"), sly.OpenMode.READ)
+    assert {c.geometry_type for c in project.meta.obj_classes} == {sly.AnyGeometry}
+    anns = [sly.Annotation.load_json_file(path, project.meta) for path in (tmp_path / "out").glob("**/ann/*.json")]
+    assert sum(isinstance(label.geometry, sly.Bitmap) for ann in anns for label in ann.labels) == len(bitmaps)
 
 
 def test_a_killed_actor_and_an_interrupted_driver_lose_nothing_and_write_nothing_twice(

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 import supervisely as sly
+import torch
 from PIL import Image
 
 from kosmos2_app import Kosmos2
@@ -20,6 +21,7 @@ from tests.support.app_harness import (
     png_bytes,
     rectangles,
 )
+from tests.support.compilers import miscompiling_compile
 from tests.support.helpers import SCENE_CASES, scene, tlbr_iou
 
 
@@ -41,6 +43,31 @@ def test_session_info_claims_only_what_works(served):
     assert info["videos_support"] is True and info["tracking_on_videos_support"] is True
     assert info["async_video_inference_support"] is True and info["device"] == "cpu"
     assert info["tracking_algorithms"] == ["botsort"] and info["sliding_window_support"] in (False, "none", None)
+
+
+def test_how_the_engine_decodes_is_in_the_session_info_and_the_metrics(served, tmp_path, tiny_checkpoint):
+    """Eager on CPU, said as such; with compiling asked for (``KOSMOS2_COMPILE=1``) and a
+    compiler that miscompiles the decode step, the warm-up canary catches it: the server
+    deploys, decodes eagerly, and says why in ``/get_session_info`` and ``/metrics``."""
+    _, client = served
+    info = client.post("/get_session_info", json={}).json()
+    assert (info["decoder"], info["decoder_fallback"]) == ("eager", None)
+    assert 'kosmos2_decoder_info{fallback="none",mode="eager"} 1.0' in client.get("/metrics").text
+
+    with app_environment(tmp_path, tiny_checkpoint) as patch:
+        patch.setenv("KOSMOS2_COMPILE", "1")
+        patch.setattr(torch, "compile", miscompiling_compile(every=5))
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        miscompiled = client_for(model)
+        assert deploy_on_cpu(miscompiled).status_code == 200
+        info = miscompiled.post("/get_session_info", json={}).json()
+        assert info["decoder"] == "eager" and "on the warm-up canary" in info["decoder_fallback"]
+        metrics = miscompiled.get("/metrics").text
+        assert 'kosmos2_decoder_info{fallback="canary_mismatch",mode="eager"} 1.0' in metrics
+        image, drawn = scene(*SCENE_CASES[0])
+        [rect] = rectangles(infer_image(miscompiled, image).json()["annotation"])
+        assert [rect] == rectangles(infer_image(client, image).json()["annotation"])  # eager's answer
 
 
 @pytest.mark.parametrize("seed,width,height,colour,shape", SCENE_CASES)

@@ -1,7 +1,8 @@
 """A labelled project the tiny model can be evaluated on: generated scenes of one or two shapes,
 each shape labelled with its class (``circle``, ``square``, ``triangle``), written in Supervisely
 format. With ``odd_cases``, also what real projects hold: polygon and bitmap targets, a point
-(no area), an image with no labels, and an image that cannot be read."""
+(no area), an image with no labels, and an image that cannot be read. With ``mask_targets``,
+every target is a bitmap of the shape's own pixels (for mask AP)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,20 @@ def scenes(count: int, seed: int = 4242) -> list[tuple[str, np.ndarray, list]]:
     return found
 
 
-def _label(shape, obj_class: sly.ObjClass, kind: str) -> sly.Label:
+def shape_mask(shape, image: np.ndarray) -> np.ndarray:
+    """Bool (H, W): the pixels of drawn ``shape`` in ``image`` (inside its box, not the grey
+    background: shapes are drawn without anti-aliasing)."""
     left, top, right, bottom = shape.pixel_ltrb
+    mask = np.zeros(image.shape[:2], bool)
+    part = image[top : bottom + 1, left : right + 1]
+    mask[top : bottom + 1, left : right + 1] = ~((part[..., 0] == part[..., 1]) & (part[..., 1] == part[..., 2]))
+    return mask
+
+
+def _label(shape, obj_class: sly.ObjClass, kind: str, image: np.ndarray) -> sly.Label:
+    left, top, right, bottom = shape.pixel_ltrb
+    if kind == "shape":
+        return sly.Label(sly.Bitmap(shape_mask(shape, image)), obj_class)
     if kind == "polygon":
         corners = [(top, left), (top, right), (bottom, right), (bottom, left)]
         return sly.Label(sly.Polygon([sly.PointLocation(r, c) for r, c in corners]), obj_class)
@@ -42,11 +55,14 @@ def _label(shape, obj_class: sly.ObjClass, kind: str) -> sly.Label:
     return sly.Label(sly.Rectangle(top, left, bottom, right), obj_class)
 
 
-def write_labelled_project(root: Path, count: int, odd_cases: bool = False) -> tuple[Path, list]:
+def write_labelled_project(
+    root: Path, count: int, odd_cases: bool = False, mask_targets: bool = False
+) -> tuple[Path, list]:
     """The project at ``root`` and its scenes; every target is a drawn shape's box. With
     ``odd_cases`` the classes take any shape: the first scene's shapes are polygons, the
-    second's bitmaps, the third also has a point."""
-    shape = sly.AnyGeometry if odd_cases else sly.Rectangle
+    second's bitmaps, the third also has a point. With ``mask_targets`` every target is the
+    bitmap of the shape's pixels."""
+    shape = sly.Bitmap if mask_targets else sly.AnyGeometry if odd_cases else sly.Rectangle
     classes = {name: sly.ObjClass(name, shape) for name in CLASSES}
     project = sly.Project(str(root), sly.OpenMode.CREATE)
     project.set_meta(sly.ProjectMeta(obj_classes=list(classes.values())))
@@ -54,7 +70,7 @@ def write_labelled_project(root: Path, count: int, odd_cases: bool = False) -> t
     drawn_scenes = scenes(count)
     for index, (name, image, drawn) in enumerate(drawn_scenes):
         kind = {0: "polygon", 1: "bitmap"}.get(index, "rectangle") if odd_cases else "rectangle"
-        labels = [_label(s, classes[s.shape], kind) for s in drawn]
+        labels = [_label(s, classes[s.shape], "shape" if mask_targets else kind, image) for s in drawn]
         if odd_cases and index == 2:
             labels.append(sly.Label(sly.Point(5, 5), classes["circle"]))
         _add(dataset, root, name, png_bytes(image), sly.Annotation(image.shape[:2], labels))

@@ -7,12 +7,13 @@ import logging
 import pytest
 import torch
 
-from kosmos2_engine import GenerationPolicy, Kosmos2Engine, policy_from_settings
+from kosmos2_engine import DecoderStatus, GenerationPolicy, Kosmos2Engine, policy_from_settings
 from kosmos2_engine.decode_batches import length_sorted_batches, run_splitting_on_oom
 from kosmos2_engine.outputs import stop_token_ids, until_stop
 from kosmos2_engine.prompts import encode_prompt
 from kosmos2_engine.runtime.torch.decoder import BATCH_BUCKETS, StaticDecoder
 from kosmos2_engine.tasks import plan_jobs
+from tests.support.compilers import faithful_compile, miscompiling_compile
 from tests.support.helpers import SCENE_CASES, TWO_SHAPE_CASES, scene, two_shapes
 from tests.support.hf_reference import hf_greedy
 
@@ -231,3 +232,31 @@ def test_compiled_decode_step_equals_eager(engine, images):
     assert compiled_decoder.bucket(3) == 4
     assert torch.equal(compiled.tokens, eager.tokens)
     assert torch.allclose(compiled.probs, eager.probs, atol=1e-4)
+
+
+def test_a_compiled_step_that_differs_from_eager_is_caught_at_warm_up_and_served_eagerly(
+    tiny_checkpoint, images, monkeypatch, caplog
+):
+    """The warm-up canary decodes compiled and eagerly: a miscompiled step (another token every
+    fifth step) is caught, said once, and the engine decodes eagerly, with eager's tokens; a
+    faithful compiler passes the same check and stays compiled."""
+    policy = GenerationPolicy(max_new_tokens=24)
+    expected = Kosmos2Engine.load(tiny_checkpoint, max_batch_size=2).generate_texts(images, policy)
+
+    monkeypatch.setattr(torch, "compile", faithful_compile)
+    faithful = Kosmos2Engine.load(tiny_checkpoint, compile_decoder=True, max_batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.engine"):
+        faithful.warm_up()
+    assert faithful.decoder_status == DecoderStatus("compiled") and faithful.backend.compiled
+    assert "decoding eagerly" not in caplog.text
+
+    monkeypatch.setattr(torch, "compile", miscompiling_compile(every=5))
+    engine = Kosmos2Engine.load(tiny_checkpoint, compile_decoder=True, max_batch_size=2)
+    assert engine.generate_texts(images, policy) != expected  # what every request would get unchecked
+    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.engine"):
+        engine.warm_up()
+    status = engine.decoder_status
+    assert (status.mode, status.fallback) == ("eager", "canary_mismatch") and not engine.backend.compiled
+    assert "other tokens than eager decoding on the warm-up canary" in status.detail
+    assert caplog.text.count("decoding eagerly") == 1 and status.detail[1:] in caplog.text
+    assert engine.generate_texts(images, policy) == expected

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kosmos2_engine import BoxSegmenter
-from kosmos2_engine.segmentation import sam_pixels
+from kosmos2_engine.segmentation import sam_pixels, square_side
 from tests.support.app_harness import TINY_SAM2
 from tests.tiny_model.scenes import draw_two_shapes
 from tests.tiny_sam2.train import example
@@ -111,3 +111,14 @@ def test_masks_widen_their_class_once_and_the_meta_is_published_only_when_it_cha
     assert len(published) == before + 1, "the class widened and the quality tag added once, then nothing new"
     assert builder.meta.get_obj_class("square").geometry_type is sly.AnyGeometry
     assert [type(label.geometry) for label in annotation.labels] == [sly.Bitmap]
+
+
+def test_sam2_input_side_reads_the_released_configs_list_and_refuses_a_rectangle():
+    """The released SAM 2 configs write ``image_size`` as ``[1024, 1024]`` (``Sam2Config()`` too);
+    the tiny one as an int."""
+    from transformers import Sam2Config
+
+    assert square_side(Sam2Config().vision_config.backbone_config.image_size) == 1024
+    assert square_side(128) == 128
+    with pytest.raises(ValueError, match="not square"):
+        square_side([512, 1024])

@@ -11,6 +11,7 @@ metric                                     type       what
 ``kosmos2_generated_tokens_total``         counter    tokens generated
 ``kosmos2_engine_busy_seconds_total``      counter    time the engine spent running
 ``kosmos2_gpu_memory_allocated_bytes``     gauge      CUDA memory in use, by ``device`` (GPU only)
+``kosmos2_decoder_info``                   info       ``mode`` (compiled, eager) and ``fallback``
 =========================================  =========  =============================================
 
 ``route`` is the path of one of the app's routes, or ``other`` (so that a stranger's paths
@@ -27,13 +28,16 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
-from kosmos2_engine import RunStats
+from kosmos2_engine import DecoderStatus, RunStats
 
 from .errors import send_body
 
@@ -44,8 +48,9 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class ServerMetrics:
     """Every metric of one server, in a registry of its own."""
 
-    def __init__(self):
+    def __init__(self, decoder_status: Callable[[], DecoderStatus | None] = lambda: None):
         self.registry = CollectorRegistry()
+        self.registry.register(DecoderCollector(decoder_status))
         self.routes: frozenset[str] = frozenset()
         self.requests = Counter(
             "kosmos2_requests", "Requests by route, task and status.", ("route", "task", "status"),
@@ -99,6 +104,23 @@ class ServerMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """(the text format, its content type) of every metric."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class DecoderCollector(Collector):
+    """``kosmos2_decoder_info{mode, fallback}``: how the deployed engine decodes (``compiled``
+    or ``eager``) and, when compiling was asked for but is not used, why (``compile_failed``,
+    ``canary_mismatch``); read at each scrape, absent before a deploy."""
+
+    def __init__(self, status: Callable[[], DecoderStatus | None]):
+        self.status = status
+
+    def collect(self):
+        status = self.status()
+        if status is None:
+            return
+        info = InfoMetricFamily("kosmos2_decoder", "How the engine decodes, and why eager when compiling was asked.")
+        info.add_metric([], {"mode": status.mode, "fallback": status.fallback or "none"})
+        yield info
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import supervisely as sly
 from supervisely.annotation.label import LabelingStatus
 from supervisely.nn.prediction_dto import PredictionBBox
@@ -56,13 +57,36 @@ def kept_boxes(predictions: Sequence, classes_whitelist: Sequence[str] | None = 
     return [p for p in predictions if isinstance(p, PredictionBBox) and (kept is None or p.class_name in kept)]
 
 
-def meta_with(meta: sly.ProjectMeta, class_names: Iterable[str] = ()) -> sly.ProjectMeta:
-    """``meta`` plus the task tags and the phrase classes of ``class_names`` that it lacks."""
+def boxes_xyxy(boxes: Sequence[PredictionBBox]) -> np.ndarray:
+    """float32 (N, 4) pixel ``(x0, y0, x1, y1)``, right and bottom exclusive, of box DTOs
+    (inclusive pixel tlbr): what :class:`~kosmos2_engine.BoxSegmenter` takes."""
+    tlbr = np.array([box.bbox_tlbr for box in boxes], np.float32).reshape(-1, 4)
+    return tlbr[:, [1, 0, 3, 2]] + np.array([0, 0, 1, 1], np.float32)
+
+
+def with_mask_class(meta: sly.ProjectMeta, name: str) -> sly.ProjectMeta:
+    """``meta`` where class ``name`` takes any geometry (its rectangles and its bitmaps; a
+    rectangle class of that name is widened, its colour kept) and the ``mask_quality`` tag exists."""
+    obj_class = meta.get_obj_class(name)
+    if obj_class is None or obj_class.geometry_type is not sly.AnyGeometry:
+        colour = obj_class.color if obj_class is not None else class_colour(name)
+        meta = meta.delete_obj_class(name) if obj_class is not None else meta
+        meta = meta.add_obj_class(sly.ObjClass(name, sly.AnyGeometry, colour))
+    if meta.get_tag_meta(MASK_QUALITY_TAG) is None:
+        meta = meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
+    return meta
+
+
+def meta_with(meta: sly.ProjectMeta, class_names: Iterable[str] = (), masks: bool = False) -> sly.ProjectMeta:
+    """``meta`` plus the task tags and the phrase classes of ``class_names`` that it lacks;
+    with ``masks``, those classes take any geometry (see :func:`with_mask_class`)."""
     for tag_meta in tag_metas():
         if meta.get_tag_meta(tag_meta.name) is None:
             meta = meta.add_tag_meta(tag_meta)
     for name in class_names:
-        if meta.get_obj_class(name) is None:
+        if masks:
+            meta = with_mask_class(meta, name)
+        elif meta.get_obj_class(name) is None:
             meta = meta.add_obj_class(phrase_class(name))
     return meta
 
@@ -149,15 +173,8 @@ class AnnotationBuilder:
     def _mask_label(self, dto: PredictionBBox, mask: BoxMask) -> sly.Label:
         """A Bitmap label of the box's class (declared with any geometry from now on), tagged
         with the box's confidence and the mask's quality."""
-        name, meta = dto.class_name, self._meta
-        obj_class = meta.get_obj_class(name)
-        if obj_class is None or obj_class.geometry_type is not sly.AnyGeometry:
-            colour = obj_class.color if obj_class is not None else class_colour(name)
-            meta = meta.delete_obj_class(name) if obj_class is not None else meta
-            obj_class = sly.ObjClass(name, sly.AnyGeometry, colour)
-            meta = meta.add_obj_class(obj_class)
-        if meta.get_tag_meta(MASK_QUALITY_TAG) is None:
-            meta = meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
+        meta = with_mask_class(self._meta, dto.class_name)
+        obj_class = meta.get_obj_class(dto.class_name)
         if meta is not self._meta:  # published only when it changed
             self._meta = meta
             if self._on_meta_change is not None:

@@ -39,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     project.add_argument("--classes", help="comma-separated classes to evaluate (default: every class with an area)")
     project.add_argument("--phrases", help="class -> phrase, JSON or YAML text or a file (default: the class name)")
     project.add_argument("--batch-size", type=int, default=8, help="images per run (default 8)")
+    project.add_argument("--masks", action="store_true",
+                         help="also segment every box with SAM 2 (KOSMOS2_SAM2) and measure mask AP against the "
+                              "polygon and bitmap targets")  # fmt: skip
     project.add_argument("--upload-to", help="also upload the report to this folder of the team's files (TEAM_ID)")
     _runner_arguments(project)
     refer = commands.add_parser("refer", help="RefCOCO/+/g accuracy@0.5 from the refer toolkit's files")
@@ -98,7 +101,7 @@ def run_project(args) -> int:
     from kosmos2_app import max_image_pixels
 
     from .ground_truth import read_project_folder, read_remote
-    from .project import evaluate_project
+    from .project import evaluate_project, require_mask_targets
     from .report import write_report
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
@@ -107,18 +110,24 @@ def run_project(args) -> int:
     if remote:
         from supervisely_io.sources import default_api_factory
 
-        truth = read_remote(default_api_factory(), *remote, classes)
+        truth = read_remote(default_api_factory(), *remote, classes, args.masks)
     else:
-        truth = read_project_folder(Path(args.source), classes)
+        truth = read_project_folder(Path(args.source), classes, args.masks)
     if not truth.classes:
         raise ValueError(f"{args.source} has no class with an area to evaluate")
+    if args.masks:
+        require_mask_targets(truth)
     runner, runner_name = make_runner(args)
     read = image_reader(max_image_pixels())
-    evaluation = evaluate_project(truth, runner, read, phrases, args.batch_size, _progress)
+    evaluation = evaluate_project(truth, runner, read, phrases, args.batch_size, _progress, args.masks)
     report = write_report(evaluation, args.out, args.source, read, runner_name)
     metrics = evaluation.measured
     print(f"AP {metrics.ap:.3f}, AP50 {metrics.ap50:.3f}, AP75 {metrics.ap75:.3f} on {len(evaluation.images)} images; "
           f"recommended confidence_threshold {metrics.recommended_threshold:.4g}")  # fmt: skip
+    if evaluation.mask_metrics is not None:
+        masks = evaluation.mask_metrics
+        print(f"Mask AP {masks.ap:.3f}, AP50 {masks.ap50:.3f}, AP75 {masks.ap75:.3f} "
+              f"({truth.mask_targets} polygon and bitmap targets)")  # fmt: skip
     print(f"Report: {report}")
     if args.upload_to:
         print(f"Uploaded to the team's files: {upload_report(args.out, args.upload_to)}")

@@ -1,4 +1,4 @@
-"""Detection metrics of predicted boxes against targets, computed by pycocotools.
+"""Detection metrics of predicted boxes (or their masks) against targets, computed by pycocotools.
 
 AP, AP50 and AP75 (overall and per class) are COCOeval's. Precision, recall and F1 against the
 confidence threshold are counted from COCOeval's own matching at IoU 0.5 (each target matched at
@@ -94,45 +94,81 @@ def evaluate_boxes(
 ) -> BoxMetrics:
     """COCO metrics of ``detections`` (per image: class, box, score) against ``targets`` (per
     image: class, box) on images of ``sizes`` (height, width), over ``classes``."""
+    target_rows = [[{"bbox": coco_box(box)} for _, box in boxes] for boxes in targets]
+    detection_rows = [[{"bbox": coco_box(box)} for _, box, _ in found] for found in detections]
+    return _evaluate(sizes, targets, detections, classes, target_rows, detection_rows, "bbox")
+
+
+def evaluate_masks(
+    sizes: list[tuple[int, int]],
+    targets: list[list[tuple[str, Box]]],
+    target_masks: list[list[dict | None]],
+    detections: list[list[tuple[str, Box, float]]],
+    detection_masks: list[list[dict | None]],
+    classes: list[str],
+) -> BoxMetrics:
+    """COCO mask metrics (pycocotools' ``segm``): as :func:`evaluate_boxes`, each target and
+    detection compared by its mask (COCO RLE of the whole image, see :func:`mask_rle`); one
+    without a mask (``None``: a rectangle target, a box whose mask came out empty) by its box,
+    filled."""
+    from pycocotools import mask as coco_mask
+
+    def rows(boxes, masks, size):
+        height, width = size
+        filled = [coco_mask.frPyObjects(np.array([coco_box(box)]), height, width)[0] for box in boxes]
+        return [{"segmentation": rle if rle is not None else box} for rle, box in zip(masks, filled)]
+
+    target_rows = [rows([b for _, b in t], m, size) for t, m, size in zip(targets, target_masks, sizes)]
+    detection_rows = [rows([b for _, b, _ in d], m, size) for d, m, size in zip(detections, detection_masks, sizes)]
+    for image_rows in target_rows:
+        for row in image_rows:
+            row["area"] = float(coco_mask.area(row["segmentation"]))
+            row["bbox"] = coco_mask.toBbox(row["segmentation"]).tolist()
+    return _evaluate(sizes, targets, detections, classes, target_rows, detection_rows, "segm")
+
+
+def mask_rle(mask, origin: tuple[int, int], size: tuple[int, int]) -> dict:
+    """COCO RLE of bool ``mask`` (h, w) placed at ``origin`` (row, column) of a ``size``
+    (height, width) image (what sticks out of the image is cut)."""
+    from pycocotools import mask as coco_mask
+
+    whole = np.zeros(size, np.uint8, order="F")
+    top, left = origin
+    part = np.asarray(mask, bool)[: max(0, size[0] - top), : max(0, size[1] - left)]
+    whole[top : top + part.shape[0], left : left + part.shape[1]] = part
+    return coco_mask.encode(whole)
+
+
+def _evaluate(sizes, targets, detections, classes, target_rows, detection_rows, iou_type: str) -> BoxMetrics:
+    """COCOeval of ``iou_type`` over rows that hold each target's and detection's geometry."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     category = {name: k + 1 for k, name in enumerate(classes)}
     truth = COCO()
+    annotations: list[dict] = []
+    for i, (boxes, image_rows) in enumerate(zip(targets, target_rows)):
+        for (name, _), row in zip(boxes, image_rows):
+            area = row.get("area", row["bbox"][2] * row["bbox"][3])
+            annotations.append({**row, "id": len(annotations) + 1, "image_id": i + 1,
+                                "category_id": category[name], "iscrowd": 0, "area": area})  # fmt: skip
     truth.dataset = {
         "images": [{"id": i + 1, "height": h, "width": w} for i, (h, w) in enumerate(sizes)],
         "categories": [{"id": category[name], "name": name} for name in classes],
-        "annotations": [
-            {
-                "id": n + 1,
-                "image_id": i + 1,
-                "category_id": category[name],
-                "bbox": coco_box(box),
-                "iscrowd": 0,
-                "area": coco_box(box)[2] * coco_box(box)[3],
-            }  # fmt: skip
-            for n, (i, name, box) in enumerate((i, name, box) for i, boxes in enumerate(targets) for name, box in boxes)
-        ],
+        "annotations": annotations,
     }
     with contextlib.redirect_stdout(io.StringIO()):
         truth.createIndex()
-    results = [
-        {
-            "image_id": i + 1,
-            "category_id": category[name],
-            "bbox": coco_box(box),
-            "score": float(score),
-            "id": n + 1,
-        }  # fmt: skip
-        for n, (i, name, box, score) in enumerate(
-            (i, name, box, score) for i, found in enumerate(detections) for name, box, score in found
-        )
-    ]
-    if not results or not truth.dataset["annotations"]:
+    results: list[dict] = []
+    for i, (found, image_rows) in enumerate(zip(detections, detection_rows)):
+        for (name, _, score), row in zip(found, image_rows):
+            results.append({**row, "image_id": i + 1, "category_id": category[name], "score": float(score),
+                            "id": len(results) + 1})  # fmt: skip
+    if not results or not annotations:
         return _empty(classes, targets, detections)
     with contextlib.redirect_stdout(io.StringIO()):
         predicted = truth.loadRes(results)
-        coco_eval = COCOeval(truth, predicted, "bbox")
+        coco_eval = COCOeval(truth, predicted, iou_type)
         coco_eval.params.maxDets = [1, 10, 100]
         coco_eval.evaluate()
         coco_eval.accumulate()

@@ -3,7 +3,8 @@
 by their bounding box (a class of any shape is evaluated too). Shapes without an area (points,
 lines, graphs) cannot be a box's target: they are counted and left out, as are labels of classes
 not evaluated. Boxes are inclusive pixel
-``(top, left, bottom, right)``.
+``(top, left, bottom, right)``. Read ``with_masks``, polygons and bitmaps are also kept as their
+masks (COCO RLE of the whole image), for mask AP.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import supervisely as sly
 
 from supervisely_io.sources import Item, local_items, remote_items
@@ -20,16 +22,19 @@ from supervisely_io.sources import Item, local_items, remote_items
 from .coco_metrics import Box
 
 AREA_SHAPES = frozenset({"rectangle", "polygon", "bitmap", "alpha_mask", "oriented_bbox"})
+MASK_SHAPES = frozenset({"polygon", "bitmap", "alpha_mask"})  # a target whose mask is not its box
 
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image and its target boxes, ``(class name, (top, left, bottom, right))`` each."""
+    """One image and its target boxes, ``(class name, (top, left, bottom, right))`` each; read
+    with masks, ``masks`` holds per box its mask (COCO RLE) or ``None`` (a rectangle)."""
 
     item: Item
     height: int
     width: int
     boxes: tuple[tuple[str, Box], ...]
+    masks: tuple[dict | None, ...] = ()
 
 
 @dataclass
@@ -40,6 +45,11 @@ class GroundTruth:
     classes: list[str] = field(default_factory=list)
     left_out_labels: Counter = field(default_factory=Counter)  # reason -> labels
     unreadable: list[dict[str, str]] = field(default_factory=list)  # {"image", "reason"}
+
+    @property
+    def mask_targets(self) -> int:
+        """Targets read as masks (polygons, bitmaps): 0 when read without masks."""
+        return sum(rle is not None for image in self.images for rle in image.masks)
 
 
 def evaluated_classes(meta: sly.ProjectMeta, chosen: list[str] | None) -> list[str]:
@@ -53,10 +63,12 @@ def evaluated_classes(meta: sly.ProjectMeta, chosen: list[str] | None) -> list[s
     return list(chosen)
 
 
-def labelled_image(item: Item, annotation: dict, meta: sly.ProjectMeta, classes: list[str], left_out: Counter):
+def labelled_image(
+    item: Item, annotation: dict, meta: sly.ProjectMeta, classes: list[str], left_out: Counter, with_masks: bool = False
+):
     """The targets of one annotation JSON; what is left out is counted in ``left_out``."""
     ann = sly.Annotation.from_json(annotation, meta)
-    boxes = []
+    boxes, masks = [], []
     for label in ann.labels:
         shape = label.geometry.geometry_name()
         if shape not in AREA_SHAPES:
@@ -66,12 +78,20 @@ def labelled_image(item: Item, annotation: dict, meta: sly.ProjectMeta, classes:
         else:
             box = label.geometry.to_bbox()
             boxes.append((label.obj_class.name, (box.top, box.left, box.bottom, box.right)))
+            if with_masks:
+                masks.append(_mask_of(label, ann.img_size) if shape in MASK_SHAPES else None)
     height, width = ann.img_size
-    return LabelledImage(item, height, width, tuple(boxes))
+    return LabelledImage(item, height, width, tuple(boxes), tuple(masks))
 
 
-def read_project_folder(root: Path, classes: list[str] | None = None) -> GroundTruth:
-    """The ground truth of a Supervisely-format project folder."""
+def _mask_of(label: sly.Label, size: tuple[int, int]) -> dict:
+    from pycocotools import mask as coco_mask
+
+    return coco_mask.encode(np.asfortranarray(label.geometry.get_mask(tuple(size)).astype(np.uint8)))
+
+
+def read_project_folder(root: Path, classes: list[str] | None = None, with_masks: bool = False) -> GroundTruth:
+    """The ground truth of a Supervisely-format project folder (its masks too, ``with_masks``)."""
     root = Path(root)
     if not (root / "meta.json").is_file():
         raise FileNotFoundError(f"{root} is not a Supervisely-format project (no meta.json)")
@@ -81,14 +101,17 @@ def read_project_folder(root: Path, classes: list[str] | None = None) -> GroundT
         path = Path(item.path).parent.parent / "ann" / f"{item.name}.json"
         try:
             annotation = json.loads(path.read_text())
-            truth.images.append(labelled_image(item, annotation, meta, truth.classes, truth.left_out_labels))
+            truth.images.append(
+                labelled_image(item, annotation, meta, truth.classes, truth.left_out_labels, with_masks)
+            )
         except Exception as error:  # noqa: BLE001 - an unreadable annotation is counted, never fatal
             truth.unreadable.append({"image": item.key, "reason": f"annotation: {type(error).__name__}: {error}"})
     return truth
 
 
-def read_remote(api, kind: str, number: int, classes: list[str] | None = None) -> GroundTruth:
-    """The ground truth of Supervisely ``project`` or ``dataset`` ``number``, through ``api``."""
+def read_remote(api, kind: str, number: int, classes: list[str] | None = None, with_masks: bool = False) -> GroundTruth:
+    """The ground truth of Supervisely ``project`` or ``dataset`` ``number``, through ``api``
+    (its masks too, ``with_masks``)."""
     project_id = number if kind == "project" else api.dataset.get_info_by_id(number).project_id
     meta = sly.ProjectMeta.from_json(api.project.get_meta(project_id))
     truth = GroundTruth(classes=evaluated_classes(meta, classes))
@@ -99,7 +122,9 @@ def read_remote(api, kind: str, number: int, classes: list[str] | None = None) -
         infos = api.annotation.download_batch(dataset_id, [item.image_id for item in in_dataset])
         for item, info in zip(in_dataset, infos):
             try:
-                truth.images.append(labelled_image(item, info.annotation, meta, truth.classes, truth.left_out_labels))
+                truth.images.append(
+                    labelled_image(item, info.annotation, meta, truth.classes, truth.left_out_labels, with_masks)
+                )
             except Exception as error:  # noqa: BLE001 - counted, never fatal
                 truth.unreadable.append({"image": item.key, "reason": f"annotation: {type(error).__name__}: {error}"})
     return truth

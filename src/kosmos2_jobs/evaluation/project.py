@@ -1,6 +1,8 @@
 """Evaluating phrase grounding on a labelled project: each evaluated class is grounded on every
 image by its phrase (the class name, or what ``phrases`` maps it to), all of an image's phrases
 in one engine run (one vision pass), with no confidence cut; then :func:`~.coco_metrics.evaluate_boxes`.
+With ``masks``, every box is also segmented by SAM 2 (``masks: true``, as the server does) and
+measured against the targets' masks by :func:`~.coco_metrics.evaluate_masks`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .coco_metrics import BoxMetrics, evaluate_boxes
+from .coco_metrics import BoxMetrics, evaluate_boxes, evaluate_masks
 from .ground_truth import GroundTruth, LabelledImage
 from .runners import Runner
 
@@ -27,6 +29,12 @@ def phrase_map(classes: list[str], phrases: dict[str, str] | None) -> dict[str, 
     return mapping
 
 
+def require_mask_targets(truth: GroundTruth) -> None:
+    """``ValueError`` when ``truth`` (read with masks) has no polygon or bitmap target."""
+    if not truth.mask_targets:
+        raise ValueError("--masks: the project has no polygon or bitmap target of the evaluated classes")
+
+
 @dataclass
 class ProjectEvaluation:
     """What was evaluated and measured."""
@@ -37,6 +45,8 @@ class ProjectEvaluation:
     detections: list[list[tuple[str, tuple[int, int, int, int], float]]] = field(default_factory=list)
     unreadable: list[dict[str, str]] = field(default_factory=list)
     metrics: BoxMetrics | None = None
+    detection_masks: list[list[dict | None]] = field(default_factory=list)  # with masks: per detection, COCO RLE
+    mask_metrics: BoxMetrics | None = None  # with masks: pycocotools' segm
 
     @property
     def measured(self) -> BoxMetrics:
@@ -63,12 +73,18 @@ def evaluate_project(
     phrases: dict[str, str] | None = None,
     batch_size: int = 8,
     progress: Callable[[str], None] = lambda message: None,
+    masks: bool = False,
 ) -> ProjectEvaluation:
-    """Ground every evaluated class on every readable image and measure the boxes."""
+    """Ground every evaluated class on every readable image and measure the boxes (and, with
+    ``masks``, SAM 2's masks of them: ``truth`` read with its masks)."""
+    if masks:
+        require_mask_targets(truth)
     mapping = phrase_map(truth.classes, phrases)
     class_of = {phrase: name for name, phrase in mapping.items()}
     settings: dict[str, Any] = {"task": "phrase_grounding", "phrases": list(mapping.values()),
                                 "confidence_threshold": 0.0}  # fmt: skip
+    if masks:
+        settings.update(masks=True, keep_boxes=True)
     evaluation = ProjectEvaluation(truth, mapping, unreadable=list(truth.unreadable))
     for start in range(0, len(truth.images), batch_size):
         batch, pixels = [], []
@@ -80,7 +96,9 @@ def evaluate_project(
                 evaluation.unreadable.append({"image": image.item.key, "reason": str(error) or type(error).__name__})
         for image, found in zip(batch, runner.detections(pixels, settings) if pixels else []):
             evaluation.images.append(image)
-            evaluation.detections.append([(class_of[d.name], d.box, d.score) for d in found if d.name in class_of])
+            kept = [d for d in found if d.name in class_of]
+            evaluation.detections.append([(class_of[d.name], d.box, d.score) for d in kept])
+            evaluation.detection_masks.append([d.mask for d in kept])
         progress(f"evaluated {len(evaluation.images)} of {len(truth.images)} images")
     evaluation.metrics = evaluate_boxes(
         [(image.height, image.width) for image in evaluation.images],
@@ -88,4 +106,13 @@ def evaluate_project(
         evaluation.detections,
         truth.classes,
     )
+    if masks:
+        evaluation.mask_metrics = evaluate_masks(
+            [(image.height, image.width) for image in evaluation.images],
+            [list(image.boxes) for image in evaluation.images],
+            [list(image.masks) for image in evaluation.images],
+            evaluation.detections,
+            evaluation.detection_masks,
+            truth.classes,
+        )
     return evaluation

@@ -152,6 +152,19 @@ def _number(value: float) -> str:
     return "n/a" if value < 0 else f"{value:.3f}"
 
 
+def _mask_lines(evaluation: ProjectEvaluation) -> list[str]:
+    """With masks: the mask APs, overall and per class."""
+    masks = evaluation.mask_metrics
+    if masks is None:
+        return []
+    per_class = ", ".join(f"{escaped(name)} {_number(masks.per_class_ap[name][0])}" for name in evaluation.phrases)
+    return [
+        f"- **Mask AP {_number(masks.ap)}, AP50 {_number(masks.ap50)}, AP75 {_number(masks.ap75)}** (SAM 2's mask "
+        f"of every box against {evaluation.truth.mask_targets} polygon and bitmap targets, rectangles as filled "
+        f"boxes; pycocotools' `segm`); per class: {per_class}.",
+    ]
+
+
 def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out: Path) -> str:
     metrics = evaluation.measured
     p, r, f1 = metrics.overall.at(threshold)
@@ -171,6 +184,7 @@ def _markdown(evaluation, title, runner_name, threshold, pictures, examples, out
         f"- **AP {_number(metrics.ap)}, AP50 {_number(metrics.ap50)}, AP75 {_number(metrics.ap75)}**.",
         f"- **Recommended `confidence_threshold`: {threshold:.4g}** (the highest F1): precision {p:.3f}, "
         f"recall {r:.3f}, F1 {f1:.3f}.",
+        *_mask_lines(evaluation),
         "",
         "| class | phrase | targets | AP | AP50 | AP75 | precision | recall | F1 | boxed when absent | (any score) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -18,6 +18,7 @@ from ..options import engine_choice, mapping_option
 EPILOG = """examples:
   python src/label.py photos --out photos-labelled
   python src/label.py photos --out grounded --settings '{"task": "phrase_grounding", "phrases": ["a dog"]}'
+  python src/label.py photos --out masks --settings '{"task": "phrase_grounding", "phrases": ["a dog"], "masks": true}'
   RAY_ADDRESS=10.0.0.5:6379 python src/label.py project:123 --out /shared/p123 --upload create
 """
 
@@ -39,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--checkpoint", help="hub id or folder (default: KOSMOS2_CHECKPOINT, else the models.json weights)"
+    )
+    parser.add_argument(
+        "--sam2", help="the SAM 2 (hub id or folder) for masks: true (default: KOSMOS2_SAM2, else sam2.1-hiera-tiny)"
     )
     parser.add_argument("--backend", help="pytorch (default, or KOSMOS2_BACKEND) or openvino-int8/-int4/-fp32 (CPU)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda where the Ray cluster has GPUs")
@@ -72,6 +76,7 @@ def build_job(args: argparse.Namespace):
         batch_size=args.batch_size,
         upload=args.upload,
         max_image_pixels=max_image_pixels(),
+        **({"sam2": args.sam2} if args.sam2 else {}),
     )
 
 

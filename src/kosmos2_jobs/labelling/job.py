@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kosmos2_app import meta_with, settings_policy
+from kosmos2_app import MaskOptions, meta_with, sam2_checkpoint, settings_policy
 from supervisely_io.output import ProjectOutput
 from supervisely_io.sources import Item, default_api_factory, local_items, remote_items, supervisely_source
 
@@ -50,6 +50,8 @@ class LabelJob:
             the source), ``append`` (add the labels to the source's) or ``replace`` (replace the
             source's annotations); remote sources only.
         max_image_pixels / max_image_bytes: larger images are failures, not read.
+        sam2: the SAM 2 (hub id or folder) that segments every box when ``settings`` say
+            ``masks: true``; default ``KOSMOS2_SAM2``, as the server's.
         api_factory: makes the ``supervisely.Api`` of remote sources and uploads; it is called
             in the reading tasks too, so it must pickle.
     """
@@ -65,10 +67,12 @@ class LabelJob:
     upload: str | None = None
     max_image_pixels: int = 100_000_000
     max_image_bytes: int = 256 << 20
+    sam2: str = field(default_factory=sam2_checkpoint)
     api_factory: Callable[[], Any] = default_api_factory
 
     def __post_init__(self):
         settings_policy(dict(self.settings))  # SettingsError names the field
+        MaskOptions.parse(self.settings)
         if not self.checkpoint:
             raise ValueError("checkpoint: name a hub id or a folder of weights")
         if self.batch_size < 1 or (self.actors is not None and self.actors < 1):
@@ -137,7 +141,7 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     unusable = [{"image": item.key, "reason": item.problem} for item in items if item.problem]
     usable = [item for item in items if not item.problem]
     output.ensure_datasets(usable)
-    output.write_meta(_meta(output))
+    output.write_meta(_meta(output, MaskOptions.parse(job.settings).masks))
     pending = [item for item in usable if not output.is_done(item)]
     tally, plan, interrupted = Tally(failures=list(unusable)), None, False
     progress(f"{len(items)} images in {job.source}: {len(usable) - len(pending)} done before, {len(pending)} to label.")
@@ -152,7 +156,7 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     finally:
         seconds = time.monotonic() - labelling_started
         output.sweep_temporaries()
-        output.write_meta(_meta(output))
+        output.write_meta(_meta(output, MaskOptions.parse(job.settings).masks))
         summary = {
             "source": job.source,
             "output": str(output.root),
@@ -178,12 +182,13 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     return summary
 
 
-def _meta(output: ProjectOutput):
+def _meta(output: ProjectOutput, masks: bool):
     """The project meta: what was written before, the task tags, and every class the actors
-    logged (an annotation's classes are logged before it is written)."""
+    logged (an annotation's classes are logged before it is written); with ``masks``, those
+    classes take any geometry (rectangles and bitmaps)."""
     log = output.root / CLASSES_LOG
     names = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line] if log.is_file() else []
-    return meta_with(output.meta(), sorted(set(names)))
+    return meta_with(output.meta(), sorted(set(names)), masks)
 
 
 CLUSTER_WAIT_S = 15.0
@@ -236,7 +241,8 @@ def _label(
     from kosmos2_app import supervisely_env
 
     plan = plan_resources(ray.cluster_resources(), job.device, job.actors)
-    spec = EngineSpec(job.checkpoint, job.backend, plan.device, plan.threads, max(job.batch_size, 1))
+    sam2 = job.sam2 if MaskOptions.parse(job.settings).masks else None
+    spec = EngineSpec(job.checkpoint, job.backend, plan.device, plan.threads, max(job.batch_size, 1), sam2)
     read_args = {"output": output, "max_pixels": job.max_image_pixels, "max_bytes": job.max_image_bytes,
                  "api_factory": job.api_factory if job.remote else None}  # fmt: skip
     read_options = {"runtime_env": {"env_vars": supervisely_env()}} if job.remote else {}

@@ -76,27 +76,34 @@ def _downloads(items: list[Item], api_factory) -> tuple[dict[int, bytes], str]:
 @dataclass(frozen=True)
 class EngineSpec:
     """What each actor loads: ``checkpoint`` (hub id or folder) with ``backend`` on ``device``,
-    ``threads`` torch threads on CPU, batches of up to ``max_batch_size`` prompts."""
+    ``threads`` torch threads on CPU, batches of up to ``max_batch_size`` prompts; and ``sam2``
+    (hub id or folder) when the job asks for masks, else ``None``."""
 
     checkpoint: str
     backend: str
     device: str
     threads: int
     max_batch_size: int
+    sam2: str | None = None
 
 
 class LabelImages:
-    """One engine, loaded and warmed up once per actor; called with batches of read images."""
+    """One engine (and SAM 2, for masks), loaded and warmed up once per actor; called with
+    batches of read images. With ``masks: true`` the boxes of a batch's images are segmented
+    as the server segments them: one image encoding per image, an image's boxes in one call."""
 
     def __init__(self, spec: EngineSpec, settings: dict[str, Any], output: ProjectOutput, classes_log: str):
         import torch
 
-        from kosmos2_app import AnnotationBuilder, load_warm_engine, settings_policy
+        from kosmos2_app import AnnotationBuilder, MaskOptions, load_warm_engine, settings_policy
+        from kosmos2_engine import BoxSegmenter
 
         if spec.device == "cpu":
             torch.set_num_threads(spec.threads)
         self.engine = load_warm_engine(spec.checkpoint, spec.backend, spec.device, spec.max_batch_size)
         self.policy = settings_policy(settings)
+        self.masks = MaskOptions.parse(settings)
+        self.segmenter = BoxSegmenter.load(spec.sam2, spec.device) if self.masks.masks and spec.sam2 else None
         self.classes_whitelist = settings.get("classes")
         self.builder = AnnotationBuilder()
         self.output = output
@@ -107,16 +114,40 @@ class LabelImages:
         items, errors = batch_items(batch), list(batch["error"])
         todo = [i for i, item in enumerate(items) if not errors[i] and not self.output.is_done(item)]
         outcomes = ["failed" if errors[i] else "found" for i in range(len(items))]
+        labelled = []
         for i, result in zip(todo, self._results([batch["pixels"][i] for i in todo])):
             if isinstance(result, Exception):
                 errors[i] = f"labelling failed: {type(result).__name__}: {result}"
+            else:
+                labelled.append((i, result))
+        annotations = self._annotations([batch["pixels"][i] for i, _ in labelled], [r for _, r in labelled])
+        for (i, _), annotation in zip(labelled, annotations):
+            if isinstance(annotation, Exception):
+                errors[i] = f"masks failed: {type(annotation).__name__}: {annotation}"
                 continue
-            height, width = batch["pixels"][i].shape[:2]
-            annotation = self.builder.annotation_of(result, height, width, self.classes_whitelist)
             self._log_classes({label.obj_class.name for label in annotation.labels})
             written = self.output.write_annotation(items[i], annotation.to_json())
             outcomes[i] = "done" if written else "found"
         return {"key": [item.key for item in items], "outcome": outcomes, "error": errors}
+
+    def _annotations(self, images: list[np.ndarray], results: list) -> list:
+        """Each image's annotation from its result; with masks, every kept box of the images
+        segmented in one :meth:`~kosmos2_engine.BoxSegmenter.segment` call (an error there fails
+        these images, with its reason)."""
+        from kosmos2_app import boxes_xyxy, kept_boxes
+
+        predictions = [self.builder.predictions_of(r, *image.shape[:2]) for r, image in zip(results, images)]
+        masks: list = [None] * len(images)
+        if self.segmenter is not None and images:
+            boxes = [boxes_xyxy(kept_boxes(p, self.classes_whitelist)) for p in predictions]
+            try:
+                masks = self.segmenter.segment(images, boxes)
+            except Exception as error:  # noqa: BLE001 - these images fail with the reason
+                return [error] * len(images)
+        return [
+            self.builder.annotation(*image.shape[:2], p, self.classes_whitelist, m, self.masks.keep_boxes)
+            for image, p, m in zip(images, predictions, masks)
+        ]
 
     def _results(self, images: list[np.ndarray]) -> list:
         """The engine's results, or per image the error that kept it from one (a bad batch is

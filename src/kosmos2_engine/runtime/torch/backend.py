@@ -88,7 +88,23 @@ class TorchBackend:
             return []
         return [size for size in BATCH_BUCKETS if size <= self.decoder.bucket(max_batch_size)]
 
+    def decode_reference(
+        self,
+        image_embeds: torch.Tensor,
+        prompts: Sequence[EncodedPrompt],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+        image_rows: Sequence[int],
+    ) -> DecodedBatch:
+        """By an eager decoder of its own (its caches freed when it returns)."""
+        eager = StaticDecoder(self.model, compile_step=False)
+        try:
+            return eager.decode(image_embeds, prompts, max_new_tokens, stop_ids, image_rows)
+        finally:
+            eager.release_caches()
+
     def decode_eagerly(self) -> None:
+        self.decoder.release_caches()
         self.decoder = self._new_decoder(False)
 
     def to(self, device: str, compile_decoder: bool | None = None) -> None:

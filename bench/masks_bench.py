@@ -1,0 +1,147 @@
+"""Masks for boxes: our batched SAM 2 path against one call per box, and what masks add to
+Kosmos-2's boxes, in one run, on the real architectures with random weights.
+
+* **ours**: :meth:`~kosmos2_engine.segmentation.BoxSegmenter.segment` on an image with N boxes:
+  SAM 2's image encoder once, then the N boxes through the prompt encoder and mask decoder in
+  one call (what ``masks: true`` does);
+* **one call per box**: the same image segmented N times, one box each (the image encoded
+  each time), as an app calling a separate SAM 2 service per box does;
+* **boxes alone**: Kosmos-2 (``Kosmos2Config()``, 1.66 B parameters, stop tokens emptied so
+  every answer is 4 tokens) grounding N phrases on the same image: the cost masks are added to.
+
+SAM 2 is ``Sam2Config()`` (Hiera tiny, 1024 px: the default deploy, ``sam2.1-hiera-tiny``);
+``--sam large`` builds Hiera large (``sam2.1-hiera-large``). The image is 1024 x 768; boxes are
+seeded. Rounds alternate the paths; medians are reported.
+
+    python -m bench.masks_bench                  # make bench-masks (CPU: ~7 min)
+    python -m bench.masks_bench --device cuda --sam large
+
+Writes ``bench/results/masks-<date>-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from bench.engine_bench import GROUNDING_TOKENS, random_engine, timed
+from bench.live_server import REPO, write_result
+from bench.machine import environment
+from kosmos2_engine import BoxSegmenter, policy_from_settings
+
+# Hiera large as sam2.1-hiera-large configures it; Sam2Config() is Hiera tiny.
+HIERA_LARGE = {
+    "hidden_size": 144, "num_attention_heads": 2, "blocks_per_stage": [2, 6, 36, 4],
+    "embed_dim_per_stage": [144, 288, 576, 1152], "num_attention_heads_per_stage": [2, 4, 8, 16],
+    "global_attention_blocks": [23, 33, 43], "window_size_per_stage": [8, 4, 16, 8],
+}  # fmt: skip
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def sam2_config(size: str):
+    """``Sam2Config`` of Hiera ``tiny`` (the defaults) or ``large``."""
+    from transformers import Sam2Config
+
+    if size == "tiny":
+        return Sam2Config()
+    vision = Sam2Config().vision_config.to_dict()
+    vision["backbone_config"].update(HIERA_LARGE)
+    vision["backbone_channel_list"] = HIERA_LARGE["embed_dim_per_stage"][::-1]
+    return Sam2Config(vision_config=vision)
+
+
+def random_segmenter(size: str, device: str) -> BoxSegmenter:
+    from transformers import Sam2Model
+
+    torch.manual_seed(0)
+    return BoxSegmenter(Sam2Model(sam2_config(size)), device)
+
+
+def seeded_boxes(count: int, width: int, height: int) -> np.ndarray:
+    """float32 (count, 4) pixel xyxy boxes inside a ``width`` x ``height`` image."""
+    rng = np.random.default_rng(count)
+    corners = rng.uniform(0, 1, (count, 2, 2)) * [width, height]
+    low, high = corners.min(1), corners.max(1)
+    return np.concatenate([low, np.maximum(high, low + 16)], 1).astype(np.float32)
+
+
+def masks_rows(segmenter: BoxSegmenter, image: np.ndarray, counts: list[int], rounds: int) -> list[dict]:
+    """Per box count: ours (one encoding, one decoder call) against one call per box."""
+    height, width = image.shape[:2]
+    for count in (1, max(counts)):  # warm-up: both ends of the decoder's batch
+        segmenter.segment([image], [seeded_boxes(count, width, height)])
+    rows = []
+    for count in counts:
+        boxes = seeded_boxes(count, width, height)
+        paths = {
+            "ours": lambda boxes=boxes: segmenter.segment([image], [boxes]),
+            "per_box": lambda boxes=boxes: [segmenter.segment([image], [box[None]]) for box in boxes],
+        }
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for index in range(rounds):
+            for name in list(paths)[:: 1 if index % 2 == 0 else -1]:
+                times[name].append(timed(paths[name]))
+        ours, per_box = statistics.median(times["ours"]), statistics.median(times["per_box"])
+        log(f"{count} boxes: ours {ours:.3f} s, one call per box {per_box:.3f} s")
+        rows.append({"boxes": count, "ours_s": round(ours, 4), "per_box_s": round(per_box, 4),
+                     "per_box_over_ours": round(per_box / ours, 2)})  # fmt: skip
+    return rows
+
+
+def kosmos2_grounding_s(device: str, image: np.ndarray, counts: list[int], rounds: int) -> dict[int, float]:
+    """Seconds for Kosmos-2 (real architecture) to ground ``count`` phrases on ``image``."""
+    engine = random_engine(device, max_batch_size=64 if device.startswith("cuda") else 16)  # the server's default
+    seconds = {}
+    with mock.patch("kosmos2_engine.engine.stop_token_ids", lambda tokenizer, policy: ()):
+        engine.warm_up()
+        for count in counts:
+            phrases = [f"object number {i}" for i in range(count)]
+            policy = policy_from_settings(
+                {"task": "phrase_grounding", "max_new_tokens": GROUNDING_TOKENS, "phrases": phrases}
+            )
+            run = lambda policy=policy: engine.run([image], policy)
+            run()
+            seconds[count] = statistics.median(timed(run) for _ in range(rounds))
+            log(f"Kosmos-2, {count} phrases: {seconds[count]:.3f} s")
+    return seconds
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sam", choices=("tiny", "large"), default="tiny")
+    parser.add_argument("--boxes", type=int, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = parser.parse_args(argv)
+    image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    report: dict = {"environment": environment(args.device), "sam2": args.sam, "image": "1024 x 768",
+                    "rounds": args.rounds, "kosmos2_new_tokens": GROUNDING_TOKENS}  # fmt: skip
+    log(f"SAM 2 Hiera {args.sam}, random weights, on {args.device}")
+    segmenter = random_segmenter(args.sam, args.device)
+    report["sam2_parameters_m"] = round(sum(p.numel() for p in segmenter.model.parameters()) / 1e6, 1)
+    rows = masks_rows(segmenter, image, args.boxes, args.rounds)
+    del segmenter
+    grounding = kosmos2_grounding_s(args.device, image, args.boxes, args.rounds)
+    for row in rows:
+        boxes_alone = grounding[row["boxes"]]
+        row["kosmos2_boxes_s"] = round(boxes_alone, 4)
+        row["masks_add"] = f"{100 * row['ours_s'] / boxes_alone:.0f}%"
+        row["per_box_would_add"] = f"{100 * row['per_box_s'] / boxes_alone:.0f}%"
+    report["rows"] = rows
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    write_result(report, args.out, f"masks-{stamp}-{args.device}.json")
+    return report
+
+
+if __name__ == "__main__":
+    main()
