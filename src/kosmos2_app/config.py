@@ -44,6 +44,8 @@ variable                       meaning                                          
                                file on the server); tracking matches by motion alone without
 ``KOSMOS2_SAM2``               the SAM 2 that ``masks: true`` uses (a folder, or a hub id   facebook/sam2.1-
                                in the local cache), loaded on the first mask request          hiera-tiny
+``KOSMOS2_SAM2_AT_DEPLOY``     ``1``: load and warm SAM 2 at deploy (the deploy fails when it  0
+                               cannot), so that the first mask request pays nothing
 ``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
                                list of names or ``{"name": "phrase"}`` (see
                                :mod:`.ontology`); a deploy's ``classes`` replaces them
@@ -82,6 +84,7 @@ MAX_VIDEO_MB_ENV = "KOSMOS2_MAX_VIDEO_MB"
 MAX_VIDEO_FRAMES_ENV = "KOSMOS2_MAX_VIDEO_FRAMES"
 REID_WEIGHTS_ENV = "KOSMOS2_REID_WEIGHTS"
 SAM2_ENV = "KOSMOS2_SAM2"
+SAM2_AT_DEPLOY_ENV = "KOSMOS2_SAM2_AT_DEPLOY"
 DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
 OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
 OPENCV_CEILING = 2**30
@@ -228,11 +231,13 @@ def backend_override() -> str | None:
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How the engine runs on ``device``: batch size, cross-request wait, compiled decoding."""
+    """How the engine runs on ``device``: batch size, cross-request wait, compiled decoding;
+    and whether SAM 2 is loaded at deploy rather than on the first mask request."""
 
     max_batch_size: int
     batch_wait_s: float
     compile_decoder: bool
+    sam2_at_deploy: bool = False
 
     @classmethod
     def from_environment(cls, device: str) -> ServingOptions:
@@ -241,7 +246,7 @@ class ServingOptions:
         on_gpu = device.startswith("cuda")
         max_batch = integer_from_environment(MAX_BATCH_ENV, 64 if on_gpu else 16, 1, 256)
         wait_ms = integer_from_environment(BATCH_WAIT_ENV, 0, 0, 1000)
-        return cls(max_batch, wait_ms / 1000, _flag(COMPILE_ENV, on_gpu))
+        return cls(max_batch, wait_ms / 1000, _flag(COMPILE_ENV, on_gpu), _flag(SAM2_AT_DEPLOY_ENV, False))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ box becomes a Bitmap of its class, cut to the image, tagged with Kosmos-2's ``co
 SAM 2's own estimate of the mask's quality (``mask_quality``); ``keep_boxes: true`` keeps the
 rectangles beside the masks. A class that has masks is declared with any geometry in the meta
 (``AnyGeometry``), so that its rectangles and its bitmaps are both valid labels of it. SAM 2
-(``KOSMOS2_SAM2``) is loaded on the first request that asks for masks.
+(``KOSMOS2_SAM2``) is loaded on the first request that asks for masks, or at deploy and warmed
+up there (``KOSMOS2_SAM2_AT_DEPLOY=1``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException, status
 
 from kosmos2_engine import BoxSegmenter, CheckpointError, SettingsError
@@ -57,6 +59,16 @@ class LazySegmenter:
         self.checkpoint = checkpoint
         self._segmenter: BoxSegmenter | None = None
         self._loading = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._segmenter is not None
+
+    def warm(self, call, device: str) -> None:
+        """Load SAM 2 (see :meth:`get`) and segment one box of a small blank image, so that the
+        first mask request pays neither the loading nor the first run."""
+        segmenter = self.get(call, device)
+        call(segmenter.segment, [np.full((64, 64, 3), 127, np.uint8)], [np.array([[8, 8, 56, 56]], np.float32)])
 
     def get(self, call, device: str) -> BoxSegmenter:
         """The segmenter on ``device``; ``call(function, *args)`` runs on the engine thread. A

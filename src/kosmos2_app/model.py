@@ -165,6 +165,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._swap_in(*self._loaded_engine(key, device, options), key)
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
+        if options.sam2_at_deploy:  # ready means SAM 2 loaded and warm too (a 503 naming KOSMOS2_SAM2 if not)
+            self.segmenter.warm(batcher.call, batcher.engine.device)
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]
         recorded = getattr(self, "checkpoint_info", None)
         if recorded is not None and origin:  # name the Team Files folder, not the local cache
@@ -518,6 +520,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             backend=self._engine_key[1] if self._engine_key else None,
             device=self.device,
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
+            sam2=self.segmenter.checkpoint,
+            sam2_loaded=self.segmenter.loaded,
             decoder=status.mode if status else None,
             decoder_fallback=(status.detail or None) if status else None,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import requests
 import supervisely as sly
@@ -55,6 +56,40 @@ def test_model_api_tracks_the_square_of_an_uploaded_clip_with_one_id(live_server
         _assert_follows_the_square(prediction.frame_index, prediction.boxes[0])
     assert track_ids == {1}, "the square is one object across the clip"
     assert _video_files_left(live_server) == [], "the upload is deleted when its request ends"
+
+
+def _square_iou(frame_index: int, label: sly.Label) -> float:
+    """IoU of a Bitmap label with the square drawn on that frame."""
+    left, top, right, bottom = square_at(frame_index, WIDTH)
+    truth = np.zeros((HEIGHT, WIDTH), bool)
+    truth[top : bottom + 1, left : right + 1] = True
+    mask = label.geometry.get_mask((HEIGHT, WIDTH))
+    return float((mask & truth).sum() / (mask | truth).sum())
+
+
+def test_masks_follow_the_tracked_square_on_every_frame_with_one_id(live_server, clip, stand_in_api, video_id):
+    """``masks: true`` on a tracked video: every processed frame has the square as a Bitmap
+    (SAM 2's mask of its box, IoU >= 0.85 with the square drawn there) under one track id, and
+    the Apply NN to Videos path's video annotation holds one object with a bitmap on each frame."""
+    predictions = list(
+        ModelAPI(url=live_server).predict(input=str(clip), classes=["square"], tracking=True, masks=True, stride=2)
+    )
+    assert [p.frame_index for p in predictions] == list(range(0, FRAMES, 2))
+    for prediction in predictions:
+        [label] = prediction.annotation.labels
+        assert (label.obj_class.name, label.geometry.geometry_name()) == ("square", "bitmap")
+        assert _square_iou(prediction.frame_index, label) >= 0.85, prediction.frame_index
+    assert {int(t) for p in predictions for t in p.track_ids} == {1}
+
+    api = sly.Api(stand_in_api.url, "token-for-the-stand-in", ignore_task_id=True)
+    settings = {"classes": ["square"], "masks": True}
+    session = sly.nn.inference.Session(api, session_url=live_server, inference_settings=settings)
+    assert len(list(session.inference_video_id_async(video_id, tracker="botsort"))) == FRAMES
+    video_ann = session.inference_result["video_ann"]
+    [video_object] = video_ann["objects"]
+    figures = [figure for frame in video_ann["frames"] for figure in frame["figures"]]
+    assert len(figures) == FRAMES and {f["geometryType"] for f in figures} == {"bitmap"}
+    assert {f["objectKey"] for f in figures} == {video_object["key"]}
 
 
 def test_stride_and_start_pick_the_frames_asked_for(live_server, clip):

@@ -45,6 +45,30 @@ def test_session_info_claims_only_what_works(served):
     assert info["tracking_algorithms"] == ["botsort"] and info["sliding_window_support"] in (False, "none", None)
 
 
+def test_sam2_loads_on_the_first_mask_request_or_at_deploy_when_asked(served, tmp_path, tiny_checkpoint):
+    """By default SAM 2 waits for a request that asks for masks; with ``KOSMOS2_SAM2_AT_DEPLOY=1``
+    it is loaded and warm when the deploy answers, and one that cannot load fails the deploy
+    with a 503 naming ``KOSMOS2_SAM2``."""
+    _, client = served
+    info = client.post("/get_session_info", json={}).json()
+    assert info["sam2"].endswith("tiny_sam2/checkpoint") and isinstance(info["sam2_loaded"], bool)
+    with app_environment(tmp_path / "at-deploy", tiny_checkpoint) as patch:
+        patch.setenv("KOSMOS2_SAM2_AT_DEPLOY", "1")
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        at_deploy = client_for(model)
+        assert not model.segmenter.loaded
+        assert deploy_on_cpu(at_deploy).status_code == 200
+        assert at_deploy.post("/get_session_info", json={}).json()["sam2_loaded"] is True
+    with app_environment(tmp_path / "broken", tiny_checkpoint) as patch:
+        patch.setenv("KOSMOS2_SAM2_AT_DEPLOY", "1")
+        patch.setenv("KOSMOS2_SAM2", str(tmp_path / "no-sam2-here"))
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        response = deploy_on_cpu(client_for(model))
+        assert response.status_code == 503 and "KOSMOS2_SAM2" in response.text, response.text
+
+
 def test_how_the_engine_decodes_is_in_the_session_info_and_the_metrics(served, tmp_path, tiny_checkpoint):
     """Eager on CPU, said as such; with compiling asked for (``KOSMOS2_COMPILE=1``) and a
     compiler that miscompiles the decode step, the warm-up canary catches it: the server
