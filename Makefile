@@ -120,7 +120,7 @@ WEIGHTS ?= int8
 export-openvino: venv
 	$(PY) -m kosmos2_engine.runtime.openvino.export $(CHECKPOINT) --weights $(WEIGHTS)
 
-## bench-openvino: torch fp32 vs OpenVINO fp32/int8/int4 on the real architecture, CPU (~15 min, ~20 GB disk)
+## bench-openvino: torch fp32 vs OpenVINO fp32/int8/int4 and int8 with int8 vision activations, per stage, on the real architecture, CPU (~18 min, ~22 GB disk)
 bench-openvino: venv
 	$(PY) -m bench.openvino_bench
 

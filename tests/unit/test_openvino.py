@@ -169,3 +169,25 @@ def test_the_export_command_says_what_to_do_when_weights_are_absent(tmp_path):
         env=dict(os.environ),
     )
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_quantised_image_encoder_runs_int8_activations_near_fp32_embeddings(checkpoint_copy, ov_fp32, images):
+    """NNCF post-training quantisation of the image encoder (``bench.openvino_bench``'s
+    ``openvino-int8-act``), calibrated on the test scenes: its graph quantises activations
+    (FakeQuantize nodes, none in fp32) and its embeddings point where fp32's do (cosine >= 0.95
+    per image)."""
+    import numpy as np
+    import openvino as ov
+
+    from kosmos2_engine.runtime.openvino.convert import quantize_image_encoder
+    from kosmos2_engine.runtime.openvino.export import IMAGE_ENCODER
+
+    encoder = ov.Core().read_model(str(ir_folder(checkpoint_copy, "fp32") / IMAGE_ENCODER))
+    pixels = [ov_fp32.preprocess([image]) for image in images]
+    quantized = quantize_image_encoder(encoder, pixels)
+    assert not any(op.get_type_name() == "FakeQuantize" for op in encoder.get_ops())
+    assert sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops()) > 4
+    fp32, int8 = (ov.Core().compile_model(model, "CPU") for model in (encoder, quantized))
+    for image_pixels in pixels:
+        ours, reference = (np.asarray(model(image_pixels)[0]).ravel() for model in (int8, fp32))
+        assert ours @ reference / (np.linalg.norm(ours) * np.linalg.norm(reference)) >= 0.95

@@ -106,5 +106,19 @@ def compress_decoder(model: ov.Model, weights: str) -> ov.Model:
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
+def quantize_image_encoder(model: ov.Model, calibration: list[np.ndarray]) -> ov.Model:
+    """NNCF post-training quantisation of the image encoder: int8 weights and int8 activations
+    (the transformer preset), statistics from ``calibration``, a list of float32 ``pixel_values``
+    (1, 3, S, S). Not used by the served rows yet: measured by ``bench.openvino_bench``
+    (``openvino-int8-act``). On the tiny test model (48 scenes, calibrated on 64 others) texts
+    stayed equal to fp32 but 90-94% of boxes stayed within one location bin, under the 95%
+    a served row must keep (keeping the resampler in fp32 or the mixed preset changed little)."""
+    import nncf
+
+    return nncf.quantize(
+        model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration)
+    )
+
+
 def save(model: ov.Model, path: Path) -> None:
     ov.save_model(model, str(path), compress_to_fp16=False)
