@@ -138,6 +138,8 @@ def test_confidence_threshold_and_classes_whitelist(served):
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"confidence_threshold": 2}, "confidence_threshold"),
         ({"task": "custom", "prompt": ""}, "prompt"),
+        ({"masks": "yes"}, "'masks'"),
+        ({"masks": True, "keep_boxes": 1}, "'keep_boxes'"),
     ],
 )
 def test_bad_settings_get_400_naming_the_field_and_the_server_keeps_serving(served, settings, field):

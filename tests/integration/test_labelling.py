@@ -135,6 +135,8 @@ def test_bad_settings_stop_the_command_before_anything_runs(tmp_path, capsys, ti
     assert "neither JSON nor YAML" in capsys.readouterr().err
     assert cli.main([*argv, "--upload", "create"]) == 2
     assert "project:<id>" in capsys.readouterr().err
+    assert cli.main([*argv, "--settings", '{"masks": "yes"}']) == 2
+    assert "Invalid setting 'masks': expected true or false" in capsys.readouterr().err
     assert not out.exists()
 
 
