@@ -64,6 +64,12 @@ class LazySegmenter:
     def loaded(self) -> bool:
         return self._segmenter is not None
 
+    def follow(self, call, device: str) -> None:
+        """Once loaded, SAM 2 moves where the engine goes (``call`` runs on the engine thread):
+        an idle freeze to CPU frees its GPU memory too."""
+        if self._segmenter is not None and self._segmenter.device != device:
+            call(self._segmenter.to, device)
+
     def warm(self, call, device: str) -> None:
         """Load SAM 2 (see :meth:`get`) and segment one box of a small blank image, so that the
         first mask request pays neither the loading nor the first run."""

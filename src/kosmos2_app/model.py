@@ -165,6 +165,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._swap_in(*self._loaded_engine(key, device, options), key)
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
+        self.segmenter.follow(batcher.call, batcher.engine.device)
         if options.sam2_at_deploy:  # ready means SAM 2 loaded and warm too (a 503 naming KOSMOS2_SAM2 if not)
             self.segmenter.warm(batcher.call, batcher.engine.device)
         self.max_batch_size = options.max_batch_size  # the SDK refuses a larger state["batch_size"]

@@ -85,6 +85,12 @@ class BoxSegmenter:
             raise CheckpointError(f"SAM 2 {where} '{checkpoint}' does not load: {error}") from None
         return cls(model, device)
 
+    def to(self, device: str) -> BoxSegmenter:
+        """Move SAM 2 to ``device`` in place (as the engine moves on an idle freeze)."""
+        self.model.to(device)
+        self.device = device
+        return self
+
     @torch.no_grad()
     def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[list[BoxMask]]:
         """Per image (RGB uint8 (H, W, 3)), the masks of its boxes (float (N, 4) pixel xyxy), in order."""

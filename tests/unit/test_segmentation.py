@@ -122,3 +122,26 @@ def test_sam2_input_side_reads_the_released_configs_list_and_refuses_a_rectangle
     assert square_side(128) == 128
     with pytest.raises(ValueError, match="not square"):
         square_side([512, 1024])
+
+
+def test_sam2_follows_the_engine_to_another_device_once_loaded_and_not_before():
+    """An idle freeze moves the engine to CPU and back; a loaded SAM 2 moves with it (on the
+    engine thread: ``call``), one not yet loaded stays unloaded."""
+    from kosmos2_app.masks import LazySegmenter
+
+    calls = []
+
+    def call(function, *args):
+        calls.append(getattr(function, "__name__", ""))
+        return function(*args)
+
+    lazy = LazySegmenter(str(TINY_SAM2))
+    lazy.follow(call, "cpu:0")
+    assert not lazy.loaded and calls == []
+    segmenter = lazy.get(call, "cpu")
+    lazy.follow(call, "cpu")  # already there: nothing to do
+    lazy.follow(call, "cpu:0")
+    assert calls == ["load", "to"] and segmenter.device == "cpu:0"
+    image, _ = draw_two_shapes(random.Random(5), 128, 96)
+    [[mask]] = segmenter.segment([np.asarray(image)], [np.array([[4, 4, 60, 60]], np.float32)])
+    assert mask.area > 0
