@@ -525,6 +525,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             sam2_loaded=self.segmenter.loaded,
             decoder=status.mode if status else None,
             decoder_fallback=(status.detail or None) if status else None,
+            dtype_fallback=(status.dtype_detail or None) if status else None,
         )
         return info
 

@@ -26,6 +26,8 @@ CANARY_PROMPTS = (
     "<grounding><phrase> a red circle</phrase>",
 )
 CANARY_TOKENS = 32  # long enough to write a phrase and its two location tokens
+CANARY_PHRASES = ("a red circle", "a blue square")  # grounded at warm-up by a bf16 / fp16 engine, and in fp32
+MIN_SHARE_WITHIN_ONE_BIN = 0.95  # of the canary's box corners, a half-precision engine against fp32
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class DecoderStatus:
     mode: str = "eager"
     fallback: str = ""
     detail: str = ""
+    dtype_detail: str = ""  # why the engine runs in float32 where it would run in half precision
 
     def describe(self) -> str:
         """One line for logs: ``compiled (CUDA graphs)``, ``eager``, or ``eager (<detail>)``."""
@@ -83,3 +86,20 @@ def _until_stop(row: np.ndarray, stop_ids: Sequence[int]) -> list[int]:
     ids = [int(token) for token in row]
     stop = next((k for k, token in enumerate(ids) if token in stop_ids), None)
     return ids if stop is None else ids[: stop + 1]
+
+
+def share_within_one_bin(ours: Sequence[Any], reference: Sequence[Any]) -> float:
+    """Of the box corners of two runs' :class:`~kosmos2_engine.TaskResult` lists (location
+    cells, in order), the share at most one cell apart on each axis of the 32 x 32 grid; a
+    different number of boxes counts every corner of the longer list as apart; 1.0 when neither
+    has a box."""
+    from .grounding import GRID, box_to_patch_indices
+
+    def corners(results):
+        return [cell for result in results for box in result.boxes for cell in box_to_patch_indices(box.xyxy)]
+
+    first, second = corners(ours), corners(reference)
+    if not first and not second:
+        return 1.0
+    close = sum(abs(a // GRID - b // GRID) <= 1 and abs(a % GRID - b % GRID) <= 1 for a, b in zip(first, second))
+    return close / max(len(first), len(second))

@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .canary import CANARY_PROMPTS, DecoderStatus, canary_image, first_difference
+from .canary import (
+    CANARY_PHRASES,
+    CANARY_PROMPTS,
+    MIN_SHARE_WITHIN_ONE_BIN,
+    DecoderStatus,
+    canary_image,
+    first_difference,
+    share_within_one_bin,
+)
 from .checkpoint import load_checkpoint
 from .decode_batches import length_sorted_batches, run_splitting_on_oom
 from .devices import check_device, default_dtype
@@ -249,8 +257,9 @@ class Kosmos2Engine:
         eagerly (same tokens, slower); :attr:`decoder_status` says which."""
         started = time.perf_counter()
         blank = np.full((self.image_size, self.image_size, 3), 127, dtype=np.uint8)
+        dtype_detail = self._half_precision_check()
         sizes = self.backend.batch_sizes_to_record(self.max_batch_size)
-        self.decoder_status = DecoderStatus("compiled" if sizes else "eager")
+        self.decoder_status = DecoderStatus("compiled" if sizes else "eager", dtype_detail=dtype_detail)
         if sizes:
             try:
                 self._record_graphs(blank, sizes)
@@ -284,7 +293,33 @@ class Kosmos2Engine:
             "%s; decoding eagerly instead. Set KOSMOS2_COMPILE=0 to skip the attempt.", detail[:1].upper() + detail[1:]
         )
         self.backend.decode_eagerly()
-        self.decoder_status = DecoderStatus("eager", fallback, detail)
+        self.decoder_status = DecoderStatus("eager", fallback, detail, self.decoder_status.dtype_detail)
+
+    def _half_precision_check(self) -> str:
+        """A bf16 / fp16 torch engine grounds the canary's phrases, then again with its weights
+        cast to fp32; when under 95% of box corners stay within one location cell, it says so once
+        and keeps fp32 (why, returned; "" when it stays in half precision or was fp32)."""
+        if not isinstance(self.backend, TorchBackend) or self.dtype == torch.float32:
+            return ""
+        half, compiled, backend = self.dtype, self.backend.compiled, self.backend
+        image = canary_image(self.image_size)
+        policy = GenerationPolicy(task="phrase_grounding", phrases=CANARY_PHRASES)
+        with self._lock:  # eager for the check: nothing compiled twice
+            backend.set_dtype(half, compile_decoder=False)
+            ours = self.run([image], policy)
+            backend.set_dtype(torch.float32, compile_decoder=False)
+            share = share_within_one_bin(ours, self.run([image], policy))
+            kept = half if share >= MIN_SHARE_WITHIN_ONE_BIN else torch.float32
+            backend.set_dtype(kept, compile_decoder=compiled)
+        if kept == half:
+            return ""
+        name = str(half).replace("torch.", "")
+        detail = (
+            f"{name} boxes of the warm-up canary: {share:.0%} of corners within one location cell of float32's "
+            f"(at least {MIN_SHARE_WITHIN_ONE_BIN:.0%} needed)"
+        )
+        logger.warning("%s; running in float32 instead (twice the memory, slower).", detail[:1].upper() + detail[1:])
+        return detail
 
     def _canary_difference(self) -> tuple[int, int] | None:
         """(prompt, token) where compiled decoding of the canary first differs from eager, or None."""

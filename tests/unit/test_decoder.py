@@ -260,3 +260,37 @@ def test_a_compiled_step_that_differs_from_eager_is_caught_at_warm_up_and_served
     assert "other tokens than eager decoding on the warm-up canary" in status.detail
     assert caplog.text.count("decoding eagerly") == 1 and status.detail[1:] in caplog.text
     assert engine.generate_texts(images, policy) == expected
+
+
+def test_half_precision_boxes_that_move_from_float32_are_caught_at_warm_up_and_float32_is_kept(
+    tiny_checkpoint, images, caplog
+):
+    """A bf16 engine grounds the canary in bf16 and in fp32: the tiny model's boxes agree and it
+    stays bf16. With its bf16 location logits shifted by three cells each way (a half-precision
+    path gone wrong, injected), the check catches it, says so once, and the engine keeps fp32,
+    answering with an fp32 engine's boxes."""
+    policy = policy_from_settings({"task": "phrase_grounding", "phrases": ["a red circle", "a blue square"]})
+    faithful = Kosmos2Engine.load(tiny_checkpoint, dtype=torch.bfloat16)
+    faithful.warm_up()
+    assert faithful.dtype == torch.bfloat16 and faithful.decoder_status.dtype_detail == ""
+
+    engine = Kosmos2Engine.load(tiny_checkpoint, dtype=torch.bfloat16)
+    first = engine.tokenizer.convert_tokens_to_ids("<patch_index_0000>")
+
+    def shifted_in_bf16(module, args, logits):
+        if logits.dtype != torch.bfloat16:
+            return logits
+        cells = logits[..., first : first + 1024]
+        return torch.cat([logits[..., :first], cells.roll(3 * 32 + 3, dims=-1), logits[..., first + 1024 :]], dim=-1)
+
+    engine.backend.model.text_model.lm_head.register_forward_hook(shifted_in_bf16)
+    with caplog.at_level(logging.WARNING, logger="kosmos2_engine.engine"):
+        engine.warm_up()
+    assert engine.dtype == torch.float32 and "of float32's" in engine.decoder_status.dtype_detail
+    assert caplog.text.count("running in float32 instead") == 1
+    fp32 = Kosmos2Engine.load(tiny_checkpoint, dtype=torch.float32)  # scores differ: the weights went through bf16
+
+    def boxes(engine):
+        return [[(box.name, box.xyxy) for box in result.boxes] for result in engine.run(images, policy)]
+
+    assert boxes(engine) == boxes(fp32)

@@ -103,6 +103,13 @@ class TorchBackend:
         finally:
             eager.release_caches()
 
+    def set_dtype(self, dtype: torch.dtype, compile_decoder: bool) -> None:
+        """Cast the weights in place (bf16 -> fp32 -> bf16 is exact); caches are rebuilt for it,
+        decoding compiled per ``compile_decoder``."""
+        self.decoder.release_caches()
+        self.model.to(dtype=dtype)
+        self.decoder = self._new_decoder(compile_decoder)
+
     def decode_eagerly(self) -> None:
         self.decoder.release_caches()
         self.decoder = self._new_decoder(False)
