@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kosmos2_engine import Kosmos2Engine, policy_from_settings
+from kosmos2_engine import DecoderStatus, Kosmos2Engine, policy_from_settings
 from kosmos2_engine.grounding import GRID, box_to_patch_indices
 from kosmos2_engine.prompts import encode_prompt
 from kosmos2_engine.runtime.torch.decoder import StaticDecoder
@@ -101,10 +101,13 @@ def test_bf16_location_bins_within_one_of_fp32_on_the_real_size_model():
 
 def test_idle_freeze_to_cpu_and_back_keeps_the_answers(images):
     """What the SDK's idle freeze does to the engine: to CPU (fp32) after an hour idle, back to
-    CUDA on the next request; the compiled graphs are recorded again at wake-up."""
+    CUDA on the next request; the compiled graphs are recorded again at wake-up. Warm-up's own
+    checks on a real GPU (the canary compiled against eager, bf16 against fp32) keep compiled
+    bf16 decoding."""
     engine = Kosmos2Engine.load(str(tiny_checkpoint_folder()), device="cuda")
     policy = policy_from_settings({"max_new_tokens": 24})
     engine.warm_up()
+    assert engine.decoder_status == DecoderStatus("compiled") and engine.dtype == torch.bfloat16
     before = engine.run(images, policy)
     engine.to("cpu")
     assert engine.dtype == torch.float32 and engine.run(images[:2], policy) is not None
