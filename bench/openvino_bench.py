@@ -7,8 +7,8 @@ with seeded random weights and a forced 32-token caption per image (batch 1).
 * ``openvino-fp32`` / ``-int8`` / ``-int4``: :class:`OpenVINOBackend` on IR exported from the same
   weights (``kosmos2_engine.runtime.openvino.convert``, as ``export`` does);
 * ``openvino-int8-act``: the int8 row with its image encoder quantised by NNCF post-training
-  quantisation (int8 weights and activations), calibrated on 32 generated scenes: a measurement,
-  not a served row yet.
+  quantisation (int8 weights and activations; embeddings, first layer and resampler in float32),
+  calibrated on the export's 64 generated scenes, as ``--weights int8-act`` exports it.
 
 Every variant but the reference also reports its time per stage (vision pass, prefill, decode
 steps), and the report the CPU's instruction-set flags (AVX2, AVX-512, VNNI, AMX), which decide
@@ -47,7 +47,6 @@ from bench.memory import status_mb
 REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_DIR = REPO / "tests" / "tiny_model" / "checkpoint"
 VARIANTS = ("torch-reference", "torch-engine", "openvino-fp32", "openvino-int8", "openvino-int4", "openvino-int8-act")
-CALIBRATION_IMAGES = 32
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 NEW_TOKENS = 32
 
@@ -123,7 +122,7 @@ def export_irs(work: Path, variants: list[str]) -> dict[str, float]:
             save(compress_decoder(ov.Core().read_model(str(fp32 / DECODER)), weights), folder / DECODER)
     activations = work / "openvino-int8-act"
     if "openvino-int8-act" in variants and not (activations / DECODER).is_file():
-        log(f"quantising the image encoder (int8 weights and activations, {CALIBRATION_IMAGES} calibration scenes)")
+        log("quantising the image encoder (int8 weights and activations, the export's generated calibration scenes)")
         activations.mkdir(parents=True, exist_ok=True)
         for name in (DECODER, DECODER.replace(".xml", ".bin")):
             shutil.copy(work / "openvino-int8" / name, activations / name)
@@ -137,16 +136,14 @@ def export_irs(work: Path, variants: list[str]) -> dict[str, float]:
 
 
 def calibration_pixels() -> list[np.ndarray]:
-    """float32 ``pixel_values`` (1, 3, 224, 224) of generated shapes scenes (the repository's own)."""
-    import random
+    """float32 ``pixel_values`` (1, 3, 224, 224) of the export's generated calibration scenes."""
+    from kosmos2_engine.runtime.openvino.calibration import generated_scenes
 
-    from tests.tiny_model.scenes import draw_scene, draw_two_shapes
-
-    processor, rng, pixels = processor_224(), random.Random(7), []
-    for index in range(CALIBRATION_IMAGES):
-        image = draw_two_shapes(rng, 320, 240)[0] if index % 2 else draw_scene(rng, 320, 240)[0]
-        pixels.append(processor.image_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32))
-    return pixels
+    processor = processor_224()
+    return [
+        processor.image_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+        for image in generated_scenes()
+    ]
 
 
 def cpu_flags() -> list[str]:

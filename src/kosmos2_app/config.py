@@ -9,8 +9,8 @@ variable                       meaning                                          
 ``KOSMOS2_CHECKPOINT``         weights to load instead of the ``models.json`` checkpoint      unset
                                (a folder or a hub id); the operator's choice, never a
                                request's
-``KOSMOS2_BACKEND``            ``pytorch``, ``openvino-int8``, ``-int4``, ``-fp32``:           the row's
-                               overrides the model row's backend
+``KOSMOS2_BACKEND``            ``pytorch``, ``openvino-int8``, ``-int4``, ``-fp32``,           the row's
+                               ``-int8-act``: overrides the model row's backend
 ``KOSMOS2_MAX_BATCH``          most prompts per decode batch (and images per vision pass)     64 GPU, 16 CPU
 ``KOSMOS2_BATCH_WAIT_MS``      how long a request to an idle engine waits for concurrent      0
                                ones to share its batch (requests that arrive while the

@@ -1,7 +1,8 @@
 """Which engine a deploy gets: the torch engine, or the OpenVINO engine with int8, int4 or fp32
-weights. A ``models.json`` row names its backend in ``meta.backend`` (the SDK's runtime
-selector knows only PyTorch, ONNXRuntime and TensorRT, so each OpenVINO variant is a model
-row); ``KOSMOS2_BACKEND`` overrides it for local runs."""
+weights, or int8 with int8 image-encoder activations (``int8-act``). A ``models.json`` row names
+its backend in ``meta.backend`` (the SDK's runtime selector knows only PyTorch, ONNXRuntime and
+TensorRT, so each OpenVINO variant is a model row); ``KOSMOS2_BACKEND`` overrides it for local
+runs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .config import BACKEND_ENV, ServingOptions, backend_override
 
 PYTORCH = "pytorch"
 OPENVINO_PREFIX = "openvino-"
-BACKENDS = (PYTORCH, "openvino-int8", "openvino-int4", "openvino-fp32")
+BACKENDS = (PYTORCH, "openvino-int8", "openvino-int4", "openvino-fp32", "openvino-int8-act")
 
 
 def backend_of(model_info: dict | None) -> str:

@@ -555,6 +555,6 @@ def _precision_name(engine) -> str:
     """The SDK knows FP32, FP16 and INT8: bf16 is reported as FP16 (half precision), int4
     OpenVINO weights as INT8 (the lowest it knows)."""
     weights = engine.backend.weights
-    if weights in ("int8", "int4"):
+    if weights in ("int8", "int4", "int8-act"):
         return ModelPrecision.INT8
     return ModelPrecision.FP32 if str(engine.dtype) == "torch.float32" else ModelPrecision.FP16

@@ -49,8 +49,10 @@ def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
         "Kosmos-2 OpenVINO int8",
         "Kosmos-2 OpenVINO int4",
         "Kosmos-2 OpenVINO fp32",
+        "Kosmos-2 OpenVINO int8-act",
     ]
-    assert [row["meta"]["backend"] for row in rows] == ["pytorch", "openvino-int8", "openvino-int4", "openvino-fp32"]
+    backends = [row["meta"]["backend"] for row in rows]
+    assert backends == ["pytorch", "openvino-int8", "openvino-int4", "openvino-fp32", "openvino-int8-act"]
     for row in rows:
         assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
         assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65

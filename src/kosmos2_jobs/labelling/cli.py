@@ -44,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sam2", help="the SAM 2 (hub id or folder) for masks: true (default: KOSMOS2_SAM2, else sam2.1-hiera-tiny)"
     )
-    parser.add_argument("--backend", help="pytorch (default, or KOSMOS2_BACKEND) or openvino-int8/-int4/-fp32 (CPU)")
+    parser.add_argument(
+        "--backend", help="pytorch (default, or KOSMOS2_BACKEND) or openvino-int8/-int4/-fp32/-int8-act (CPU)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda where the Ray cluster has GPUs")
     parser.add_argument("--actors", type=int, help="engine actors (default: one per GPU, or one per 8 CPU cores)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per engine call (default 16)")

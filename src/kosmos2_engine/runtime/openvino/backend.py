@@ -30,7 +30,7 @@ class OpenVINOBackend:
     Args:
         ir: the export folder (``image_encoder.xml``, ``decoder.xml``).
         config: the checkpoint's ``Kosmos2Config``.
-        weights: ``int8``, ``int4`` or ``fp32``, as exported.
+        weights: ``int8``, ``int4``, ``fp32`` or ``int8-act``, as exported.
     """
 
     device: str = "cpu"

@@ -3,6 +3,7 @@
     python -m kosmos2_engine.runtime.openvino.export microsoft/kosmos-2-patch14-224            # int8
     python -m kosmos2_engine.runtime.openvino.export /models/kosmos-2 --weights int4
     python -m kosmos2_engine.runtime.openvino.export /models/kosmos-2 --weights fp32 --output /ir
+    python -m kosmos2_engine.runtime.openvino.export /models/kosmos-2 --weights int8-act --calibration photos/
 
 Writes into ``<checkpoint folder>/openvino-<weights>/`` (a hub id resolves to its folder in the
 hub cache):
@@ -18,8 +19,10 @@ hub cache):
 Weights (of the text decoder, 1.3 of the 1.66 B parameters; the image encoder stays float32, see
 :func:`~.convert.compress_decoder`): ``int8`` (default) is NNCF's INT8_ASYM weight compression
 of every linear and embedding layer; ``int4`` is INT4_ASYM in groups of 64 on the linear layers
-(embeddings and ``lm_head`` INT8); ``fp32`` compresses nothing. Activations stay float32.
-Torch is needed here, not when serving the IR.
+(embeddings and ``lm_head`` INT8); ``fp32`` compresses nothing. ``int8-act`` is ``int8`` with the
+image encoder also quantised, weights and activations, by NNCF post-training quantisation
+(:func:`~.convert.quantize_image_encoder`), calibrated on generated scenes or on ``--calibration
+FOLDER`` (:mod:`.calibration`). Torch is needed here, not when serving the IR.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FORMATS = ("int8", "int4", "fp32")
+WEIGHT_FORMATS = ("int8", "int4", "fp32", "int8-act")
 EXPORT_VERSION = 1  # bump when the graphs or their inputs change: older IRs are then re-exported
 INFO_FILE = "export_info.json"
 IMAGE_ENCODER = "image_encoder.xml"
@@ -50,9 +53,10 @@ def ir_folder(checkpoint_folder: Path, weights: str) -> Path:
     return Path(checkpoint_folder) / f"openvino-{weights}"
 
 
-def source_fingerprint(checkpoint_folder: Path, weights: str) -> dict:
+def source_fingerprint(checkpoint_folder: Path, weights: str, calibration: str = "") -> dict:
     """What decides the IR: config.json, each weight file's name, size and the SHA-256 of its
-    first and last 4 MB, the weight format and the exporter's version and libraries."""
+    first and last 4 MB, the weight format, the calibration images (``int8-act``) and the
+    exporter's version and libraries."""
     import nncf
     import openvino
 
@@ -71,20 +75,32 @@ def source_fingerprint(checkpoint_folder: Path, weights: str) -> dict:
     return {
         "source_sha256": digest.hexdigest(),
         "weights": weights,
+        **({"calibration": calibration} if weights == "int8-act" else {}),
         "export_version": EXPORT_VERSION,
         "openvino": openvino.__version__.split("-")[0],
         "nncf": nncf.__version__,
     }
 
 
-def cached_ir(checkpoint_folder: Path, weights: str, output: Path | None = None) -> Path | None:
+def cached_ir(
+    checkpoint_folder: Path, weights: str, output: Path | None = None, calibration: str | Path | None = None
+) -> Path | None:
     """The IR folder if it holds an export of this very checkpoint and format, else None."""
     target = Path(output) if output else ir_folder(checkpoint_folder, weights)
     info = target / INFO_FILE
     if not info.is_file() or not (target / IMAGE_ENCODER).is_file() or not (target / DECODER).is_file():
         return None
     recorded = json.loads(info.read_text())
-    return target if recorded.get("fingerprint") == source_fingerprint(checkpoint_folder, weights) else None
+    expected = source_fingerprint(checkpoint_folder, weights, calibration_source(calibration))
+    return target if recorded.get("fingerprint") == expected else None
+
+
+def calibration_source(calibration: str | Path | None) -> str:
+    """How the calibration images are named in the fingerprint: the generated set, or the
+    folder's resolved path."""
+    from .calibration import GENERATED_SOURCE
+
+    return str(Path(calibration).resolve()) if calibration else GENERATED_SOURCE
 
 
 def export_openvino(
@@ -92,17 +108,22 @@ def export_openvino(
     weights: str = "int8",
     output: str | Path | None = None,
     progress: Callable[[str], None] = logger.info,
+    calibration: str | Path | None = None,
 ) -> Path:
     """Export (or reuse) the IR of ``checkpoint`` (folder or hub id) with ``weights``; returns
-    its folder. ``progress`` receives one line per step."""
+    its folder. ``progress`` receives one line per step. ``calibration``: a folder of images to
+    calibrate ``int8-act`` on (default: generated scenes)."""
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got '{weights}'")
+    if calibration is not None and weights != "int8-act":
+        raise ValueError("--calibration is for --weights int8-act (the only format that quantises activations)")
     folder = checkpoint_folder(checkpoint)
     target = Path(output) if output else ir_folder(folder, weights)
-    if cached_ir(folder, weights, target):
+    if cached_ir(folder, weights, target, calibration):
         progress(f"OpenVINO IR ({weights}) of '{checkpoint}' is up to date in {target}; reusing it.")
         return target
     started = time.perf_counter()
+    pixels = calibration_pixels(folder, calibration) if weights == "int8-act" else []  # a bad folder fails first
     import torch
 
     from ...checkpoint import load_checkpoint
@@ -112,18 +133,21 @@ def export_openvino(
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    from .convert import compress_decoder, convert_decoder, convert_image_encoder, save
+    from .convert import compress_decoder, convert_decoder, convert_image_encoder, quantize_image_encoder, save
 
     progress("[2/4] Converting the image encoder")
     encoder = convert_image_encoder(model)
     progress("[3/4] Converting the text decoder (stateful KV cache, lm_head inside)")
     decoder = convert_decoder(model)
     del model
+    if weights == "int8-act":
+        progress("[4/4] Quantising the image encoder (int8 weights and activations) on calibration images")
+        encoder = quantize_image_encoder(encoder, pixels)
     progress(f"[4/4] Compressing weights ({weights}) with NNCF and saving")
     save(encoder, partial / IMAGE_ENCODER)
-    save(compress_decoder(decoder, weights), partial / DECODER)
+    save(compress_decoder(decoder, "int8" if weights == "int8-act" else weights), partial / DECODER)
     info = {
-        "fingerprint": source_fingerprint(folder, weights),
+        "fingerprint": source_fingerprint(folder, weights, calibration_source(calibration)),
         "checkpoint": str(checkpoint),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -132,6 +156,25 @@ def export_openvino(
     os.replace(partial, target)
     progress(f"OpenVINO IR ({weights}) written to {target} in {info['seconds']} s")
     return target
+
+
+def calibration_pixels(folder: Path, calibration: str | Path | None) -> list:
+    """float32 ``pixel_values`` (1, 3, S, S) of the calibration images, by the checkpoint's own
+    processor as the engine prepares images (squashed to S x S, no crop)."""
+    import numpy as np
+    from transformers import AutoProcessor
+
+    from .calibration import folder_images, generated_scenes
+
+    processor = AutoProcessor.from_pretrained(folder, local_files_only=True).image_processor
+    side = int(json.loads((Path(folder) / "config.json").read_text())["vision_config"].get("image_size", 224))
+    images = folder_images(Path(calibration)) if calibration else generated_scenes()
+    return [
+        processor([image], return_tensors="np", size={"height": side, "width": side}, do_center_crop=False)[
+            "pixel_values"
+        ].astype(np.float32)
+        for image in images
+    ]
 
 
 def checkpoint_folder(checkpoint: str) -> Path:
@@ -158,12 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", type=Path, default=None, help="IR folder (default: openvino-<weights> beside the weights)"
     )
+    parser.add_argument(
+        "--calibration", type=Path, default=None, help="int8-act: a folder of your images to calibrate on"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ...checkpoint import CheckpointError
 
     try:
-        print(export_openvino(args.checkpoint, args.weights, args.output, progress=print))
+        print(export_openvino(args.checkpoint, args.weights, args.output, progress=print, calibration=args.calibration))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except CheckpointError as error:  # says what to do; the traceback would only hide it
         print(f"error: {error} (For this command: pass a local folder as the checkpoint.)", file=sys.stderr)
         return 2
