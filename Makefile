@@ -114,7 +114,7 @@ gpu-check:
 load-test: venv
 	$(PY) -m bench.load_test
 
-## export-openvino: OpenVINO IR beside the weights: CHECKPOINT (hub id or folder), WEIGHTS int8|int4|fp32
+## export-openvino: OpenVINO IR beside the weights: CHECKPOINT (hub id or folder), WEIGHTS int8|int4|fp32|int8-act
 CHECKPOINT ?= microsoft/kosmos-2-patch14-224
 WEIGHTS ?= int8
 export-openvino: venv

@@ -43,7 +43,6 @@ def test_each_openvino_row_deploys_and_serves(tmp_path, checkpoint_copy):
             ("Kosmos-2 OpenVINO fp32", "FP32"),
             (OPENVINO_INT8, "INT8"),
             ("Kosmos-2 OpenVINO int4", "INT8"),
-            ("Kosmos-2 OpenVINO int8-act", "INT8"),
         ):
             assert _deploy(client, name).status_code == 200
             info = client.post("/get_deploy_info", json={}).json()

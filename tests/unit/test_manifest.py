@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+from kosmos2_app.engines import backend_of
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -42,7 +44,8 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
     assert "kosmos2_engine.runtime.openvino.export /weights/" in dockerfile  # the IR can be baked too
 
 
-def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
+def test_model_table_rows_have_checkpoints_backends_and_paper_figures(monkeypatch):
+    monkeypatch.delenv("KOSMOS2_BACKEND", raising=False)  # it would override every row
     rows = json.loads((REPO / "src" / "models.json").read_text())
     assert [row["meta"]["model_name"] for row in rows] == [
         "Kosmos-2",
@@ -53,6 +56,7 @@ def test_model_table_rows_have_checkpoints_backends_and_paper_figures():
     ]
     backends = [row["meta"]["backend"] for row in rows]
     assert backends == ["pytorch", "openvino-int8", "openvino-int4", "openvino-fp32", "openvino-int8-act"]
+    assert [backend_of(row) for row in rows] == backends  # each row's backend is one a deploy accepts
     for row in rows:
         assert row["meta"]["model_files"]["checkpoint"] == "microsoft/kosmos-2-patch14-224"
         assert row["Flickr30k R@1 (test)"] == 78.7 and row["RefCOCOg acc (test)"] == 61.65
