@@ -137,13 +137,11 @@ def export_irs(work: Path, variants: list[str]) -> dict[str, float]:
 
 def calibration_pixels() -> list[np.ndarray]:
     """float32 ``pixel_values`` (1, 3, 224, 224) of the export's generated calibration scenes."""
+    from kosmos2_engine.imaging import pixel_values
     from kosmos2_engine.runtime.openvino.calibration import generated_scenes
 
-    processor = processor_224()
-    return [
-        processor.image_processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
-        for image in generated_scenes()
-    ]
+    processor = processor_224().image_processor
+    return [pixel_values(processor, [image], 224) for image in generated_scenes()]
 
 
 def cpu_flags() -> list[str]:

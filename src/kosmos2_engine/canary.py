@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .prompts import EncodedPrompt
-from .runtime.protocol import Backend
+from .runtime.torch.backend import TorchBackend
 
 CANARY_PROMPTS = (
     "<grounding>An image of",
@@ -62,7 +62,7 @@ def canary_image(side: int) -> np.ndarray:
 
 
 def first_difference(
-    backend: Backend, image_embeds: Any, prompts: Sequence[EncodedPrompt], stop_ids: Sequence[int]
+    backend: TorchBackend, image_embeds: Any, prompts: Sequence[EncodedPrompt], stop_ids: Sequence[int]
 ) -> tuple[int, int] | None:
     """Decode ``prompts`` against ``image_embeds[0]`` compiled (``backend.decode``) and eagerly
     (``backend.decode_reference``): ``None`` when every prompt's tokens agree up to its first

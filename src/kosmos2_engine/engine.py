@@ -37,7 +37,7 @@ from .decode_batches import length_sorted_batches, run_splitting_on_oom
 from .devices import check_device, default_dtype
 from .grounding import GroundedText
 from .hf_types import Kosmos2ModelConfig
-from .imaging import ImageInput, parallel_map, size_of, split_evenly, to_rgb
+from .imaging import ImageInput, parallel_map, pixel_values, size_of, split_evenly
 from .outputs import Generation, TaskResult, assemble, stop_token_ids, to_generation, until_stop
 from .prompts import EncodedPrompt, encode_prompt
 from .ranking import rank_boxes
@@ -144,15 +144,9 @@ class Kosmos2Engine:
         """``pixel_values`` (n, 3, S, S) float32 of the images, by the checkpoint's own image
         processor: each squashed to the model's square size (no crop), transparency
         composited onto white. No model work and no lock: any thread may call it."""
-        side = self.image_size
 
         def pixels(part: Sequence[ImageInput]) -> np.ndarray:
-            return self.processor.image_processor(
-                [to_rgb(image) for image in part],
-                return_tensors="np",
-                size={"height": side, "width": side},
-                do_center_crop=False,
-            )["pixel_values"].astype(np.float32)
+            return pixel_values(self.processor.image_processor, part, self.image_size)
 
         return np.concatenate(parallel_map(pixels, split_evenly(list(images), os.cpu_count() or 1)))
 
@@ -323,6 +317,8 @@ class Kosmos2Engine:
 
     def _canary_difference(self) -> tuple[int, int] | None:
         """(prompt, token) where compiled decoding of the canary first differs from eager, or None."""
+        if not isinstance(self.backend, TorchBackend):  # only the torch backend compiles
+            return None
         policy = GenerationPolicy()
         embeds = self.encode_images([canary_image(self.image_size)])
         prompts = [self._encode_prompt(text, policy) for text in CANARY_PROMPTS]

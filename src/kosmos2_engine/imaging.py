@@ -92,3 +92,14 @@ def to_rgb(image: ImageInput) -> Image.Image:
         rgba = image.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def pixel_values(image_processor: Any, images: Sequence[ImageInput], side: int) -> np.ndarray:
+    """float32 ``pixel_values`` (n, 3, side, side) of ``images`` by a checkpoint's image
+    processor: each squashed to the square (no crop), transparency composited onto white."""
+    return image_processor(
+        [to_rgb(image) for image in images],
+        return_tensors="np",
+        size={"height": side, "width": side},
+        do_center_crop=False,
+    )["pixel_values"].astype(np.float32)

@@ -78,17 +78,6 @@ class Backend(Protocol):
     def batch_sizes_to_record(self, max_batch_size: int) -> list[int]:
         """Batch sizes whose compiled graphs warm-up should record; [] when nothing compiles."""
 
-    def decode_reference(
-        self,
-        image_embeds: Any,
-        prompts: Sequence[EncodedPrompt],
-        max_new_tokens: int,
-        stop_ids: Sequence[int],
-        image_rows: Sequence[int],
-    ) -> DecodedBatch:
-        """:meth:`decode` without compilation, on the same weights: what compiled decoding must
-        equal (the warm-up canary, :mod:`kosmos2_engine.canary`)."""
-
     def decode_eagerly(self) -> None:
         """Stop compiling (after a compiler failure or a canary mismatch): decode eagerly."""
 

@@ -113,10 +113,11 @@ def evaluate_masks(
     filled."""
     from pycocotools import mask as coco_mask
 
+    def filled(box: Box, size: tuple[int, int]) -> dict:
+        return coco_mask.frPyObjects(np.array([coco_box(box)]), *size)[0]
+
     def rows(boxes, masks, size):
-        height, width = size
-        filled = [coco_mask.frPyObjects(np.array([coco_box(box)]), height, width)[0] for box in boxes]
-        return [{"segmentation": rle if rle is not None else box} for rle, box in zip(masks, filled)]
+        return [{"segmentation": rle if rle is not None else filled(box, size)} for box, rle in zip(boxes, masks)]
 
     target_rows = [rows([b for _, b in t], m, size) for t, m, size in zip(targets, target_masks, sizes)]
     detection_rows = [rows([b for _, b, _ in d], m, size) for d, m, size in zip(detections, detection_masks, sizes)]

@@ -69,10 +69,11 @@ class LabelJob:
     max_image_bytes: int = 256 << 20
     sam2: str = field(default_factory=sam2_checkpoint)
     api_factory: Callable[[], Any] = default_api_factory
+    masks: MaskOptions = field(init=False, repr=False)  # parsed from ``settings``
 
     def __post_init__(self):
         settings_policy(dict(self.settings))  # SettingsError names the field
-        MaskOptions.parse(self.settings)
+        object.__setattr__(self, "masks", MaskOptions.parse(self.settings))
         if not self.checkpoint:
             raise ValueError("checkpoint: name a hub id or a folder of weights")
         if self.batch_size < 1 or (self.actors is not None and self.actors < 1):
@@ -141,7 +142,7 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     unusable = [{"image": item.key, "reason": item.problem} for item in items if item.problem]
     usable = [item for item in items if not item.problem]
     output.ensure_datasets(usable)
-    output.write_meta(_meta(output, MaskOptions.parse(job.settings).masks))
+    output.write_meta(_meta(output, job.masks.masks))
     pending = [item for item in usable if not output.is_done(item)]
     tally, plan, interrupted = Tally(failures=list(unusable)), None, False
     progress(f"{len(items)} images in {job.source}: {len(usable) - len(pending)} done before, {len(pending)} to label.")
@@ -156,7 +157,7 @@ def run_job(job: LabelJob, progress: Callable[[str], None] = print) -> dict[str,
     finally:
         seconds = time.monotonic() - labelling_started
         output.sweep_temporaries()
-        output.write_meta(_meta(output, MaskOptions.parse(job.settings).masks))
+        output.write_meta(_meta(output, job.masks.masks))
         summary = {
             "source": job.source,
             "output": str(output.root),
@@ -241,7 +242,7 @@ def _label(
     from kosmos2_app import supervisely_env
 
     plan = plan_resources(ray.cluster_resources(), job.device, job.actors)
-    sam2 = job.sam2 if MaskOptions.parse(job.settings).masks else None
+    sam2 = job.sam2 if job.masks.masks else None
     spec = EngineSpec(job.checkpoint, job.backend, plan.device, plan.threads, max(job.batch_size, 1), sam2)
     read_args = {"output": output, "max_pixels": job.max_image_pixels, "max_bytes": job.max_image_bytes,
                  "api_factory": job.api_factory if job.remote else None}  # fmt: skip

@@ -64,17 +64,6 @@ class OpenVINOBackend:
     def batch_sizes_to_record(self, max_batch_size: int) -> list[int]:
         return []
 
-    def decode_reference(
-        self,
-        image_embeds: np.ndarray,
-        prompts: Sequence[EncodedPrompt],
-        max_new_tokens: int,
-        stop_ids: Sequence[int],
-        image_rows: Sequence[int],
-    ) -> DecodedBatch:
-        """Its one way of decoding (nothing here is compiled to check against)."""
-        return self.decode(image_embeds, prompts, max_new_tokens, stop_ids, image_rows)
-
     def decode_eagerly(self) -> None:
         pass
 

@@ -116,7 +116,7 @@ def quantize_image_encoder(model: ov.Model, calibration: list[np.ndarray]) -> ov
     (the transformer preset, SmoothQuant), statistics from ``calibration``, a list of float32
     ``pixel_values`` (1, 3, S, S). The patch embeddings, the first encoder layer, the layer norms
     around the encoder and the resampler (:data:`KEPT_FLOAT`) stay float32: quantising them too
-    kept only 93% of the tiny test model's boxes within one location bin of fp32 (96.5% with
+    kept only 90% of the tiny test model's boxes within one location bin of fp32 (96.5% with
     them kept), and on the real model they are about a twentieth of the encoder's work."""
     import nncf
 

@@ -141,9 +141,11 @@ def export_openvino(
     decoder = convert_decoder(model)
     del model
     if weights == "int8-act":
-        progress("[4/4] Quantising the image encoder (int8 weights and activations) on calibration images")
+        progress("[4/4] Quantising the image encoder (int8 weights and activations), compressing the decoder's weights "
+                 "(int8) with NNCF and saving")  # fmt: skip
         encoder = quantize_image_encoder(encoder, pixels)
-    progress(f"[4/4] Compressing weights ({weights}) with NNCF and saving")
+    else:
+        progress(f"[4/4] Compressing weights ({weights}) with NNCF and saving")
     save(encoder, partial / IMAGE_ENCODER)
     save(compress_decoder(decoder, "int8" if weights == "int8-act" else weights), partial / DECODER)
     info = {
@@ -159,22 +161,17 @@ def export_openvino(
 
 
 def calibration_pixels(folder: Path, calibration: str | Path | None) -> list:
-    """float32 ``pixel_values`` (1, 3, S, S) of the calibration images, by the checkpoint's own
-    processor as the engine prepares images (squashed to S x S, no crop)."""
-    import numpy as np
+    """float32 ``pixel_values`` (1, 3, S, S) of the calibration images, prepared as the engine
+    prepares images (:func:`~kosmos2_engine.imaging.pixel_values`)."""
     from transformers import AutoProcessor
 
+    from ...imaging import pixel_values
     from .calibration import folder_images, generated_scenes
 
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True).image_processor
     side = int(json.loads((Path(folder) / "config.json").read_text())["vision_config"].get("image_size", 224))
     images = folder_images(Path(calibration)) if calibration else generated_scenes()
-    return [
-        processor([image], return_tensors="np", size={"height": side, "width": side}, do_center_crop=False)[
-            "pixel_values"
-        ].astype(np.float32)
-        for image in images
-    ]
+    return [pixel_values(processor, [image], side) for image in images]
 
 
 def checkpoint_folder(checkpoint: str) -> Path:

@@ -96,7 +96,9 @@ class TorchBackend:
         stop_ids: Sequence[int],
         image_rows: Sequence[int],
     ) -> DecodedBatch:
-        """By an eager decoder of its own (its caches freed when it returns)."""
+        """:meth:`decode` by an eager decoder of its own, on the same weights (its caches freed
+        when it returns): what compiled decoding must equal (the warm-up canary,
+        :mod:`kosmos2_engine.canary`)."""
         eager = StaticDecoder(self.model, compile_step=False)
         try:
             return eager.decode(image_embeds, prompts, max_new_tokens, stop_ids, image_rows)
