@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from bench.machine import bandwidth_share, environment, peak_memory_mib, reset_peak_memory, synchronize
-from bench.report import write_report
+from bench.report import write_partial, write_report
 from kosmos2_engine import Kosmos2Engine, RequestBatcher, policy_from_settings
 from kosmos2_engine.runtime.torch.backend import TorchBackend
 from kosmos2_engine.tasks import CAPTION_PROMPT
@@ -196,18 +196,22 @@ def main(argv=None) -> dict:
     model = random_model(args.device, torch.bfloat16) if on_gpu else reference_model
     del reference_model
     engine = Kosmos2Engine(TorchBackend(model, args.device), processor, model.config, max_batch_size=max(args.batches))
+    sections = {
+        "engine": lambda: bench_batches(engine, images, args.batches, args.new_tokens, args.repeats),
+        "phrase_grounding": lambda: bench_phrases(engine, images[0], args.phrases, args.repeats),
+        "concurrency": lambda: bench_concurrency(engine, images, args.clients, args.new_tokens),
+        "decode_bandwidth": lambda: bench_decode_bandwidth(engine, images[0], args.new_tokens),
+    }
     with mock.patch("kosmos2_engine.engine.stop_token_ids", lambda tokenizer, policy: ()):
         log("engine warm-up")
-        report["warm_up_s"] = timed(engine.warm_up)
-        log("engine batches")
-        report["engine"] = bench_batches(engine, images, args.batches, args.new_tokens, args.repeats)
-        log("phrase grounding")
-        report["phrase_grounding"] = bench_phrases(engine, images[0], args.phrases, args.repeats)
+        report["warm_up_s"] = timed(lambda: engine.warm_up(checks=False))  # random weights: nothing to check
+        report["decoder"], report["dtype"] = engine.decoder_status.describe(), str(engine.dtype)
+        log(f"decoder: {report['decoder']}, {report['dtype']}")
+        for name, section in sections.items():
+            log(name.replace("_", " "))
+            report[name] = section()
+            write_partial(report, args.out)  # what a run stopped at its time limit has measured
         report["caption_batch1_s"] = report["engine"][0]["p50_s"]
-        log("concurrent requests")
-        report["concurrency"] = bench_concurrency(engine, images, args.clients, args.new_tokens)
-        log("decode bandwidth")
-        report["decode_bandwidth"] = bench_decode_bandwidth(engine, images[0], args.new_tokens)
     best = max(row["images_per_s"] for row in report["engine"])
     report["speedup_vs_reference"] = best / report["reference"]["images_per_s"]
     write_report(report, args.out)

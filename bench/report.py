@@ -7,12 +7,27 @@ import re
 from pathlib import Path
 
 
-def write_report(report: dict, folder: Path) -> Path:
-    """Write ``<date>-<device>.json`` and ``.md`` into ``folder``; print the Markdown."""
-    folder.mkdir(parents=True, exist_ok=True)
+def slug_of(report: dict) -> str:
+    """``<date>-<device name>``, lower case, dashes: the report's file name without suffix."""
     env = report["environment"]
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{env['date'][:10]}-{env['device_name']}".lower()).strip("-")
+    return re.sub(r"[^a-z0-9]+", "-", f"{env['date'][:10]}-{env['device_name']}".lower()).strip("-")
+
+
+def write_partial(report: dict, folder: Path) -> Path:
+    """Write what ``report`` holds so far as ``<slug>.partial.json`` (replaced by the full report)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{slug_of(report)}.partial.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def write_report(report: dict, folder: Path) -> Path:
+    """Write ``<date>-<device>.json`` and ``.md`` into ``folder`` (removing the partial report);
+    print the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = slug_of(report)
     (folder / f"{slug}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / f"{slug}.partial.json").unlink(missing_ok=True)
     markdown = to_markdown(report)
     (folder / f"{slug}.md").write_text(markdown)
     print(markdown)
@@ -54,7 +69,8 @@ def to_markdown(report: dict) -> str:
         f"- Decode step at batch 1: {band['step_ms']:.1f} ms, {band['achieved_gb_per_s']:.1f} GB/s of "
         f"{band['decoder_weight_gb']:.2f} GB decoder weights: {share} of the peak "
         f"({band['peak_gb_per_s']:.0f} GB/s, {band['peak_source']}).",
-        f"- Warm-up (and compilation) at deploy: {report['warm_up_s']:.1f} s.",
+        f"- Warm-up (and compilation) at deploy: {report['warm_up_s']:.1f} s; decoder "
+        f"{report.get('decoder', 'not recorded')}, {report.get('dtype', 'dtype not recorded')}.",
         "",
     ]
     return "\n".join(lines)

@@ -73,7 +73,8 @@ from .routes.smart_cache import SmartCacheRoute
 from .routes.tasks import register_task_routes
 from .routes.url_fetch import ImageFetcher
 from .routes.videos import VideoRoutes
-from .video import tracker_defaults, tracking_available
+from .video.tracking import default_settings as tracker_defaults
+from .video.tracking import tracking_available
 
 LOGGERS = ("uvicorn.access", "uvicorn.error")
 

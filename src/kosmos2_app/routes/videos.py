@@ -36,9 +36,9 @@ from supervisely.nn.inference.inference_request import InferenceRequest
 from ..config import VideoLimits
 from ..http.errors import bad_request
 from ..http.metrics import note_task
-from ..video import VideoFile, VideoRefused, VideoRequest, VideoStore, run_video, video_request
+from ..video import VideoFile, VideoRefused, VideoRequest, VideoStore, video_request
 from ..video.files import VideoTooLarge, copy_capped
-from ..video.job import VideoSource, tracking_settings
+from ..video.job import VideoSource, run_video, tracking_settings
 from ..video.tracking import require_tracking, tracker_settings
 from .images import check_state, form_state, request_settings
 

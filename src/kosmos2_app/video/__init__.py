@@ -7,21 +7,13 @@ batches, objects tracked across frames (see ``docs/supervisely.md``, "Videos").
 * :mod:`.frames`: frames read and decoded in a thread of their own, a batch ahead of inference;
 * :mod:`.tracking`: BoT-SORT (the SDK's) over each frame's boxes, and the video annotation;
 * :mod:`.job`: one video request from its file to per-frame results and the video annotation.
+
+Only the SDK-free modules are imported here: :mod:`.frames` (read by ``bench.video_bench`` on a
+GPU machine without supervisely) must import without the SDK; import :mod:`.job` and
+:mod:`.tracking` by their own names.
 """
 
 from .files import VideoFile, VideoRefused, VideoStore
-from .job import run_video
 from .request import VideoRequest, video_request
-from .tracking import default_settings as tracker_defaults
-from .tracking import tracking_available
 
-__all__ = [
-    "VideoFile",
-    "VideoRefused",
-    "VideoRequest",
-    "VideoStore",
-    "run_video",
-    "tracker_defaults",
-    "tracking_available",
-    "video_request",
-]
+__all__ = ["VideoFile", "VideoRefused", "VideoRequest", "VideoStore", "video_request"]

@@ -10,8 +10,9 @@ of gpt-fast's ``prefill`` / ``decode_one_token``:
   a batch.)
 * **The KV cache is static**: ``(B, heads, max_len, head_dim)`` per layer, allocated once per
   (batch size, length) bucket and written in place; a boolean ``(B, max_len)`` mask says which
-  slots hold real keys. Every decode step has the same shapes, so it can run under
-  ``torch.compile(mode="reduce-overhead")`` (CUDA graphs).
+  slots hold real keys. Every decode step of a call has the same shapes, so it can run under
+  ``torch.compile(mode="reduce-overhead", dynamic=True)``: a CUDA graph per shape, two compiles
+  for every shape (batch 1, and one with symbolic batch and length).
 * **The image prefix runs once per image.** Every prompt starts with ``<s> <image>`` and the 64
   image tokens; when an image has several prompts in a batch, that part runs once for it and
   its keys and values are copied into the rows of its prompts (20 phrases: one prefix).
@@ -57,8 +58,8 @@ class StaticDecoder:
     Args:
         model: the full model (its ``text_model`` is used), in eval mode, on its device.
         compile_step: run the one-token step under ``torch.compile(mode="reduce-overhead",
-            fullgraph=True)``; batch sizes are then padded up to :data:`BATCH_BUCKETS` so that
-            a handful of graphs serve every batch.
+            fullgraph=True, dynamic=True)``; batch sizes are then padded up to
+            :data:`BATCH_BUCKETS` so that a handful of CUDA graphs serve every batch.
     """
 
     def __init__(self, model: Kosmos2Model, compile_step: bool = False) -> None:
@@ -72,9 +73,10 @@ class StaticDecoder:
         self._caches: dict[tuple[int, int], StaticCache] = {}
         self._step = self._decode_step
         if compile_step:
-            # One graph per (batch bucket, cache length): allow more than dynamo's default 8.
+            # Batch and cache length symbolic: one compile serves every bucket and length (batch 1,
+            # which dynamo specialises, compiles once more); CUDA graphs are recorded per shape.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+            self._step = torch.compile(self._decode_step, mode="reduce-overhead", fullgraph=True, dynamic=True)
 
     def bucket(self, batch: int) -> int:
         """Rows actually run for a batch of ``batch`` prompts (itself unless compiled)."""
