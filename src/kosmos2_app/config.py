@@ -42,8 +42,9 @@ variable                       meaning                                          
                                ``stride``); frames have at most ``KOSMOS2_MAX_IMAGE_PIXELS``
 ``KOSMOS2_REID_WEIGHTS``       OSNet re-identification weights for the BoT-SORT tracker (a   unset: off
                                file on the server); tracking matches by motion alone without
-``KOSMOS2_SAM2``               the SAM 2 that ``masks: true`` uses (a folder, or a hub id   facebook/sam2.1-
-                               in the local cache), loaded on the first mask request          hiera-tiny
+``KOSMOS2_SAM2``               the SAM 2 that ``masks: true`` uses (a folder, or a hub id   the model row's
+                               in the local cache), loaded on the first mask request;         (``meta.sam2``),
+                               stands for the model row's choice                             else hiera-tiny
 ``KOSMOS2_SAM2_AT_DEPLOY``     ``1``: load and warm SAM 2 at deploy (the deploy fails when it  0
                                cannot), so that the first mask request pays nothing
 ``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
@@ -199,9 +200,16 @@ class VideoLimits:
         )
 
 
+def sam2_override() -> str | None:
+    """``KOSMOS2_SAM2``: the operator's SAM 2 (a folder or a hub id), standing for the model
+    row's choice; None when unset."""
+    return _text(SAM2_ENV) or None
+
+
 def sam2_checkpoint() -> str:
-    """``KOSMOS2_SAM2``: the SAM 2 that segments boxes (a folder or a hub id)."""
-    return _text(SAM2_ENV) or DEFAULT_SAM2
+    """The SAM 2 of a job with no model row (labelling, evaluation): ``KOSMOS2_SAM2``, else
+    :data:`DEFAULT_SAM2`."""
+    return sam2_override() or DEFAULT_SAM2
 
 
 def listen_address() -> tuple[str, int]:

@@ -6,15 +6,16 @@ image, all of an image's boxes in one mask-decoder call, the images of a request
 box becomes a Bitmap of its class, cut to the image, tagged with Kosmos-2's ``confidence`` and
 SAM 2's own estimate of the mask's quality (``mask_quality``); ``keep_boxes: true`` keeps the
 rectangles beside the masks. A class that has masks is declared with any geometry in the meta
-(``AnyGeometry``), so that its rectangles and its bitmaps are both valid labels of it. SAM 2
-(``KOSMOS2_SAM2``) is loaded on the first request that asks for masks, or at deploy and warmed
-up there (``KOSMOS2_SAM2_AT_DEPLOY=1``).
+(``AnyGeometry``), so that its rectangles and its bitmaps are both valid labels of it. Which
+SAM 2 is the model row's choice for the deploy's device (:func:`sam2_of`: Hiera large on GPU,
+tiny on CPU), or ``KOSMOS2_SAM2``; it is loaded on the first request that asks for masks, or at
+deploy and warmed up there (``KOSMOS2_SAM2_AT_DEPLOY=1``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from fastapi import HTTPException, status
 
 from kosmos2_engine import BoxSegmenter, CheckpointError, SettingsError
 
+from .config import DEFAULT_SAM2, sam2_override
 from .http.errors import bad_request
 
 FIELDS = ("masks", "keep_boxes")
@@ -50,6 +52,37 @@ class MaskOptions:
             return cls.parse(settings)
         except SettingsError as error:
             raise bad_request(str(error)) from None
+
+
+def sam2_of(model_info: Mapping[str, Any] | None, device: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The SAM 2 (hub id or folder) of a deploy of ``model_info`` on ``device``:
+    ``KOSMOS2_SAM2`` when set; else ``meta.sam2[kind]`` (``kind``: ``cuda`` or ``cpu``) of the
+    row, or of the default row (``rows[0]``) when the row names none (a Team Files checkpoint);
+    else :data:`~.config.DEFAULT_SAM2`. ``model_info`` comes from the deploy request, so a choice
+    must be one that ``rows`` (``models.json``) list: ``ValueError`` naming the field otherwise."""
+    override = sam2_override()
+    if override:
+        return override
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    choices = _sam2_choices(model_info)
+    if choices is None and rows:
+        choices = _sam2_choices(rows[0])
+    if choices is None:
+        return DEFAULT_SAM2
+    if not isinstance(choices, Mapping):
+        raise ValueError(f"model_info.meta.sam2 must map 'cuda' and 'cpu' to a SAM 2, got {choices!r}")
+    chosen = choices.get(kind)
+    if chosen is None:
+        return DEFAULT_SAM2
+    listed = sorted({value for row in rows for value in (_sam2_choices(row) or {}).values()})
+    if not isinstance(chosen, str) or chosen not in listed:
+        raise ValueError(f"model_info.meta.sam2.{kind} must be one of {', '.join(listed)}, got {chosen!r}")
+    return chosen
+
+
+def _sam2_choices(row: Mapping[str, Any] | None) -> Any:
+    meta = (row or {}).get("meta")
+    return meta.get("sam2") if isinstance(meta, Mapping) else None
 
 
 class LazySegmenter:

@@ -58,7 +58,7 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
-from .masks import LazySegmenter, MaskOptions
+from .masks import LazySegmenter, MaskOptions, sam2_of
 from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
 from .reference_box import MODE, REFERENCE_MODE, reference_box
@@ -152,6 +152,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         try:
             key = (checkpoint if origin else checkpoint_override() or checkpoint, backend_of(model_info))
             options = ServingOptions.from_environment(device)
+            sam2 = sam2_of(model_info, device, self.pretrained_models)
         except ValueError as error:
             raise bad_request(str(error)) from error
         if origin and key[1] != PYTORCH:
@@ -162,8 +163,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._batcher.call(self._engine.warm_up)
         elif origin:
             self._swap_in(*self._loaded_custom_engine(key, device, options, origin), key)
+            self._use_sam2(sam2)
         else:
             self._swap_in(*self._loaded_engine(key, device, options), key)
+            self._use_sam2(sam2)
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.segmenter.follow(batcher.call, batcher.engine.device)
@@ -181,6 +184,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             )
         self.model_precision = _precision_name(batcher.engine)
         self._publish_annotation_meta()
+
+    def _use_sam2(self, checkpoint: str) -> None:
+        """SAM 2 as the deploy that loaded the engine chose it (:func:`.masks.sam2_of`); a move
+        of the same engine (the idle freeze and its wake-up) keeps the one it has."""
+        if self.segmenter.checkpoint != checkpoint:
+            self.segmenter = LazySegmenter(checkpoint)
 
     def _loaded_engine(
         self, key: tuple[str, str], device: str, options: ServingOptions

@@ -42,26 +42,25 @@ def test_unreachable_hub_fails_fast_with_what_to_set_and_the_engine_imports_noth
 
 
 @pytest.mark.parametrize(
-    "arguments", [["microsoft/kosmos-2-patch14-224"], ["--sam2", "facebook/sam2.1-hiera-tiny"]], ids=["kosmos2", "sam2"]
+    "arguments",
+    [["microsoft/kosmos-2-patch14-224", "weights"], ["--sam2", "facebook/sam2.1-hiera-large"]],
+    ids=["kosmos2", "sam2-into-the-cache"],
 )
 def test_a_failed_weight_download_fails_the_build(tmp_path, arguments):
     """The hub is out of reach (HF_HUB_OFFLINE, empty cache): the script must exit non-zero,
-    leaving no weights behind, so that `docker build` stops (Kosmos-2's weights and SAM 2's)."""
-    import os
-    import subprocess
-    import sys
-
+    leaving no weights behind, so that `docker build` stops (Kosmos-2's weights into a folder,
+    SAM 2's into the cache, as the Dockerfile calls it)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run(
-        [sys.executable, "docker/download_weights.py", *arguments, str(tmp_path / "weights")],
-        cwd=REPO,
+        [sys.executable, str(REPO / "docker" / "download_weights.py"), *arguments],
+        cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
-    assert not list((tmp_path / "weights").glob("*.safetensors"))
+    assert not list(tmp_path.rglob("*.safetensors"))
 
 
 def test_gpu_check_dry_run_checks_every_step_without_cuda(tmp_path):

@@ -69,6 +69,28 @@ def test_sam2_loads_on_the_first_mask_request_or_at_deploy_when_asked(served, tm
         assert response.status_code == 503 and "KOSMOS2_SAM2" in response.text, response.text
 
 
+def test_without_kosmos2_sam2_a_deploy_takes_its_model_rows_sam2(tmp_path, tiny_checkpoint):
+    """The Serve button's deploy of the PyTorch row on CPU takes the row's ``meta.sam2.cpu``
+    (Hiera tiny in the table; here the row is changed to choose large, which the default is
+    not); with its weights in no cache here, a mask request is a 503 that says what to set, and
+    the server goes on serving boxes."""
+    with app_environment(tmp_path, tiny_checkpoint) as patch:
+        patch.delenv("KOSMOS2_SAM2")
+        patch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        assert model.pretrained_models[0]["meta"]["sam2"]["cpu"] == "facebook/sam2.1-hiera-tiny"
+        model.pretrained_models[0]["meta"]["sam2"]["cpu"] = "facebook/sam2.1-hiera-large"
+        client = client_for(model)
+        assert deploy_on_cpu(client).status_code == 200
+        info = client.post("/get_session_info", json={}).json()
+        assert (info["sam2"], info["sam2_loaded"]) == ("facebook/sam2.1-hiera-large", False)
+        image = scene(*SCENE_CASES[0])[0]
+        masked = infer_image(client, image, masks=True)
+        assert masked.status_code == 503 and "KOSMOS2_SAM2" in masked.text, masked.text
+        assert len(rectangles(infer_image(client, image).json()["annotation"])) == 1
+
+
 def test_how_the_engine_decodes_is_in_the_session_info_and_the_metrics(served, tmp_path, tiny_checkpoint):
     """Eager on CPU, said as such; with compiling asked for (``KOSMOS2_COMPILE=1``) and a
     compiler that miscompiles the decode step, the warm-up canary catches it: the server

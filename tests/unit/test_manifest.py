@@ -38,9 +38,13 @@ def test_dockerfile_matches_the_pinned_sdk_and_bakes_weights():
     assert f"LABEL python_sdk_version={pins()['supervisely']}" in dockerfile
     assert "requirements.txt" in dockerfile and "download_weights.py" in dockerfile
     assert "KOSMOS2_CHECKPOINT=/weights/" in dockerfile
-    assert (
-        "download_weights.py --sam2 facebook/sam2.1-hiera-tiny" in dockerfile and "KOSMOS2_SAM2=/weights/" in dockerfile
-    )
+    rows = json.loads((REPO / "src" / "models.json").read_text())
+    sam2s = {hub_id for row in rows for hub_id in row["meta"]["sam2"].values()}
+    assert sam2s == {"facebook/sam2.1-hiera-tiny", "facebook/sam2.1-hiera-large"}
+    for hub_id in sam2s:  # every row's SAM 2, into the cache where its hub id loads offline
+        assert f"download_weights.py --sam2 {hub_id}\n" in dockerfile or f"--sam2 {hub_id} &&" in dockerfile
+    assert "ENV HF_HOME=/weights/" in dockerfile
+    assert "KOSMOS2_SAM2=" not in dockerfile  # it would stand for every row's choice
     assert "kosmos2_engine.runtime.openvino.export /weights/" in dockerfile  # the IR can be baked too
 
 

@@ -145,3 +145,28 @@ def test_sam2_follows_the_engine_to_another_device_once_loaded_and_not_before():
     image, _ = draw_two_shapes(random.Random(5), 128, 96)
     [[mask]] = segmenter.segment([np.asarray(image)], [np.array([[4, 4, 60, 60]], np.float32)])
     assert mask.area > 0
+
+
+def test_which_sam2_a_deploy_uses_is_the_model_rows_choice_for_its_device(monkeypatch):
+    """The model table: Hiera large on GPU, tiny on CPU (the OpenVINO rows: tiny); a row that
+    names none (a Team Files checkpoint) takes the default row's; ``KOSMOS2_SAM2`` stands for
+    every row's; a choice that the table does not list is refused, naming the field."""
+    import json
+
+    from kosmos2_app.app_files import MODELS
+    from kosmos2_app.masks import sam2_of
+
+    monkeypatch.delenv("KOSMOS2_SAM2", raising=False)
+    rows = json.loads(MODELS.read_text())
+    pytorch, openvino = rows[0], rows[1]
+    assert sam2_of(pytorch, "cuda:0", rows) == "facebook/sam2.1-hiera-large"
+    assert sam2_of(pytorch, "cpu", rows) == "facebook/sam2.1-hiera-tiny"
+    assert sam2_of(openvino, "cpu", rows) == "facebook/sam2.1-hiera-tiny"
+    assert sam2_of({"meta": {"model_name": "fine-tuned"}}, "cuda", rows) == "facebook/sam2.1-hiera-large"
+    hostile = {"meta": {"sam2": {"cpu": "https://127.0.0.1/evil"}}}
+    with pytest.raises(ValueError, match=r"model_info\.meta\.sam2\.cpu must be one of .*hiera-large"):
+        sam2_of(hostile, "cpu", rows)
+    with pytest.raises(ValueError, match=r"model_info\.meta\.sam2 must map"):
+        sam2_of({"meta": {"sam2": ["facebook/sam2.1-hiera-large"]}}, "cpu", rows)
+    monkeypatch.setenv("KOSMOS2_SAM2", "/weights/my-sam2")
+    assert sam2_of(pytorch, "cuda", rows) == sam2_of(hostile, "cpu", rows) == "/weights/my-sam2"
