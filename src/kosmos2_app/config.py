@@ -48,7 +48,8 @@ variable                       meaning                                          
 ``KOSMOS2_SAM2_AT_DEPLOY``     ``1``: load and warm SAM 2 at deploy (the deploy fails when it  0
                                cannot), so that the first mask request pays nothing
 ``KOSMOS2_CLASSES``            the declared classes: names separated by commas, or JSON, a    COCO's 80
-                               list of names or ``{"name": "phrase"}`` (see
+                               list of names or ``{"name": "phrase"}`` or ``{"name":
+                               {"phrase": ..., "geometry": "mask"}}`` (see
                                :mod:`.ontology`); a deploy's ``classes`` replaces them
 =============================  ============================================================  ==========
 

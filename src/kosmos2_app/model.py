@@ -243,7 +243,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         handed out stay)."""
         if self.annotations is None:
             self.annotations = AnnotationBuilder(on_meta_change=self._set_meta)
-        self.annotations.declare(self.ontology.names)
+        self.annotations.declare(self.ontology.names, self.ontology.masked)
         self._set_meta(self.annotations.meta)
 
     def _set_meta(self, meta: sly.ProjectMeta) -> None:
@@ -320,7 +320,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         None when ``settings`` ask for a region of interest (it is cut from the whole image)."""
         if any(settings.get(name) is not None for name in ROI_SETTINGS) or settings.get(MODE) == REFERENCE_MODE:
             return None
-        if MaskOptions.of(settings).masks:  # SAM 2 segments the whole image
+        if MaskOptions.of(settings).masks or self.ontology.masked:  # SAM 2 segments the whole image
             return None
         return self._require_batcher().engine.image_size
 
@@ -330,8 +330,9 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         """The annotation of each whole image from its result (boxes of a region of interest
         shifted back into the image; the ``classes`` whitelist applied, as the SDK does, except
         around the toolbox's selected box, whose results are whole-image and hold only the
-        classes asked for, and its description); with ``masks: true`` each kept box segmented
-        (see :mod:`.masks`: blocking, on the engine thread)."""
+        classes asked for, and its description); with ``masks: true`` each kept box segmented,
+        else each kept box of a class declared ``mask`` (see :mod:`.masks`: blocking, on the
+        engine thread)."""
         if reference_box(settings, len(images)) is not None:  # merged into whole-image results, classes found
             found, classes = None, None
         else:
@@ -344,9 +345,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             for (width, height), result, crop in zip(sizes, results, crops)
         ]
         options = MaskOptions.of(settings)
+        kept = [kept_boxes(p, classes) for p in predictions]
+        wanted = [[b for b in boxes if options.masks or b.class_name in self.ontology.masked] for boxes in kept]
         masks: list = [None] * len(images)
-        if options.masks:
-            masks = self._masks_of(images, [kept_boxes(p, classes) for p in predictions])
+        if any(wanted):
+            segmented = self._masks_of(images, wanted)
+            masks = [_aligned(*image) for image in zip(kept, wanted, segmented)]
         return [
             builder.annotation(height, width, dtos, classes, image_masks, options.keep_boxes)
             for (width, height), dtos, image_masks in zip(sizes, predictions, masks)
@@ -553,6 +557,13 @@ def _not_deployed() -> HTTPException:
         status.HTTP_503_SERVICE_UNAVAILABLE,
         detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
     )
+
+
+def _aligned(boxes: list, segmented: list, masks: list) -> list:
+    """One entry per box of ``boxes``: the mask of that box if it is among ``segmented`` (whose
+    masks are ``masks``, in order), else None (it stays a rectangle)."""
+    by_box = {id(box): mask for box, mask in zip(segmented, masks)}
+    return [by_box.get(id(box)) for box in boxes]
 
 
 def _in_passing_thread(function, *args):

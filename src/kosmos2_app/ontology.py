@@ -3,7 +3,9 @@
 Supervisely's apps read a model's classes from its meta (the Predict App will not start until
 one is selected) and send the chosen ones back as ``settings["classes"]``. An :class:`Ontology`
 maps each declared class name to the phrase Kosmos-2 grounds to find it (``"car": "a car"``; a
-plain name is its own phrase). Declared classes are in the model meta from the deploy on.
+plain name is its own phrase), and says its geometry: ``rectangle`` (the default) or ``mask``
+(``"car": {"phrase": "a car", "geometry": "mask"}``: declared as a Bitmap class, its boxes
+segmented by SAM 2 on every request). Declared classes are in the model meta from the deploy on.
 
 ``classes`` in a request means **find these** (:func:`find_settings`) when the task is the
 default caption, or phrase grounding without phrases: every class's phrase is grounded on the
@@ -39,11 +41,16 @@ MAX_NAME_CHARS = 200
 FIND_TASKS = (None, "caption")  # tasks that ``classes`` turns into finding those classes
 
 
+GEOMETRIES = ("rectangle", "mask")
+
+
 @dataclass(frozen=True)
 class Ontology:
-    """Declared classes, in order: ``phrases[name]`` is the phrase grounded to find ``name``."""
+    """Declared classes, in order: ``phrases[name]`` is the phrase grounded to find ``name``;
+    ``masked``: the names declared with geometry ``mask``."""
 
     phrases: Mapping[str, str]
+    masked: frozenset[str] = frozenset()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -55,7 +62,8 @@ class Ontology:
 
     @classmethod
     def parse(cls, value: Any, field: str = "classes", limit: int = MAX_CLASSES) -> Ontology:
-        """From a list of names, an object ``{name: phrase}``, or text: JSON of either, or
+        """From a list of names, an object ``{name: phrase}`` or ``{name: {"phrase": phrase,
+        "geometry": "rectangle" | "mask"}}`` (both keys optional), or text: JSON of these, or
         names separated by commas or new lines. :class:`SettingsError` naming ``field`` when
         it is none of these, empty, or longer than ``limit``."""
         if isinstance(value, str):
@@ -70,10 +78,14 @@ class Ontology:
             raise SettingsError(field, "give at least one class name")
         if len(value) > limit:
             raise SettingsError(field, f"at most {limit} classes, got {len(value)}")
-        phrases = {}
-        for name, phrase in value.items():
-            phrases[_name(field, name)] = _name(f"{field}.{name}", phrase)
-        return cls(phrases)
+        phrases, masked = {}, set()
+        for name, entry in value.items():
+            name = _name(field, name)
+            phrase, geometry = _entry(f"{field}.{name}", name, entry)
+            phrases[name] = phrase
+            if geometry == "mask":
+                masked.add(name)
+        return cls(phrases, frozenset(masked))
 
     @classmethod
     def default(cls) -> Ontology:
@@ -88,6 +100,19 @@ def _from_text(text: str, field: str) -> Any:
         except json.JSONDecodeError as error:
             raise SettingsError(field, f"is not valid JSON: {error.msg} at character {error.pos}") from None
     return [part.strip() for part in stripped.replace("\n", ",").split(",") if part.strip()]
+
+
+def _entry(field: str, name: str, entry: Any) -> tuple[str, str]:
+    """(phrase, geometry) of one declared class: a phrase, or ``{"phrase", "geometry"}``."""
+    if not isinstance(entry, dict):
+        return _name(field, entry), "rectangle"
+    unknown = sorted(set(entry) - {"phrase", "geometry"})
+    if unknown:
+        raise SettingsError(field, f"takes 'phrase' and 'geometry', not {', '.join(map(repr, unknown))}")
+    geometry = entry.get("geometry", "rectangle")
+    if geometry not in GEOMETRIES:
+        raise SettingsError(f"{field}.geometry", f"one of {', '.join(GEOMETRIES)}, got {geometry!r}")
+    return _name(f"{field}.phrase", entry.get("phrase", name)), geometry
 
 
 def _name(field: str, value: Any) -> str:

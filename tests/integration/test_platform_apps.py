@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kosmos2_app import Kosmos2
@@ -111,6 +112,10 @@ def test_the_ontology_reads_names_objects_and_text():
     assert Ontology.parse("car, dog\nbus").names == ("car", "dog", "bus")
     assert Ontology.parse('["car"]').names == ("car",)
     assert Ontology.default().phrase_of("zebra crossing") == "zebra crossing"  # open vocabulary
+    declared = Ontology.parse({"car": {"phrase": "a car", "geometry": "mask"}, "bus": {}, "van": "a van"})
+    assert declared.phrases == {"car": "a car", "bus": "bus", "van": "a van"} and declared.masked == {"car"}
+    with pytest.raises(SettingsError, match=r"'classes\.car': takes 'phrase' and 'geometry', not 'shape'"):
+        Ontology.parse({"car": {"shape": "mask"}})
     with pytest.raises(SettingsError, match="at most 2 classes"):
         Ontology.parse(["a", "b", "c"], limit=2)
 
@@ -170,6 +175,47 @@ def test_a_deploy_declares_its_own_classes_and_a_wrong_list_changes_nothing(serv
         image, drawn = scene(*SCENE_CASES[2])  # a green triangle
         found = rectangles(infer_image(client, image, classes=["triangle"]).json()["annotation"])
         assert [r["class"] for r in found] == ["triangle"] and tlbr_iou(found[0]["tlbr"], drawn) >= 0.5
+    finally:
+        assert _deploy(client, classes=list(COCO_CLASSES)).status_code == 200
+
+
+def test_a_class_declared_as_a_mask_is_a_bitmap_class_segmented_on_every_request(served):
+    """``{"square": {"geometry": "mask"}}``: the meta the Predict App reads at start says Bitmap
+    for ``square`` (rectangle for ``triangle``), a request with no ``masks`` gets the square as
+    a Bitmap (IoU >= 0.85 with the drawn square) and the triangle as a rectangle, and the meta
+    still says Bitmap; a rectangle of the class (``keep_boxes``) widens it to any geometry."""
+    import random
+
+    import supervisely as sly
+
+    from tests.tiny_model.scenes import draw_two_shapes
+
+    _, client = served
+    wrong = _deploy(client, classes={"square": {"geometry": "polygon"}})
+    assert wrong.status_code == 400 and "deploy_params.classes.square.geometry" in wrong.json()["message"]
+    pixels, (square, _) = draw_two_shapes(random.Random(11), 200, 150, (("yellow", "square"), ("red", "triangle")))
+    image = np.asarray(pixels)  # samples/shapes.png: the scene the tiny SAM 2 is held to 0.85 on
+    try:
+        declared = {"square": {"phrase": "square", "geometry": "mask"}, "triangle": "triangle"}
+        assert _deploy(client, classes=declared).status_code == 200
+        shapes = {c["title"]: c["shape"] for c in _meta(client)["classes"]}
+        assert shapes == {"square": "bitmap", "triangle": "rectangle"}
+        assert "mask_quality" in {t["name"] for t in _meta(client)["tags"]}
+        annotation = infer_image(client, image, classes=["square", "triangle"]).json()["annotation"]
+        ann = sly.Annotation.from_json(annotation, sly.ProjectMeta.from_json(_meta(client)))
+        by_class = {label.obj_class.name: label for label in ann.labels}
+        assert isinstance(by_class["square"].geometry, sly.Bitmap)
+        assert isinstance(by_class["triangle"].geometry, sly.Rectangle)
+        left, top, right, bottom = square.pixel_ltrb
+        truth = np.zeros(image.shape[:2], bool)
+        truth[top : bottom + 1, left : right + 1] = True
+        drawn = np.zeros(image.shape[:2], bool)
+        by_class["square"].geometry.draw(drawn, True)
+        assert (drawn & truth).sum() / (drawn | truth).sum() >= 0.85
+        assert {c["title"]: c["shape"] for c in _meta(client)["classes"]} == shapes  # no conflict, no change
+        kept = infer_image(client, image, classes=["square"], keep_boxes=True).json()["annotation"]
+        assert sorted(o["geometryType"] for o in kept["objects"]) == ["bitmap", "rectangle"]
+        assert {c["title"]: c["shape"] for c in _meta(client)["classes"]}["square"] == "any"
     finally:
         assert _deploy(client, classes=list(COCO_CLASSES)).status_code == 200
 

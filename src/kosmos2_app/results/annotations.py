@@ -64,28 +64,49 @@ def boxes_xyxy(boxes: Sequence[PredictionBBox]) -> np.ndarray:
     return tlbr[:, [1, 0, 3, 2]] + np.array([0, 0, 1, 1], np.float32)
 
 
-def with_mask_class(meta: sly.ProjectMeta, name: str) -> sly.ProjectMeta:
-    """``meta`` where class ``name`` takes any geometry (its rectangles and its bitmaps; a
-    rectangle class of that name is widened, its colour kept) and the ``mask_quality`` tag exists."""
+def with_mask_class(meta: sly.ProjectMeta, name: str, declared: bool = False) -> sly.ProjectMeta:
+    """``meta`` where class ``name`` can hold bitmaps, and the ``mask_quality`` tag exists. A
+    Bitmap or any-geometry class stays; a rectangle class of that name is widened to any
+    geometry (its rectangles and its bitmaps), its colour kept; a new class is any-geometry, or
+    a Bitmap class when ``declared`` (a class declared with geometry ``mask``)."""
     obj_class = meta.get_obj_class(name)
-    if obj_class is None or obj_class.geometry_type is not sly.AnyGeometry:
-        colour = obj_class.color if obj_class is not None else class_colour(name)
-        meta = meta.delete_obj_class(name) if obj_class is not None else meta
-        meta = meta.add_obj_class(sly.ObjClass(name, sly.AnyGeometry, colour))
+    if obj_class is None:
+        meta = meta.add_obj_class(sly.ObjClass(name, sly.Bitmap if declared else sly.AnyGeometry, class_colour(name)))
+    elif obj_class.geometry_type not in (sly.Bitmap, sly.AnyGeometry):
+        meta = _widened(meta, obj_class)
     if meta.get_tag_meta(MASK_QUALITY_TAG) is None:
         meta = meta.add_tag_meta(sly.TagMeta(MASK_QUALITY_TAG, sly.TagValueType.ANY_NUMBER))
     return meta
 
 
-def meta_with(meta: sly.ProjectMeta, class_names: Iterable[str] = (), masks: bool = False) -> sly.ProjectMeta:
+def with_box_class(meta: sly.ProjectMeta, name: str) -> sly.ProjectMeta:
+    """``meta`` where class ``name`` can hold rectangles: a new rectangle class, or a Bitmap class
+    (declared ``mask``, whose box got no mask or is kept) widened to any geometry."""
+    obj_class = meta.get_obj_class(name)
+    if obj_class is None:
+        return meta.add_obj_class(phrase_class(name))
+    return _widened(meta, obj_class) if obj_class.geometry_type is sly.Bitmap else meta
+
+
+def _widened(meta: sly.ProjectMeta, obj_class: sly.ObjClass) -> sly.ProjectMeta:
+    return meta.delete_obj_class(obj_class.name).add_obj_class(
+        sly.ObjClass(obj_class.name, sly.AnyGeometry, obj_class.color)
+    )
+
+
+def meta_with(
+    meta: sly.ProjectMeta, class_names: Iterable[str] = (), masks: bool = False, masked: Iterable[str] = ()
+) -> sly.ProjectMeta:
     """``meta`` plus the task tags and the phrase classes of ``class_names`` that it lacks;
-    with ``masks``, those classes take any geometry (see :func:`with_mask_class`)."""
+    with ``masks``, those classes take any geometry (see :func:`with_mask_class`); the names in
+    ``masked`` (declared ``mask``) are Bitmap classes."""
     for tag_meta in tag_metas():
         if meta.get_tag_meta(tag_meta.name) is None:
             meta = meta.add_tag_meta(tag_meta)
+    masked = set(masked)
     for name in class_names:
-        if masks:
-            meta = with_mask_class(meta, name)
+        if masks or name in masked:
+            meta = with_mask_class(meta, name, declared=name in masked and not masks)
         elif meta.get_obj_class(name) is None:
             meta = meta.add_obj_class(phrase_class(name))
     return meta
@@ -114,11 +135,11 @@ class AnnotationBuilder:
         """Every tag the tasks write, the declared classes and every class met so far."""
         return self._meta
 
-    def declare(self, class_names: Iterable[str]) -> None:
-        """Add the rectangle classes of ``class_names`` that the meta lacks (a deploy's
-        declared classes)."""
+    def declare(self, class_names: Iterable[str], masked: Iterable[str] = ()) -> None:
+        """Add the classes of ``class_names`` that the meta lacks (a deploy's declared classes):
+        rectangle classes, Bitmap classes for the names in ``masked``."""
         with self._meta_lock:
-            meta = meta_with(self._meta, class_names)
+            meta = meta_with(self._meta, class_names, masked=masked)
             if meta is not self._meta:
                 self._meta = meta
                 if self._on_meta_change is not None:
@@ -188,12 +209,12 @@ class AnnotationBuilder:
         return label
 
     def _label(self, dto: PredictionBBox) -> sly.Label:
-        obj_class = self._meta.get_obj_class(dto.class_name)
-        if obj_class is None:
-            obj_class = phrase_class(dto.class_name)
-            self._meta = self._meta.add_obj_class(obj_class)
+        meta = with_box_class(self._meta, dto.class_name)
+        if meta is not self._meta:  # published only when it changed
+            self._meta = meta
             if self._on_meta_change is not None:
-                self._on_meta_change(self._meta)
+                self._on_meta_change(meta)
+        obj_class = self._meta.get_obj_class(dto.class_name)
         if isinstance(dto, DescribedRegion):
             tags = [sly.Tag(self._meta.get_tag_meta(DESCRIPTION_TAG), dto.description)]
         else:
