@@ -117,6 +117,36 @@ def kosmos2_grounding_s(device: str, image: np.ndarray, counts: list[int], round
     return seconds, engine.decoder_status.describe()
 
 
+def openvino_encoder(size: str, image: np.ndarray, counts: list[int], rounds: int, out: Path) -> dict:
+    """On CPU, per box count: masks with SAM 2's image encoder as OpenVINO IR (fp32, exported
+    beside the random weights saved to a temporary folder) against the torch encoder, rounds
+    alternating; writes ``masks-openvino-<date>-cpu.json``."""
+    import tempfile
+
+    report: dict = {"environment": environment("cpu"), "sam2": size, "image": "1024 x 768", "rounds": rounds}
+    height, width = image.shape[:2]
+    with tempfile.TemporaryDirectory() as folder:
+        random_segmenter(size, "cpu").model.save_pretrained(folder)
+        segmenters = {"torch": BoxSegmenter.load(folder), "openvino": BoxSegmenter.load(folder, openvino=True)}
+        rows = []
+        for count in counts:
+            boxes = seeded_boxes(count, width, height)
+            times: dict[str, list[float]] = {name: [] for name in segmenters}
+            for segmenter in segmenters.values():  # warm-up
+                segmenter.segment([image], [boxes])
+            for index in range(rounds):
+                for name in list(segmenters)[:: 1 if index % 2 == 0 else -1]:
+                    run = segmenters[name].segment
+                    times[name].append(timed(lambda run=run, boxes=boxes: run([image], [boxes])))
+            ours, reference = statistics.median(times["openvino"]), statistics.median(times["torch"])
+            log(f"{count} boxes: OpenVINO encoder {ours:.3f} s, torch encoder {reference:.3f} s")
+            rows.append({"boxes": count, "openvino_s": round(ours, 4), "torch_s": round(reference, 4),
+                         "speedup": round(reference / ours, 2)})  # fmt: skip
+    report["rows"] = rows
+    write_result(report, out, f"masks-openvino-{datetime.now(UTC).strftime('%Y-%m-%d')}-cpu.json")
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -124,8 +154,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--openvino", action="store_true", help="CPU: SAM 2's image encoder as OpenVINO IR vs torch")
     args = parser.parse_args(argv)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    if args.openvino:
+        return openvino_encoder(args.sam, image, args.boxes, args.rounds, args.out)
     name = f"masks-{datetime.now(UTC).strftime('%Y-%m-%d')}-{args.device}.json"
     report: dict = {"environment": environment(args.device), "sam2": args.sam, "image": "1024 x 768",
                     "rounds": args.rounds, "kosmos2_new_tokens": GROUNDING_TOKENS}  # fmt: skip

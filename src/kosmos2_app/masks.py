@@ -86,10 +86,12 @@ def _sam2_choices(row: Mapping[str, Any] | None) -> Any:
 
 
 class LazySegmenter:
-    """SAM 2, loaded once on first use (on the engine thread, through ``call``)."""
+    """SAM 2, loaded once on first use (on the engine thread, through ``call``); ``openvino``:
+    its image encoder as OpenVINO IR (the OpenVINO rows, CPU)."""
 
-    def __init__(self, checkpoint: str) -> None:
+    def __init__(self, checkpoint: str, openvino: bool = False) -> None:
         self.checkpoint = checkpoint
+        self.openvino = openvino
         self._segmenter: BoxSegmenter | None = None
         self._loading = threading.Lock()
 
@@ -115,7 +117,7 @@ class LazySegmenter:
         with self._loading:
             if self._segmenter is None:
                 try:
-                    self._segmenter = call(BoxSegmenter.load, self.checkpoint, device)
+                    self._segmenter = call(BoxSegmenter.load, self.checkpoint, device, self.openvino)
                 except CheckpointError as error:
                     raise HTTPException(
                         status.HTTP_503_SERVICE_UNAVAILABLE,

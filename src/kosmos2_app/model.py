@@ -163,10 +163,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._batcher.call(self._engine.warm_up)
         elif origin:
             self._swap_in(*self._loaded_custom_engine(key, device, options, origin), key)
-            self._use_sam2(sam2)
+            self._use_sam2(sam2, openvino=False)
         else:
             self._swap_in(*self._loaded_engine(key, device, options), key)
-            self._use_sam2(sam2)
+            self._use_sam2(sam2, openvino=key[1] != PYTORCH)
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.segmenter.follow(batcher.call, batcher.engine.device)
@@ -185,11 +185,12 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.model_precision = _precision_name(batcher.engine)
         self._publish_annotation_meta()
 
-    def _use_sam2(self, checkpoint: str) -> None:
-        """SAM 2 as the deploy that loaded the engine chose it (:func:`.masks.sam2_of`); a move
-        of the same engine (the idle freeze and its wake-up) keeps the one it has."""
-        if self.segmenter.checkpoint != checkpoint:
-            self.segmenter = LazySegmenter(checkpoint)
+    def _use_sam2(self, checkpoint: str, openvino: bool) -> None:
+        """SAM 2 as the deploy that loaded the engine chose it (:func:`.masks.sam2_of`), its image
+        encoder in OpenVINO when the engine is; a move of the same engine (the idle freeze and
+        its wake-up) keeps the one it has."""
+        if (self.segmenter.checkpoint, self.segmenter.openvino) != (checkpoint, openvino):
+            self.segmenter = LazySegmenter(checkpoint, openvino)
 
     def _loaded_engine(
         self, key: tuple[str, str], device: str, options: ServingOptions
@@ -537,6 +538,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
             sam2=self.segmenter.checkpoint,
             sam2_loaded=self.segmenter.loaded,
+            sam2_image_encoder="openvino" if self.segmenter.openvino else "torch",
             decoder=status.mode if status else None,
             decoder_fallback=(status.detail or None) if status else None,
             dtype_fallback=(status.dtype_detail or None) if status else None,

@@ -64,18 +64,24 @@ def square_side(image_size: int | Sequence[int]) -> int:
 
 
 class BoxSegmenter:
-    """SAM 2 on ``device``; :meth:`segment` gives a mask per box."""
+    """SAM 2 on ``device``; :meth:`segment` gives a mask per box.
 
-    def __init__(self, model: Any, device: str = "cpu") -> None:
+    ``image_encoder``: what encodes images instead of the model's own encoder, a callable from
+    ``pixel_values`` (B, 3, S, S) to ``get_image_embeddings``' list (the OpenVINO rows' CPU IR,
+    :class:`~kosmos2_engine.runtime.openvino.sam2.OpenVINOSam2Encoder`); None: the model's."""
+
+    def __init__(self, model: Any, device: str = "cpu", image_encoder: Any = None) -> None:
         """``model``: a transformers ``Sam2Model``."""
         self.model = model.to(device).eval()
         self.device = device
         self.image_size = square_side(model.config.vision_config.backbone_config.image_size)
+        self.image_encoder = image_encoder
 
     @classmethod
-    def load(cls, checkpoint: str, device: str = "cpu") -> BoxSegmenter:
+    def load(cls, checkpoint: str, device: str = "cpu", openvino: bool = False) -> BoxSegmenter:
         """SAM 2 from a folder or a hub id already in the local cache (``CheckpointError`` when
-        it cannot be loaded: nothing is downloaded here)."""
+        it cannot be loaded: nothing is downloaded here). ``openvino``: its image encoder runs
+        as OpenVINO IR on CPU, exported beside the weights on first use."""
         from transformers import Sam2Model
 
         try:
@@ -83,10 +89,16 @@ class BoxSegmenter:
         except OSError as error:
             where = "folder" if os.path.isdir(checkpoint) else "hub id (not in the local cache)"
             raise CheckpointError(f"SAM 2 {where} '{checkpoint}' does not load: {error}") from None
-        return cls(model, device)
+        if not openvino:
+            return cls(model, device)
+        from .runtime.openvino.sam2 import OpenVINOSam2Encoder, sam2_encoder_ir, weights_folder
+
+        return cls(model, device, OpenVINOSam2Encoder(sam2_encoder_ir(model, weights_folder(checkpoint))))
 
     def to(self, device: str) -> BoxSegmenter:
         """Move SAM 2 to ``device`` in place (as the engine moves on an idle freeze)."""
+        if self.image_encoder is not None and not device.startswith("cpu"):
+            raise ValueError(f"SAM 2's OpenVINO image encoder runs on CPU only, not on '{device}'.")
         self.model.to(device)
         self.device = device
         return self
@@ -99,7 +111,8 @@ class BoxSegmenter:
         if not wanted:
             return results
         pixels = torch.from_numpy(np.stack([sam_pixels(images[i], self.image_size) for i in wanted]))
-        embeddings = self.model.get_image_embeddings(pixels.to(self.device))
+        encode = self.image_encoder or self.model.get_image_embeddings
+        embeddings = encode(pixels.to(self.device))
         for position, index in enumerate(wanted):
             own = [level[position : position + 1] for level in embeddings]
             image_boxes = np.asarray(boxes[index], np.float32).reshape(-1, 4)

@@ -88,3 +88,25 @@ def test_concurrent_requests_on_the_int8_row_share_runs_and_answer_as_alone(tmp_
             assert [(r["class"], r["tlbr"]) for r in got] == [(r["class"], r["tlbr"]) for r in want]
             assert [r["confidence"][0] for r in got] == pytest.approx([r["confidence"][0] for r in want], abs=1e-3)
         assert model._batcher.joint_runs > 0
+
+
+def test_masks_on_an_openvino_row_encode_with_sam2s_openvino_ir(tmp_path, checkpoint_copy):
+    """The int8 row with ``masks: true``: SAM 2's image encoder runs as OpenVINO IR (exported
+    beside a copy of the tiny SAM 2), the session says so, and the square comes back a Bitmap."""
+    import shutil
+
+    from tests.support.app_harness import TINY_SAM2
+
+    sam2 = tmp_path / "sam2"
+    shutil.copytree(TINY_SAM2, sam2)
+    image, drawn = scene(*SCENE_CASES[1])
+    with app_environment(tmp_path, checkpoint_copy) as environment:
+        environment.setenv("KOSMOS2_SAM2", str(sam2))
+        model = Kosmos2(use_gui=True, use_serving_gui_template=True, sliding_window_mode="none")
+        model.serve()
+        client = client_for(model)
+        assert _deploy(client, OPENVINO_INT8).status_code == 200
+        assert client.post("/get_session_info", json={}).json()["sam2_image_encoder"] == "openvino"
+        annotation = infer_image(client, image, masks=True).json()["annotation"]
+        assert [o["geometryType"] for o in annotation["objects"]] == ["bitmap"]
+        assert (sam2 / "openvino-sam2-fp32" / "image_encoder.xml").is_file()  # exported by this deploy's first mask

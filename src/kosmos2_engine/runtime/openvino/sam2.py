@@ -1,0 +1,103 @@
+"""SAM 2's image encoder as OpenVINO IR, for the masks of the OpenVINO rows (CPU).
+
+The encoder (Hiera and its feature pyramid: ``Sam2Model.get_image_embeddings``) is nearly all of
+what a mask costs on a CPU; the prompt encoder and mask decoder, small, stay in torch. The IR is
+float32, exported once beside the SAM 2 weights (``openvino-sam2-fp32/``, with the fingerprint of
+the weights it was made from) and re-exported when they change.
+
+* input ``pixel_values`` float32 (B, 3, S, S), normalised as :func:`~kosmos2_engine.segmentation.sam_pixels`;
+* outputs ``image_embeddings.{0,1,2}`` float32, (B, C, S/4, S/4), (B, C', S/8, S/8) and
+  (B, C'', S/16, S/16): what ``get_image_embeddings`` returns, the last with SAM 2's
+  no-memory embedding added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...segmentation import square_side
+from .export import INFO_FILE, ir_folder, source_fingerprint
+
+SAM2_FORMAT = "sam2-fp32"
+ENCODER = "image_encoder.xml"
+CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}  # masks as torch fp32 gives them
+
+
+class _ImageEncoderGraph(torch.nn.Module):
+    """``get_image_embeddings`` as a module returning a tuple (what conversion needs)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.get_image_embeddings(pixel_values))
+
+
+def weights_folder(checkpoint: str) -> Path:
+    """The local folder of a SAM 2 folder or hub id already in the Hugging Face cache."""
+    if os.path.isdir(checkpoint):
+        return Path(checkpoint)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(checkpoint, local_files_only=True))
+
+
+def sam2_encoder_ir(model: Any, folder: Path) -> Path:
+    """The IR of ``model``'s image encoder for the SAM 2 weights in ``folder``: the cached export
+    when its fingerprint matches them, else a new export (seconds for Hiera tiny)."""
+    target = ir_folder(folder, SAM2_FORMAT)
+    expected = source_fingerprint(folder, SAM2_FORMAT)
+    info = target / INFO_FILE
+    exported = info.is_file() and (target / ENCODER).is_file()
+    if exported and json.loads(info.read_text()).get("fingerprint") == expected:
+        return target
+    return _export(model, folder, target, expected)
+
+
+@torch.inference_mode()
+def _export(model: Any, folder: Path, target: Path, fingerprint: dict) -> Path:
+    import openvino as ov
+
+    started = time.perf_counter()
+    side = square_side(model.config.vision_config.backbone_config.image_size)
+    converted = ov.convert_model(
+        _ImageEncoderGraph(model).eval(),
+        example_input=torch.zeros(1, 3, side, side),
+        input=[ov.PartialShape([-1, 3, side, side])],
+    )
+    converted.inputs[0].get_tensor().set_names({"pixel_values"})
+    for index, output in enumerate(converted.outputs):
+        output.get_tensor().set_names({f"image_embeddings.{index}"})
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    ov.save_model(converted, str(partial / ENCODER), compress_to_fp16=False)
+    seconds = round(time.perf_counter() - started, 1)
+    (partial / INFO_FILE).write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds}, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
+    return target
+
+
+class OpenVINOSam2Encoder:
+    """SAM 2's image encoder compiled for CPU from an export folder: ``pixel_values`` (B, 3, S, S)
+    float32 tensor -> the three embeddings, float32 tensors, as ``get_image_embeddings``."""
+
+    def __init__(self, ir: Path) -> None:
+        import openvino as ov
+
+        self.ir = Path(ir)
+        self._compiled = ov.Core().compile_model(str(self.ir / ENCODER), "CPU", CPU_CONFIG)
+
+    def __call__(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self._compiled(np.ascontiguousarray(pixel_values.cpu().numpy(), dtype=np.float32))
+        return [torch.from_numpy(outputs[index].copy()) for index in range(len(self._compiled.outputs))]

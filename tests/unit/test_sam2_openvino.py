@@ -1,0 +1,77 @@
+"""SAM 2's image encoder as OpenVINO IR (the OpenVINO rows' masks): exported once beside the
+weights, and the masks it gives equal those of SAM 2's own encoder, on the tiny SAM 2."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from kosmos2_engine import BoxSegmenter
+from tests.support.app_harness import TINY_SAM2
+from tests.tiny_model.scenes import draw_two_shapes
+
+pytestmark = pytest.mark.slow  # an OpenVINO export and compile (make test, not make test-fast)
+
+
+@pytest.fixture(scope="module")
+def sam2_copy(tmp_path_factory):
+    """The tiny SAM 2 in a folder of its own (the export writes beside the weights)."""
+    folder = tmp_path_factory.mktemp("sam2") / "checkpoint"
+    shutil.copytree(TINY_SAM2, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def segmenter(sam2_copy):
+    return BoxSegmenter.load(str(sam2_copy), openvino=True)
+
+
+def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter):
+    """Scenes the tiny SAM 2 never saw, two boxes each: every mask of the OpenVINO encoder has
+    an IoU of at least 0.99 with the torch encoder's (the same, up to float order), and the
+    same quality estimate within 1e-3."""
+    torch_segmenter = BoxSegmenter.load(str(sam2_copy))
+    assert segmenter.image_encoder is not None and (sam2_copy / "openvino-sam2-fp32" / "image_encoder.xml").is_file()
+    rng = random.Random(5)
+    images, boxes = [], []
+    for _ in range(6):
+        image, shapes = draw_two_shapes(rng, 200, 150)
+        images.append(np.asarray(image))
+        boxes.append(np.array([np.add(shape.pixel_ltrb, (0, 0, 1, 1)) for shape in shapes], np.float32))
+    for ours, reference in zip(segmenter.segment(images, boxes), torch_segmenter.segment(images, boxes)):
+        assert len(ours) == len(reference) == 2
+        for mask, expected in zip(ours, reference):
+            assert abs(mask.quality - expected.quality) < 1e-3
+            assert _iou(mask, expected, (150, 200)) >= 0.99
+
+
+def test_the_export_is_reused_until_the_weights_change(sam2_copy, segmenter):
+    """A second load compiles the cached IR (no new export); other weights are exported again."""
+    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    info = sam2_copy / "openvino-sam2-fp32" / "export_info.json"
+    written = info.stat().st_mtime_ns
+    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    assert info.stat().st_mtime_ns == written
+    config = sam2_copy / "config.json"
+    config.write_text(config.read_text().replace("\n}", ',\n  "kosmos2_test_edit": 1\n}', 1))
+    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    assert info.stat().st_mtime_ns != written
+
+
+def test_an_openvino_encoder_stays_on_cpu(segmenter):
+    with pytest.raises(ValueError, match="CPU only"):
+        segmenter.to("cuda")
+
+
+def _iou(first, second, size) -> float:
+    drawn = []
+    for mask in (first, second):
+        full = np.zeros(size, bool)
+        top, left = mask.origin
+        full[top : top + mask.mask.shape[0], left : left + mask.mask.shape[1]] = mask.mask
+        drawn.append(full)
+    union = (drawn[0] | drawn[1]).sum()
+    return float((drawn[0] & drawn[1]).sum() / union) if union else 1.0
