@@ -118,30 +118,32 @@ def kosmos2_grounding_s(device: str, image: np.ndarray, counts: list[int], round
 
 
 def openvino_encoder(size: str, image: np.ndarray, counts: list[int], rounds: int, out: Path) -> dict:
-    """On CPU, per box count: masks with SAM 2's image encoder as OpenVINO IR (fp32, exported
-    beside the random weights saved to a temporary folder) against the torch encoder, rounds
-    alternating; writes ``masks-openvino-<date>-cpu.json``."""
+    """On CPU, per box count: masks with SAM 2's image encoder as OpenVINO IR (fp32 and int8-act,
+    exported beside the random weights saved to a temporary folder) against the torch encoder,
+    each round in another order; writes ``masks-openvino-<date>-cpu.json``."""
     import tempfile
 
     report: dict = {"environment": environment("cpu"), "sam2": size, "image": "1024 x 768", "rounds": rounds}
     height, width = image.shape[:2]
     with tempfile.TemporaryDirectory() as folder:
         random_segmenter(size, "cpu").model.save_pretrained(folder)
-        segmenters = {"torch": BoxSegmenter.load(folder), "openvino": BoxSegmenter.load(folder, openvino=True)}
+        segmenters = {"torch": BoxSegmenter.load(folder)}
+        segmenters |= {f"openvino-{fmt}": BoxSegmenter.load(folder, openvino=fmt) for fmt in ("fp32", "int8-act")}
         rows = []
         for count in counts:
             boxes = seeded_boxes(count, width, height)
             times: dict[str, list[float]] = {name: [] for name in segmenters}
             for segmenter in segmenters.values():  # warm-up
                 segmenter.segment([image], [boxes])
-            for index in range(rounds):
-                for name in list(segmenters)[:: 1 if index % 2 == 0 else -1]:
+            for index in range(rounds):  # each round in another order
+                for name in list(segmenters)[index % len(segmenters) :] + list(segmenters)[: index % len(segmenters)]:
                     run = segmenters[name].segment
                     times[name].append(timed(lambda run=run, boxes=boxes: run([image], [boxes])))
-            ours, reference = statistics.median(times["openvino"]), statistics.median(times["torch"])
-            log(f"{count} boxes: OpenVINO encoder {ours:.3f} s, torch encoder {reference:.3f} s")
-            rows.append({"boxes": count, "openvino_s": round(ours, 4), "torch_s": round(reference, 4),
-                         "speedup": round(reference / ours, 2)})  # fmt: skip
+            medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+            log(f"{count} boxes: " + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in medians.items()))
+            row = {"boxes": count, **{f"{name}_s": round(seconds, 4) for name, seconds in medians.items()}}
+            row |= {f"{name}_speedup": round(medians["torch"] / seconds, 2) for name, seconds in medians.items()}
+            rows.append(row)
     report["rows"] = rows
     write_result(report, out, f"masks-openvino-{datetime.now(UTC).strftime('%Y-%m-%d')}-cpu.json")
     return report
@@ -154,7 +156,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--boxes", type=int, nargs="+", default=[1, 5, 20])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
-    parser.add_argument("--openvino", action="store_true", help="CPU: SAM 2's image encoder as OpenVINO IR vs torch")
+    parser.add_argument("--openvino", action="store_true", help="CPU: SAM 2's image encoder in OpenVINO vs torch")
     args = parser.parse_args(argv)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     if args.openvino:

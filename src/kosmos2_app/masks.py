@@ -85,11 +85,20 @@ def _sam2_choices(row: Mapping[str, Any] | None) -> Any:
     return meta.get("sam2") if isinstance(meta, Mapping) else None
 
 
+def sam2_encoder_of(backend: str) -> str:
+    """The OpenVINO format of SAM 2's image encoder for a Kosmos-2 backend: ``int8-act`` for the
+    int8-act row, ``fp32`` for the other OpenVINO rows, empty (torch) for PyTorch."""
+    if not backend.startswith("openvino-"):
+        return ""
+    return "int8-act" if backend == "openvino-int8-act" else "fp32"
+
+
 class LazySegmenter:
     """SAM 2, loaded once on first use (on the engine thread, through ``call``); ``openvino``:
-    its image encoder as OpenVINO IR (the OpenVINO rows, CPU)."""
+    the OpenVINO format of its image encoder (the OpenVINO rows, CPU; :func:`sam2_encoder_of`),
+    empty for torch."""
 
-    def __init__(self, checkpoint: str, openvino: bool = False) -> None:
+    def __init__(self, checkpoint: str, openvino: str = "") -> None:
         self.checkpoint = checkpoint
         self.openvino = openvino
         self._segmenter: BoxSegmenter | None = None

@@ -58,7 +58,7 @@ from .http.errors import bad_request, register_error_handlers
 from .http.front_door import FrontDoor
 from .http.metrics import ServerMetrics
 from .log_hygiene import keep_logs_tidy
-from .masks import LazySegmenter, MaskOptions, sam2_of
+from .masks import LazySegmenter, MaskOptions, sam2_encoder_of, sam2_of
 from .ontology import Ontology, find_settings, requested_classes
 from .pixel_budget import PixelBudget
 from .reference_box import MODE, REFERENCE_MODE, reference_box
@@ -163,10 +163,10 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             self._batcher.call(self._engine.warm_up)
         elif origin:
             self._swap_in(*self._loaded_custom_engine(key, device, options, origin), key)
-            self._use_sam2(sam2, openvino=False)
+            self._use_sam2(sam2, openvino="")
         else:
             self._swap_in(*self._loaded_engine(key, device, options), key)
-            self._use_sam2(sam2, openvino=key[1] != PYTORCH)
+            self._use_sam2(sam2, openvino=sam2_encoder_of(key[1]))
         batcher = self._require_batcher()
         batcher.max_wait_s, batcher.max_images = options.batch_wait_s, options.max_batch_size
         self.segmenter.follow(batcher.call, batcher.engine.device)
@@ -185,7 +185,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         self.model_precision = _precision_name(batcher.engine)
         self._publish_annotation_meta()
 
-    def _use_sam2(self, checkpoint: str, openvino: bool) -> None:
+    def _use_sam2(self, checkpoint: str, openvino: str) -> None:
         """SAM 2 as the deploy that loaded the engine chose it (:func:`.masks.sam2_of`), its image
         encoder in OpenVINO when the engine is; a move of the same engine (the idle freeze and
         its wake-up) keeps the one it has."""
@@ -538,7 +538,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
             dtype=str(self._engine.dtype).replace("torch.", "") if self._engine else None,
             sam2=self.segmenter.checkpoint,
             sam2_loaded=self.segmenter.loaded,
-            sam2_image_encoder="openvino" if self.segmenter.openvino else "torch",
+            sam2_image_encoder=f"openvino-{self.segmenter.openvino}" if self.segmenter.openvino else "torch",
             decoder=status.mode if status else None,
             decoder_fallback=(status.detail or None) if status else None,
             dtype_fallback=(status.dtype_detail or None) if status else None,

@@ -78,10 +78,11 @@ class BoxSegmenter:
         self.image_encoder = image_encoder
 
     @classmethod
-    def load(cls, checkpoint: str, device: str = "cpu", openvino: bool = False) -> BoxSegmenter:
+    def load(cls, checkpoint: str, device: str = "cpu", openvino: str = "") -> BoxSegmenter:
         """SAM 2 from a folder or a hub id already in the local cache (``CheckpointError`` when
-        it cannot be loaded: nothing is downloaded here). ``openvino``: its image encoder runs
-        as OpenVINO IR on CPU, exported beside the weights on first use."""
+        it cannot be loaded: nothing is downloaded here). ``openvino`` (``fp32`` or
+        ``int8-act``): its image encoder runs as OpenVINO IR of that format on CPU, exported
+        beside the weights on first use; empty: torch."""
         from transformers import Sam2Model
 
         try:
@@ -93,7 +94,8 @@ class BoxSegmenter:
             return cls(model, device)
         from .runtime.openvino.sam2 import OpenVINOSam2Encoder, sam2_encoder_ir, weights_folder
 
-        return cls(model, device, OpenVINOSam2Encoder(sam2_encoder_ir(model, weights_folder(checkpoint))))
+        ir = sam2_encoder_ir(model, weights_folder(checkpoint), openvino)
+        return cls(model, device, OpenVINOSam2Encoder(ir))
 
     def to(self, device: str) -> BoxSegmenter:
         """Move SAM 2 to ``device`` in place (as the engine moves on an idle freeze)."""

@@ -106,7 +106,7 @@ def test_masks_on_an_openvino_row_encode_with_sam2s_openvino_ir(tmp_path, checkp
         model.serve()
         client = client_for(model)
         assert _deploy(client, OPENVINO_INT8).status_code == 200
-        assert client.post("/get_session_info", json={}).json()["sam2_image_encoder"] == "openvino"
+        assert client.post("/get_session_info", json={}).json()["sam2_image_encoder"] == "openvino-fp32"
         annotation = infer_image(client, image, masks=True).json()["annotation"]
         assert [o["geometryType"] for o in annotation["objects"]] == ["bitmap"]
         assert (sam2 / "openvino-sam2-fp32" / "image_encoder.xml").is_file()  # exported by this deploy's first mask

@@ -1,5 +1,6 @@
 """SAM 2's image encoder as OpenVINO IR (the OpenVINO rows' masks): exported once beside the
-weights, and the masks it gives equal those of SAM 2's own encoder, on the tiny SAM 2."""
+weights; in fp32 the masks it gives equal those of SAM 2's own encoder, in int8-act at least 95%
+of them have an IoU of 0.9 or more with them, on the tiny SAM 2."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def sam2_copy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmenter(sam2_copy):
-    return BoxSegmenter.load(str(sam2_copy), openvino=True)
+    return BoxSegmenter.load(str(sam2_copy), openvino="fp32")
 
 
 def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter):
@@ -35,12 +36,7 @@ def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter)
     same quality estimate within 1e-3."""
     torch_segmenter = BoxSegmenter.load(str(sam2_copy))
     assert segmenter.image_encoder is not None and (sam2_copy / "openvino-sam2-fp32" / "image_encoder.xml").is_file()
-    rng = random.Random(5)
-    images, boxes = [], []
-    for _ in range(6):
-        image, shapes = draw_two_shapes(rng, 200, 150)
-        images.append(np.asarray(image))
-        boxes.append(np.array([np.add(shape.pixel_ltrb, (0, 0, 1, 1)) for shape in shapes], np.float32))
+    images, boxes = unseen_scenes(6)
     for ours, reference in zip(segmenter.segment(images, boxes), torch_segmenter.segment(images, boxes)):
         assert len(ours) == len(reference) == 2
         for mask, expected in zip(ours, reference):
@@ -50,20 +46,47 @@ def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter)
 
 def test_the_export_is_reused_until_the_weights_change(sam2_copy, segmenter):
     """A second load compiles the cached IR (no new export); other weights are exported again."""
-    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    BoxSegmenter.load(str(sam2_copy), openvino="fp32")
     info = sam2_copy / "openvino-sam2-fp32" / "export_info.json"
     written = info.stat().st_mtime_ns
-    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    BoxSegmenter.load(str(sam2_copy), openvino="fp32")
     assert info.stat().st_mtime_ns == written
     config = sam2_copy / "config.json"
     config.write_text(config.read_text().replace("\n}", ',\n  "kosmos2_test_edit": 1\n}', 1))
-    BoxSegmenter.load(str(sam2_copy), openvino=True)
+    BoxSegmenter.load(str(sam2_copy), openvino="fp32")
     assert info.stat().st_mtime_ns != written
 
 
 def test_an_openvino_encoder_stays_on_cpu(segmenter):
     with pytest.raises(ValueError, match="CPU only"):
         segmenter.to("cuda")
+
+
+def test_the_int8_act_encoder_keeps_95_percent_of_masks_within_an_iou_of_0_9(sam2_copy):
+    """The int8-act row's encoder (int8 activations, calibrated on generated scenes) against
+    SAM 2's own, 24 unseen scenes, 48 masks: at least 95% with an IoU of 0.9 or more (the row's
+    rule for boxes, one location bin, read for masks)."""
+    torch_segmenter = BoxSegmenter.load(str(sam2_copy))
+    segmenter = BoxSegmenter.load(str(sam2_copy), openvino="int8-act")
+    assert (sam2_copy / "openvino-sam2-int8-act" / "image_encoder.xml").is_file()
+    images, boxes = unseen_scenes(24)
+    ious = [
+        _iou(mask, expected, (150, 200))
+        for ours, reference in zip(segmenter.segment(images, boxes), torch_segmenter.segment(images, boxes))
+        for mask, expected in zip(ours, reference)
+    ]
+    assert len(ious) == 48 and sum(iou >= 0.9 for iou in ious) / len(ious) >= 0.95, sorted(ious)[:5]
+
+
+def unseen_scenes(count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``count`` two-shape scenes (200 x 150) and the boxes of their shapes, pixel xyxy."""
+    rng = random.Random(5)
+    images, boxes = [], []
+    for _ in range(count):
+        image, shapes = draw_two_shapes(rng, 200, 150)
+        images.append(np.asarray(image))
+        boxes.append(np.array([np.add(shape.pixel_ltrb, (0, 0, 1, 1)) for shape in shapes], np.float32))
+    return images, boxes
 
 
 def _iou(first, second, size) -> float:

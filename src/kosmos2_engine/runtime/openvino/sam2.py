@@ -2,8 +2,10 @@
 
 The encoder (Hiera and its feature pyramid: ``Sam2Model.get_image_embeddings``) is nearly all of
 what a mask costs on a CPU; the prompt encoder and mask decoder, small, stay in torch. The IR is
-float32, exported once beside the SAM 2 weights (``openvino-sam2-fp32/``, with the fingerprint of
-the weights it was made from) and re-exported when they change.
+exported once beside the SAM 2 weights (``openvino-sam2-<format>/``, with the fingerprint of the
+weights it was made from) and re-exported when they change. Formats (:data:`SAM2_FORMATS`):
+``fp32``; ``int8-act``, int8 weights and activations by NNCF's post-training quantisation,
+calibrated on :data:`CALIBRATION_IMAGES` generated scenes (the int8-act row's).
 
 * input ``pixel_values`` float32 (B, 3, S, S), normalised as :func:`~kosmos2_engine.segmentation.sam_pixels`;
 * outputs ``image_embeddings.{0,1,2}`` float32, (B, C, S/4, S/4), (B, C', S/8, S/8) and
@@ -23,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...segmentation import square_side
+from ...segmentation import sam_pixels, square_side
+from .calibration import GENERATED_SOURCE, generated_scenes
 from .export import INFO_FILE, ir_folder, source_fingerprint
 
-SAM2_FORMAT = "sam2-fp32"
+SAM2_FORMATS = ("fp32", "int8-act")
+CALIBRATION_IMAGES = 16  # at 1024 px, about 90 s of calibration on 2 cores; 64 kept no more masks
 ENCODER = "image_encoder.xml"
 CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}  # masks as torch fp32 gives them
 
@@ -51,20 +55,25 @@ def weights_folder(checkpoint: str) -> Path:
     return Path(snapshot_download(checkpoint, local_files_only=True))
 
 
-def sam2_encoder_ir(model: Any, folder: Path) -> Path:
-    """The IR of ``model``'s image encoder for the SAM 2 weights in ``folder``: the cached export
-    when its fingerprint matches them, else a new export (seconds for Hiera tiny)."""
-    target = ir_folder(folder, SAM2_FORMAT)
-    expected = source_fingerprint(folder, SAM2_FORMAT)
+def sam2_encoder_ir(model: Any, folder: Path, fmt: str = "fp32") -> Path:
+    """The IR (format ``fmt``) of ``model``'s image encoder for the SAM 2 weights in ``folder``:
+    the cached export when its fingerprint matches them, else a new export (seconds for Hiera
+    tiny in fp32; with ``int8-act`` the calibration too)."""
+    if fmt not in SAM2_FORMATS:
+        raise ValueError(f"SAM 2 OpenVINO formats are {', '.join(SAM2_FORMATS)}, not '{fmt}'")
+    target = ir_folder(folder, f"sam2-{fmt}")
+    expected = source_fingerprint(folder, f"sam2-{fmt}")
+    if fmt == "int8-act":
+        expected["calibration"] = f"{GENERATED_SOURCE} x {CALIBRATION_IMAGES}"
     info = target / INFO_FILE
     exported = info.is_file() and (target / ENCODER).is_file()
     if exported and json.loads(info.read_text()).get("fingerprint") == expected:
         return target
-    return _export(model, folder, target, expected)
+    return _export(model, folder, target, expected, fmt)
 
 
 @torch.inference_mode()
-def _export(model: Any, folder: Path, target: Path, fingerprint: dict) -> Path:
+def _export(model: Any, folder: Path, target: Path, fingerprint: dict, fmt: str) -> Path:
     import openvino as ov
 
     started = time.perf_counter()
@@ -77,6 +86,8 @@ def _export(model: Any, folder: Path, target: Path, fingerprint: dict) -> Path:
     converted.inputs[0].get_tensor().set_names({"pixel_values"})
     for index, output in enumerate(converted.outputs):
         output.get_tensor().set_names({f"image_embeddings.{index}"})
+    if fmt == "int8-act":
+        converted = _quantized(converted, side)
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -86,6 +97,15 @@ def _export(model: Any, folder: Path, target: Path, fingerprint: dict) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     return target
+
+
+def _quantized(model: Any, side: int) -> Any:
+    """NNCF post-training quantisation (the transformer preset) of the encoder IR, statistics from
+    the generated calibration scenes prepared as SAM 2's input."""
+    import nncf
+
+    pixels = [sam_pixels(image, side)[None] for image in generated_scenes(CALIBRATION_IMAGES)]
+    return nncf.quantize(model, nncf.Dataset(pixels), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(pixels))
 
 
 class OpenVINOSam2Encoder:
