@@ -22,6 +22,7 @@ _LAZY = {
     "boxes_xyxy": ".results.annotations",
     "kept_boxes": ".results.annotations",
     "MaskOptions": ".masks",
+    "sam2_encoder_of": ".masks",
     "sam2_checkpoint": ".config",
     "draw_annotation": ".results.drawing",
     "DescribedRegion": ".results.predictions",

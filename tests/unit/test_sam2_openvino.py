@@ -98,3 +98,24 @@ def _iou(first, second, size) -> float:
         drawn.append(full)
     union = (drawn[0] | drawn[1]).sum()
     return float((drawn[0] & drawn[1]).sum() / union) if union else 1.0
+
+
+def test_an_export_that_another_process_finished_first_is_taken(tmp_path, monkeypatch):
+    """Two labelling actors export at once: the one whose folder lands second finds the first's
+    (same fingerprint) in place, drops its own and loads that; no partial folder is left."""
+    from kosmos2_engine.runtime.openvino import sam2 as module
+
+    folder = tmp_path / "sam2"
+    shutil.copytree(TINY_SAM2, folder)
+    BoxSegmenter.load(str(folder), openvino="fp32")
+    first = tmp_path / "first-export"
+    shutil.copytree(folder / "openvino-sam2-fp32", first)
+    (folder / "openvino-sam2-fp32" / "export_info.json").unlink()  # this process must export again
+
+    def lands_second(source, target):
+        shutil.copytree(first, target)  # the other actor's export, just in place
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(module.os, "replace", lands_second)
+    assert BoxSegmenter.load(str(folder), openvino="fp32").image_encoder is not None
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("openvino-")) == ["openvino-sam2-fp32"]

@@ -35,10 +35,11 @@ class EngineRunner:
     def __init__(
         self, checkpoint: str, backend: str = "pytorch", device: str = "cpu", max_batch_size: int = 16, sam2: str = ""
     ):
-        from kosmos2_app import load_warm_engine, sam2_checkpoint
+        from kosmos2_app import load_warm_engine, sam2_checkpoint, sam2_encoder_of
 
         self.engine = load_warm_engine(checkpoint, backend, device, max_batch_size)
         self.sam2, self.device = sam2 or sam2_checkpoint(), device
+        self.sam2_encoder = sam2_encoder_of(backend)  # OpenVINO on an OpenVINO backend, as the server
         self._segmenter = None
 
     def detections(self, images: list[np.ndarray], settings: dict[str, Any]) -> list[list[Detection]]:
@@ -67,7 +68,7 @@ class EngineRunner:
         if self._segmenter is None:
             from kosmos2_engine import BoxSegmenter
 
-            self._segmenter = BoxSegmenter.load(self.sam2, self.device)
+            self._segmenter = BoxSegmenter.load(self.sam2, self.device, self.sam2_encoder)
         return self._segmenter
 
 

@@ -95,7 +95,7 @@ class LabelImages:
     def __init__(self, spec: EngineSpec, settings: dict[str, Any], output: ProjectOutput, classes_log: str):
         import torch
 
-        from kosmos2_app import AnnotationBuilder, MaskOptions, load_warm_engine, settings_policy
+        from kosmos2_app import AnnotationBuilder, MaskOptions, load_warm_engine, sam2_encoder_of, settings_policy
         from kosmos2_engine import BoxSegmenter
 
         if spec.device == "cpu":
@@ -103,7 +103,9 @@ class LabelImages:
         self.engine = load_warm_engine(spec.checkpoint, spec.backend, spec.device, spec.max_batch_size)
         self.policy = settings_policy(settings)
         self.masks = MaskOptions.parse(settings)
-        self.segmenter = BoxSegmenter.load(spec.sam2, spec.device) if self.masks.masks and spec.sam2 else None
+        self.segmenter = None  # SAM 2, its image encoder in OpenVINO on an OpenVINO backend, as the server has it
+        if self.masks.masks and spec.sam2:
+            self.segmenter = BoxSegmenter.load(spec.sam2, spec.device, sam2_encoder_of(spec.backend))
         self.classes_whitelist = settings.get("classes")
         self.builder = AnnotationBuilder()
         self.output = output

@@ -95,7 +95,12 @@ def _export(model: Any, folder: Path, target: Path, fingerprint: dict, fmt: str)
     seconds = round(time.perf_counter() - started, 1)
     (partial / INFO_FILE).write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds}, indent=2) + "\n")
     shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    try:
+        os.replace(partial, target)
+    except OSError:  # another process (a labelling job's actors) put its export there first
+        shutil.rmtree(partial, ignore_errors=True)
+        if json.loads((target / INFO_FILE).read_text()).get("fingerprint") != fingerprint:
+            raise
     return target
 
 
