@@ -321,7 +321,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         None when ``settings`` ask for a region of interest (it is cut from the whole image)."""
         if any(settings.get(name) is not None for name in ROI_SETTINGS) or settings.get(MODE) == REFERENCE_MODE:
             return None
-        if MaskOptions.of(settings).masks or self.ontology.masked:  # SAM 2 segments the whole image
+        if MaskOptions.of(settings).masks or self.masked_classes(settings):  # SAM 2 segments the whole image
             return None
         return self._require_batcher().engine.image_size
 
@@ -347,7 +347,8 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         ]
         options = MaskOptions.of(settings)
         kept = [kept_boxes(p, classes) for p in predictions]
-        wanted = [[b for b in boxes if options.masks or b.class_name in self.ontology.masked] for boxes in kept]
+        masked = self.masked_classes(settings)
+        wanted = [[b for b in boxes if options.masks or b.class_name in masked] for boxes in kept]
         masks: list = [None] * len(images)
         if any(wanted):
             segmented = self._masks_of(images, wanted)
@@ -394,10 +395,13 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
     def classes_kept(settings: dict[str, Any]) -> tuple[str, ...] | None:
         """The class names whose labels a request keeps (``settings["classes"]``), None for all."""
         classes = requested_classes(settings)
-        try:
-            return None if classes is None else Ontology.parse(classes).names
-        except SettingsError as error:
-            raise bad_request(str(error)) from error
+        return None if classes is None else _requested_ontology(classes).names
+
+    def masked_classes(self, settings: dict[str, Any]) -> frozenset[str]:
+        """The classes whose boxes a request's masks cover without ``masks: true``: those declared
+        with geometry ``mask``, and those its own ``classes`` object gives that geometry."""
+        classes = requested_classes(settings)
+        return self.ontology.masked | (frozenset() if classes is None else _requested_ontology(classes).masked)
 
     def _wake_up(self) -> None:
         with self._waking:
@@ -559,6 +563,14 @@ def _not_deployed() -> HTTPException:
         status.HTTP_503_SERVICE_UNAVAILABLE,
         detail="The model is not deployed yet: press Serve or call /deploy_from_api.",
     )
+
+
+def _requested_ontology(classes: Any) -> Ontology:
+    """A request's ``classes`` read as an ontology; a 400 naming the field when they are wrong."""
+    try:
+        return Ontology.parse(classes)
+    except SettingsError as error:
+        raise bad_request(str(error)) from error
 
 
 def _aligned(boxes: list, segmented: list, masks: list) -> list:

@@ -183,7 +183,8 @@ def test_a_class_declared_as_a_mask_is_a_bitmap_class_segmented_on_every_request
     """``{"square": {"geometry": "mask"}}``: the meta the Predict App reads at start says Bitmap
     for ``square`` (rectangle for ``triangle``), a request with no ``masks`` gets the square as
     a Bitmap (IoU >= 0.85 with the drawn square) and the triangle as a rectangle, and the meta
-    still says Bitmap; a rectangle of the class (``keep_boxes``) widens it to any geometry."""
+    still says Bitmap; a rectangle of the class (``keep_boxes``) widens it to any geometry. A
+    request's own ``classes`` may say the geometry too."""
     import random
 
     import supervisely as sly
@@ -218,6 +219,8 @@ def test_a_class_declared_as_a_mask_is_a_bitmap_class_segmented_on_every_request
         assert {c["title"]: c["shape"] for c in _meta(client)["classes"]}["square"] == "any"
     finally:
         assert _deploy(client, classes=list(COCO_CLASSES)).status_code == 200
+    asked = infer_image(client, image, classes={"square": {"geometry": "mask"}}).json()["annotation"]  # per request
+    assert [(o["classTitle"], o["geometryType"]) for o in asked["objects"]] == [("square", "bitmap")]
 
 
 def test_the_operators_classes_are_read_at_start_and_checked(monkeypatch):
