@@ -68,14 +68,20 @@ class BoxSegmenter:
 
     ``image_encoder``: what encodes images instead of the model's own encoder, a callable from
     ``pixel_values`` (B, 3, S, S) to ``get_image_embeddings``' list (the OpenVINO rows' CPU IR,
-    :class:`~kosmos2_engine.runtime.openvino.sam2.OpenVINOSam2Encoder`); None: the model's."""
+    :class:`~kosmos2_engine.runtime.openvino.sam2.OpenVINOSam2Encoder`); None: the model's.
+    ``precision``: the dtype SAM 2's torch layers run in under autocast; None: bf16 on a GPU (as
+    SAM 2's own examples run it), float32 elsewhere. Weights stay float32, so after a move to the
+    CPU (the idle freeze) it runs float32."""
 
-    def __init__(self, model: Any, device: str = "cpu", image_encoder: Any = None) -> None:
+    def __init__(
+        self, model: Any, device: str = "cpu", image_encoder: Any = None, precision: torch.dtype | None = None
+    ) -> None:
         """``model``: a transformers ``Sam2Model``."""
         self.model = model.to(device).eval()
         self.device = device
         self.image_size = square_side(model.config.vision_config.backbone_config.image_size)
         self.image_encoder = image_encoder
+        self.precision = precision
 
     @classmethod
     def load(cls, checkpoint: str, device: str = "cpu", openvino: str = "") -> BoxSegmenter:
@@ -107,7 +113,14 @@ class BoxSegmenter:
 
     @torch.no_grad()
     def segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[list[BoxMask]]:
-        """Per image (RGB uint8 (H, W, 3)), the masks of its boxes (float (N, 4) pixel xyxy), in order."""
+        """Per image (RGB uint8 (H, W, 3)), the masks of its boxes (float (N, 4) pixel xyxy), in
+        order; on a GPU in bf16 (see :attr:`precision`)."""
+        device_type = torch.device(self.device).type
+        dtype = self.precision or (torch.bfloat16 if device_type == "cuda" else torch.float32)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            return self._segment(images, boxes)
+
+    def _segment(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[list[BoxMask]]:
         wanted = [index for index, image_boxes in enumerate(boxes) if len(image_boxes)]
         results: list[list[BoxMask]] = [[] for _ in images]
         if not wanted:
