@@ -223,10 +223,10 @@ def test_a_failed_compilation_falls_back_to_eager_decoding(tiny_checkpoint, imag
 def test_compiled_decode_step_equals_eager(engine, images):
     """torch.compile(fullgraph=True, dynamic=True) of the one-token step (inductor on CPU here;
     CUDA graphs on GPU): no graph breaks, the same tokens with rows padded to a bucket, and two
-    compiles serve every batch bucket and cache length, taken in a warm-up's ascending order:
-    batch 1 (which dynamo specialises) and one symbolic graph for the rest. Static shapes
-    compiled once per (bucket, length): the first phrase-grounding request after a caption
-    warm-up stalled about 17 s on an H200."""
+    compile serves every batch bucket from 2 up and every cache length (batch 1, which dynamo
+    specialises, compiles once more; a warm-up takes the buckets in ascending order). Static
+    shapes compiled once per (bucket, length): the first phrase-grounding request after a
+    caption warm-up stalled about 17 s on an H200."""
     from torch._dynamo.utils import counters
 
     embeds = engine.encode_images(images)
@@ -235,13 +235,13 @@ def test_compiled_decode_step_equals_eager(engine, images):
     eager = StaticDecoder(engine.backend.model)
     compiled_decoder = StaticDecoder(engine.backend.model, compile_step=True)
     graphs_before = counters["stats"]["unique_graphs"]
-    for rows, new_tokens in ((1, 16), (2, 16), (3, 16), (3, 80)):  # buckets 1, 2, 4; lengths 128, 192
+    for rows, new_tokens in ((2, 16), (3, 16), (3, 80)):  # buckets 2 and 4; lengths 128 and 192
         compiled = compiled_decoder.decode(embeds, prompts[:rows], new_tokens, stops)
         reference = eager.decode(embeds, prompts[:rows], new_tokens, stops)
         assert torch.equal(compiled.tokens, reference.tokens)
         assert torch.allclose(compiled.probs, reference.probs, atol=1e-4)
     assert compiled_decoder.bucket(3) == 4
-    assert counters["stats"]["unique_graphs"] - graphs_before == 2
+    assert counters["stats"]["unique_graphs"] - graphs_before == 1
 
 
 def test_a_compiled_step_that_differs_from_eager_is_caught_at_warm_up_and_served_eagerly(

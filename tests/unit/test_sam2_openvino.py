@@ -45,8 +45,8 @@ def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter)
 
 
 def test_the_export_is_reused_until_the_weights_change(sam2_copy, segmenter):
-    """A second load compiles the cached IR (no new export); other weights are exported again."""
-    BoxSegmenter.load(str(sam2_copy), openvino="fp32")
+    """A second load (the fixture's was the first) compiles the cached IR, no new export; other
+    weights are exported again."""
     info = sam2_copy / "openvino-sam2-fp32" / "export_info.json"
     written = info.stat().st_mtime_ns
     BoxSegmenter.load(str(sam2_copy), openvino="fp32")
@@ -100,14 +100,12 @@ def _iou(first, second, size) -> float:
     return float((drawn[0] & drawn[1]).sum() / union) if union else 1.0
 
 
-def test_an_export_that_another_process_finished_first_is_taken(tmp_path, monkeypatch):
+def test_an_export_that_another_process_finished_first_is_taken(sam2_copy, tmp_path, monkeypatch):
     """Two labelling actors export at once: the one whose folder lands second finds the first's
     (same fingerprint) in place, drops its own and loads that; no partial folder is left."""
     from kosmos2_engine.runtime.openvino import sam2 as module
 
-    folder = tmp_path / "sam2"
-    shutil.copytree(TINY_SAM2, folder)
-    BoxSegmenter.load(str(folder), openvino="fp32")
+    folder = sam2_copy  # exported by the tests above, for its current weights
     first = tmp_path / "first-export"
     shutil.copytree(folder / "openvino-sam2-fp32", first)
     (folder / "openvino-sam2-fp32" / "export_info.json").unlink()  # this process must export again
@@ -118,4 +116,4 @@ def test_an_export_that_another_process_finished_first_is_taken(tmp_path, monkey
 
     monkeypatch.setattr(module.os, "replace", lands_second)
     assert BoxSegmenter.load(str(folder), openvino="fp32").image_encoder is not None
-    assert sorted(p.name for p in folder.iterdir() if p.name.startswith("openvino-")) == ["openvino-sam2-fp32"]
+    assert not [p.name for p in folder.iterdir() if ".partial-" in p.name]
