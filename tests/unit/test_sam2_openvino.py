@@ -44,17 +44,33 @@ def test_the_openvino_encoder_gives_the_masks_of_sam2s_own(sam2_copy, segmenter)
             assert _iou(mask, expected, (150, 200)) >= 0.99
 
 
-def test_the_export_is_reused_until_the_weights_change(sam2_copy, segmenter):
-    """A second load (the fixture's was the first) compiles the cached IR, no new export; other
-    weights are exported again."""
+def test_the_export_is_reused_until_the_weights_change_and_a_concurrent_one_is_taken(
+    sam2_copy, segmenter, tmp_path, monkeypatch
+):
+    """A second load (the fixture's was the first) compiles the cached IR, no new export. Other
+    weights are exported again; here as two labelling actors do at once: the one whose folder
+    lands second finds the first's (same fingerprint) in place, drops its own and loads that,
+    leaving no partial folder."""
+    from kosmos2_engine.runtime.openvino import sam2 as module
+
     info = sam2_copy / "openvino-sam2-fp32" / "export_info.json"
     written = info.stat().st_mtime_ns
     BoxSegmenter.load(str(sam2_copy), openvino="fp32")
     assert info.stat().st_mtime_ns == written
     config = sam2_copy / "config.json"
     config.write_text(config.read_text().replace("\n}", ',\n  "kosmos2_test_edit": 1\n}', 1))
-    BoxSegmenter.load(str(sam2_copy), openvino="fp32")
-    assert info.stat().st_mtime_ns != written
+    real_replace, landed = module.os.replace, []
+
+    def lands_second(source, target):
+        real_replace(source, tmp_path / "the-other-actors-export")
+        shutil.copytree(tmp_path / "the-other-actors-export", target)  # the other actor's, just in place
+        landed.append(target)
+        raise OSError(39, "Directory not empty")
+
+    monkeypatch.setattr(module.os, "replace", lands_second)
+    assert BoxSegmenter.load(str(sam2_copy), openvino="fp32").image_encoder is not None
+    assert landed and info.stat().st_mtime_ns != written  # exported again, for the new weights
+    assert not [path.name for path in sam2_copy.iterdir() if ".partial-" in path.name]
 
 
 def test_an_openvino_encoder_stays_on_cpu(segmenter):
@@ -98,22 +114,3 @@ def _iou(first, second, size) -> float:
         drawn.append(full)
     union = (drawn[0] | drawn[1]).sum()
     return float((drawn[0] & drawn[1]).sum() / union) if union else 1.0
-
-
-def test_an_export_that_another_process_finished_first_is_taken(sam2_copy, tmp_path, monkeypatch):
-    """Two labelling actors export at once: the one whose folder lands second finds the first's
-    (same fingerprint) in place, drops its own and loads that; no partial folder is left."""
-    from kosmos2_engine.runtime.openvino import sam2 as module
-
-    folder = sam2_copy  # exported by the tests above, for its current weights
-    first = tmp_path / "first-export"
-    shutil.copytree(folder / "openvino-sam2-fp32", first)
-    (folder / "openvino-sam2-fp32" / "export_info.json").unlink()  # this process must export again
-
-    def lands_second(source, target):
-        shutil.copytree(first, target)  # the other actor's export, just in place
-        raise OSError(39, "Directory not empty")
-
-    monkeypatch.setattr(module.os, "replace", lands_second)
-    assert BoxSegmenter.load(str(folder), openvino="fp32").image_encoder is not None
-    assert not [p.name for p in folder.iterdir() if ".partial-" in p.name]
