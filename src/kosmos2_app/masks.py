@@ -80,8 +80,8 @@ def sam2_of(model_info: Mapping[str, Any] | None, device: str, rows: Sequence[Ma
     return chosen
 
 
-def _sam2_choices(row: Mapping[str, Any] | None) -> Any:
-    meta = (row or {}).get("meta")
+def _sam2_choices(row: Any) -> Any:
+    meta = row.get("meta") if isinstance(row, Mapping) else None
     return meta.get("sam2") if isinstance(meta, Mapping) else None
 
 

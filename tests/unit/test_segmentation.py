@@ -168,6 +168,8 @@ def test_which_sam2_a_deploy_uses_is_the_model_rows_choice_for_its_device(monkey
         sam2_of(hostile, "cpu", rows)
     with pytest.raises(ValueError, match=r"model_info\.meta\.sam2 must map"):
         sam2_of({"meta": {"sam2": ["facebook/sam2.1-hiera-large"]}}, "cpu", rows)
+    for not_a_row in ("not a row", {"meta": "nor this"}):  # the default row's choice
+        assert sam2_of(not_a_row, "cpu", rows) == "facebook/sam2.1-hiera-tiny"
     monkeypatch.setenv("KOSMOS2_SAM2", "/weights/my-sam2")
     assert sam2_of(pytorch, "cuda", rows) == sam2_of(hostile, "cpu", rows) == "/weights/my-sam2"
 
