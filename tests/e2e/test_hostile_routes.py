@@ -30,7 +30,7 @@ from PIL.PngImagePlugin import PngInfo
 from supervisely.nn.model.model_api import ModelAPI
 
 from tests.support.helpers import SCENE_CASES, canonical, scene
-from tests.support.server_process import app_env, free_port, server_command, start, stop
+from tests.support.server_process import README_SERVER_LOG, app_env, free_port, server_command, start, stop
 from tests.support.videos import moving_square_video
 
 KEY = "test-key-" + "7f3a9c2e" * 3
@@ -214,6 +214,7 @@ def test_upload_names_never_become_paths_and_nothing_stays_on_disk(open_server, 
     sentinel = tmp_path_factory.mktemp("sentinel")
     (sentinel / "victim.png").write_bytes(b"the victim's own bytes")
     own = [tmp / "app_data", tmp / "cache", tmp / "server_tmp", tmp / "server.log"]
+    own.append(README_SERVER_LOG)  # another test's server, which may be writing beside this one
     roots = [tmp_path_factory.getbasetemp(), Path(__file__).resolve().parents[2]]
     clip = moving_square_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=3).read_bytes()
     started_ns = time.time_ns() - 2_000_000_000  # a margin for the file system's clock

@@ -46,7 +46,7 @@ from pathlib import Path
 import supervisely as sly
 
 from tests.support.app_harness import REPO
-from tests.support.server_process import free_port, wait_until_alive
+from tests.support.server_process import README_SERVER_LOG, free_port, wait_until_alive
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -161,8 +161,8 @@ def _masked(text: str, mask: bool) -> str:
 
 
 def _serve(block: Block, env: dict, port: int) -> subprocess.Popen:
-    (REPO / ".cache").mkdir(exist_ok=True)
-    log = (REPO / ".cache" / "readme-server.log").open("w")
+    README_SERVER_LOG.parent.mkdir(exist_ok=True)
+    log = README_SERVER_LOG.open("w")
     process = subprocess.Popen(["bash", "-c", block.body], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)  # fmt: skip
     wait_until_alive(f"http://127.0.0.1:{port}", process, Path(log.name), timeout=300)

@@ -14,6 +14,9 @@ import requests
 
 from tests.support.app_harness import REPO, TINY_SAM2, read_env_file
 
+# The README test's server log: written while that test runs, beside any other test (xdist).
+README_SERVER_LOG = REPO / ".cache" / "readme-server.log"
+
 
 def server_command(port: int) -> list[str]:
     """What ``make serve`` runs, on ``port``."""
