@@ -51,7 +51,7 @@ def test_the_export_is_reused_until_the_weights_change_and_a_concurrent_one_is_t
     weights are exported again; here as two labelling actors do at once: the one whose folder
     lands second finds the first's (same fingerprint) in place, drops its own and loads that,
     leaving no partial folder."""
-    from kosmos2_engine.runtime.openvino import sam2 as module
+    from kosmos2_engine.runtime.openvino import export as module
 
     info = sam2_copy / "openvino-sam2-fp32" / "export_info.json"
     written = info.stat().st_mtime_ns

@@ -3,6 +3,7 @@ NNCF weight compression. Export time only (needs torch, openvino and nncf)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ KEPT_FLOAT = (  # image-encoder ops that int8-act leaves in float32 (regular exp
 )
 
 
-def _name_ports(ports, names) -> None:
+def name_ports(ports, names) -> None:
+    """Give each port of ``ports`` its name of ``names``, in order."""
     for port, name in zip(ports, names):
         port.get_tensor().set_names({name})
 
@@ -34,8 +36,8 @@ def convert_image_encoder(model: Kosmos2Model) -> ov.Model:
     converted = ov.convert_model(
         ImageEncoderGraph(model).eval(), example_input=example, input=[ov.PartialShape([-1, 3, side, side])]
     )
-    _name_ports(converted.inputs, ["pixel_values"])
-    _name_ports(converted.outputs, ["image_embeds"])
+    name_ports(converted.inputs, ["pixel_values"])
+    name_ports(converted.outputs, ["image_embeds"])
     return converted
 
 
@@ -66,8 +68,8 @@ def convert_decoder(model: Kosmos2Model) -> ov.Model:
     shapes = [[-1, -1], [-1, -1, width], [-1, -1], [-1, -1], [-1, -1]]
     shapes += [[-1, graph.heads, -1, graph.head_dim]] * (2 * layers)
     converted = ov.convert_model(graph, example_input=example, input=[ov.PartialShape(s) for s in shapes])
-    _name_ports(converted.inputs, [*DECODER_INPUTS, *states])
-    _name_ports(converted.outputs, ["logits", *states.values()])
+    name_ports(converted.inputs, [*DECODER_INPUTS, *states])
+    name_ports(converted.outputs, ["logits", *states.values()])
     from openvino._offline_transformations import apply_make_stateful_transformation
 
     apply_make_stateful_transformation(converted, states)
@@ -111,13 +113,17 @@ def compress_decoder(model: ov.Model, weights: str) -> ov.Model:
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
-def quantize_image_encoder(model: ov.Model, calibration: list[np.ndarray]) -> ov.Model:
-    """NNCF post-training quantisation of the image encoder: int8 weights and int8 activations
+def quantize_image_encoder(
+    model: ov.Model, calibration: list[np.ndarray], kept_float: Sequence[str] = KEPT_FLOAT
+) -> ov.Model:
+    """NNCF post-training quantisation of an image encoder: int8 weights and int8 activations
     (the transformer preset, SmoothQuant), statistics from ``calibration``, a list of float32
-    ``pixel_values`` (1, 3, S, S). The patch embeddings, the first encoder layer, the layer norms
-    around the encoder and the resampler (:data:`KEPT_FLOAT`) stay float32: quantising them too
-    kept only 90% of the tiny test model's boxes within one location bin of fp32 (96.5% with
-    them kept), and on the real model they are about a twentieth of the encoder's work."""
+    ``pixel_values`` (1, 3, S, S); the ops whose names match ``kept_float`` stay float32.
+
+    Kosmos-2's (:data:`KEPT_FLOAT`): the patch embeddings, the first encoder layer, the layer
+    norms around the encoder and the resampler. Quantising them too kept only 90% of the tiny
+    test model's boxes within one location bin of fp32 (96.5% with them kept), and on the real
+    model they are about a twentieth of the encoder's work. SAM 2's encoder keeps none."""
     import nncf
 
     return nncf.quantize(
@@ -125,7 +131,7 @@ def quantize_image_encoder(model: ov.Model, calibration: list[np.ndarray]) -> ov
         nncf.Dataset(calibration),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(patterns=list(KEPT_FLOAT), validate=False),
+        ignored_scope=nncf.IgnoredScope(patterns=list(kept_float), validate=False) if kept_float else None,
     )
 
 

@@ -35,7 +35,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -87,12 +87,38 @@ def cached_ir(
 ) -> Path | None:
     """The IR folder if it holds an export of this very checkpoint and format, else None."""
     target = Path(output) if output else ir_folder(checkpoint_folder, weights)
-    info = target / INFO_FILE
-    if not info.is_file() or not (target / IMAGE_ENCODER).is_file() or not (target / DECODER).is_file():
-        return None
-    recorded = json.loads(info.read_text())
     expected = source_fingerprint(checkpoint_folder, weights, calibration_source(calibration))
-    return target if recorded.get("fingerprint") == expected else None
+    return target if holds_export(target, (IMAGE_ENCODER, DECODER), expected) else None
+
+
+def holds_export(target: Path, files: Sequence[str], fingerprint: dict) -> bool:
+    """Whether ``target`` holds ``files`` and an export info recording ``fingerprint``."""
+    info = Path(target) / INFO_FILE
+    if not info.is_file() or not all((Path(target) / name).is_file() for name in files):
+        return False
+    return json.loads(info.read_text()).get("fingerprint") == fingerprint
+
+
+def staging_folder(target: Path) -> Path:
+    """An empty folder beside ``target``, this process's own, to export into."""
+    staging = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, target: Path, info: dict) -> None:
+    """Write ``info`` (with its ``fingerprint``) into ``staging`` and put it in ``target``'s
+    place. When another process (a labelling job's actors, two deploys) has just put an export
+    of the same fingerprint there, that one is kept and ``staging`` dropped."""
+    (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(staging, target)
+    except OSError:  # target is there again, not empty: another process's export
+        shutil.rmtree(staging, ignore_errors=True)
+        if json.loads((target / INFO_FILE).read_text()).get("fingerprint") != info["fingerprint"]:
+            raise
 
 
 def calibration_source(calibration: str | Path | None) -> str:
@@ -130,9 +156,7 @@ def export_openvino(
 
     progress(f"[1/4] Loading '{checkpoint}' (fp32) from {folder}")
     model, _ = load_checkpoint(str(folder), torch.float32)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = staging_folder(target)
     from .convert import compress_decoder, convert_decoder, convert_image_encoder, quantize_image_encoder, save
 
     progress("[2/4] Converting the image encoder")
@@ -153,9 +177,7 @@ def export_openvino(
         "checkpoint": str(checkpoint),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (partial / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(partial, target)
+    publish(partial, target, info)
     progress(f"OpenVINO IR ({weights}) written to {target} in {info['seconds']} s")
     return target
 

@@ -15,9 +15,7 @@ calibrated on :data:`CALIBRATION_IMAGES` generated scenes (the int8-act row's).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import torch
 
 from ...segmentation import sam_pixels, square_side
 from .calibration import GENERATED_SOURCE, generated_scenes
-from .export import INFO_FILE, ir_folder, source_fingerprint
+from .export import holds_export, ir_folder, publish, source_fingerprint, staging_folder
 
 SAM2_FORMATS = ("fp32", "int8-act")
 CALIBRATION_IMAGES = 16  # at 1024 px, about 90 s of calibration on 2 cores; 64 kept no more masks
@@ -62,19 +60,19 @@ def sam2_encoder_ir(model: Any, folder: Path, fmt: str = "fp32") -> Path:
     if fmt not in SAM2_FORMATS:
         raise ValueError(f"SAM 2 OpenVINO formats are {', '.join(SAM2_FORMATS)}, not '{fmt}'")
     target = ir_folder(folder, f"sam2-{fmt}")
-    expected = source_fingerprint(folder, f"sam2-{fmt}")
+    fingerprint = source_fingerprint(folder, f"sam2-{fmt}")
     if fmt == "int8-act":
-        expected["calibration"] = f"{GENERATED_SOURCE} x {CALIBRATION_IMAGES}"
-    info = target / INFO_FILE
-    exported = info.is_file() and (target / ENCODER).is_file()
-    if exported and json.loads(info.read_text()).get("fingerprint") == expected:
-        return target
-    return _export(model, folder, target, expected, fmt)
+        fingerprint["calibration"] = f"{GENERATED_SOURCE} x {CALIBRATION_IMAGES}"
+    if not holds_export(target, (ENCODER,), fingerprint):
+        _export(model, target, fingerprint, fmt)
+    return target
 
 
 @torch.inference_mode()
-def _export(model: Any, folder: Path, target: Path, fingerprint: dict, fmt: str) -> Path:
+def _export(model: Any, target: Path, fingerprint: dict, fmt: str) -> None:
     import openvino as ov
+
+    from .convert import name_ports, quantize_image_encoder, save
 
     started = time.perf_counter()
     side = square_side(model.config.vision_config.backbone_config.image_size)
@@ -83,34 +81,14 @@ def _export(model: Any, folder: Path, target: Path, fingerprint: dict, fmt: str)
         example_input=torch.zeros(1, 3, side, side),
         input=[ov.PartialShape([-1, 3, side, side])],
     )
-    converted.inputs[0].get_tensor().set_names({"pixel_values"})
-    for index, output in enumerate(converted.outputs):
-        output.get_tensor().set_names({f"image_embeddings.{index}"})
+    name_ports(converted.inputs, ["pixel_values"])
+    name_ports(converted.outputs, [f"image_embeddings.{index}" for index in range(len(converted.outputs))])
     if fmt == "int8-act":
-        converted = _quantized(converted, side)
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    ov.save_model(converted, str(partial / ENCODER), compress_to_fp16=False)
-    seconds = round(time.perf_counter() - started, 1)
-    (partial / INFO_FILE).write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds}, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    try:
-        os.replace(partial, target)
-    except OSError:  # another process (a labelling job's actors) put its export there first
-        shutil.rmtree(partial, ignore_errors=True)
-        if json.loads((target / INFO_FILE).read_text()).get("fingerprint") != fingerprint:
-            raise
-    return target
-
-
-def _quantized(model: Any, side: int) -> Any:
-    """NNCF post-training quantisation (the transformer preset) of the encoder IR, statistics from
-    the generated calibration scenes prepared as SAM 2's input."""
-    import nncf
-
-    pixels = [sam_pixels(image, side)[None] for image in generated_scenes(CALIBRATION_IMAGES)]
-    return nncf.quantize(model, nncf.Dataset(pixels), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(pixels))
+        pixels = [sam_pixels(image, side)[None] for image in generated_scenes(CALIBRATION_IMAGES)]
+        converted = quantize_image_encoder(converted, pixels, kept_float=())
+    staging = staging_folder(target)
+    save(converted, staging / ENCODER)
+    publish(staging, target, {"fingerprint": fingerprint, "seconds": round(time.perf_counter() - started, 1)})
 
 
 class OpenVINOSam2Encoder:
