@@ -139,11 +139,14 @@ class AnnotationBuilder:
         """Add the classes of ``class_names`` that the meta lacks (a deploy's declared classes):
         rectangle classes, Bitmap classes for the names in ``masked``."""
         with self._meta_lock:
-            meta = meta_with(self._meta, class_names, masked=masked)
-            if meta is not self._meta:
-                self._meta = meta
-                if self._on_meta_change is not None:
-                    self._on_meta_change(meta)
+            self._adopt(meta_with(self._meta, class_names, masked=masked))
+
+    def _adopt(self, meta: sly.ProjectMeta) -> None:
+        """Make ``meta`` the builder's, published only when it changed (call under the lock)."""
+        if meta is not self._meta:
+            self._meta = meta
+            if self._on_meta_change is not None:
+                self._on_meta_change(meta)
 
     def annotation(
         self,
@@ -192,14 +195,11 @@ class AnnotationBuilder:
         return self.annotation(height, width, self.predictions_of(result, height, width, crop), classes_whitelist)
 
     def _mask_label(self, dto: PredictionBBox, mask: BoxMask) -> sly.Label:
-        """A Bitmap label of the box's class (declared with any geometry from now on), tagged
-        with the box's confidence and the mask's quality."""
+        """A Bitmap label of the box's class (one that can hold bitmaps from now on, see
+        :func:`with_mask_class`), tagged with the box's confidence and the mask's quality."""
         meta = with_mask_class(self._meta, dto.class_name)
         obj_class = meta.get_obj_class(dto.class_name)
-        if meta is not self._meta:  # published only when it changed
-            self._meta = meta
-            if self._on_meta_change is not None:
-                self._on_meta_change(meta)
+        self._adopt(meta)
         tags = [sly.Tag(self._meta.get_tag_meta(MASK_QUALITY_TAG), round(mask.quality, 4))]
         if dto.score is not None:
             tags.insert(0, sly.Tag(self._meta.get_tag_meta(CONFIDENCE_TAG), dto.score))
@@ -209,11 +209,7 @@ class AnnotationBuilder:
         return label
 
     def _label(self, dto: PredictionBBox) -> sly.Label:
-        meta = with_box_class(self._meta, dto.class_name)
-        if meta is not self._meta:  # published only when it changed
-            self._meta = meta
-            if self._on_meta_change is not None:
-                self._on_meta_change(meta)
+        self._adopt(with_box_class(self._meta, dto.class_name))
         obj_class = self._meta.get_obj_class(dto.class_name)
         if isinstance(dto, DescribedRegion):
             tags = [sly.Tag(self._meta.get_tag_meta(DESCRIPTION_TAG), dto.description)]
