@@ -74,6 +74,18 @@ def seeded_boxes(count: int, width: int, height: int) -> np.ndarray:
     return np.concatenate([low, np.maximum(high, low + 16)], 1).astype(np.float32)
 
 
+def median_seconds(paths: dict, rounds: int) -> dict[str, float]:
+    """Median seconds of each of ``paths`` (name -> function), over ``rounds`` rounds that each
+    start one path further along, so that no path always runs first."""
+    names = list(paths)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(timed(paths[name]))
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
 def masks_rows(segmenter: BoxSegmenter, image: np.ndarray, counts: list[int], rounds: int) -> list[dict]:
     """Per box count: ours (one encoding, one decoder call) against one call per box."""
     height, width = image.shape[:2]
@@ -86,11 +98,8 @@ def masks_rows(segmenter: BoxSegmenter, image: np.ndarray, counts: list[int], ro
             "ours": lambda boxes=boxes: segmenter.segment([image], [boxes]),
             "per_box": lambda boxes=boxes: [segmenter.segment([image], [box[None]]) for box in boxes],
         }
-        times: dict[str, list[float]] = {name: [] for name in paths}
-        for index in range(rounds):
-            for name in list(paths)[:: 1 if index % 2 == 0 else -1]:
-                times[name].append(timed(paths[name]))
-        ours, per_box = statistics.median(times["ours"]), statistics.median(times["per_box"])
+        medians = median_seconds(paths, rounds)
+        ours, per_box = medians["ours"], medians["per_box"]
         log(f"{count} boxes: ours {ours:.3f} s, one call per box {per_box:.3f} s")
         rows.append({"boxes": count, "ours_s": round(ours, 4), "per_box_s": round(per_box, 4),
                      "per_box_over_ours": round(per_box / ours, 2)})  # fmt: skip
@@ -132,14 +141,13 @@ def openvino_encoder(size: str, image: np.ndarray, counts: list[int], rounds: in
         rows = []
         for count in counts:
             boxes = seeded_boxes(count, width, height)
-            times: dict[str, list[float]] = {name: [] for name in segmenters}
-            for segmenter in segmenters.values():  # warm-up
-                segmenter.segment([image], [boxes])
-            for index in range(rounds):  # each round in another order
-                for name in list(segmenters)[index % len(segmenters) :] + list(segmenters)[: index % len(segmenters)]:
-                    run = segmenters[name].segment
-                    times[name].append(timed(lambda run=run, boxes=boxes: run([image], [boxes])))
-            medians = {name: statistics.median(seconds) for name, seconds in times.items()}
+            paths = {
+                name: (lambda run=segmenter.segment, boxes=boxes: run([image], [boxes]))
+                for name, segmenter in segmenters.items()
+            }
+            for path in paths.values():  # warm-up
+                path()
+            medians = median_seconds(paths, rounds)
             log(f"{count} boxes: " + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in medians.items()))
             row = {"boxes": count, **{f"{name}_s": round(seconds, 4) for name, seconds in medians.items()}}
             row |= {f"{name}_speedup": round(medians["torch"] / seconds, 2) for name, seconds in medians.items()}
