@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openvino as ov
@@ -22,7 +23,7 @@ KEPT_FLOAT = (  # image-encoder ops that int8-act leaves in float32 (regular exp
 )
 
 
-def name_ports(ports, names) -> None:
+def name_ports(ports: Sequence[Any], names: Sequence[str]) -> None:
     """Give each port of ``ports`` its name of ``names``, in order."""
     for port, name in zip(ports, names):
         port.get_tensor().set_names({name})
