@@ -43,7 +43,7 @@ samples: venv
 tiny-checkpoint: venv
 	@$(PY) -m tests.tiny_model.locate
 
-## tiny-sam2: train the tiny SAM 2 of the tests and the README (tests/tiny_sam2/checkpoint) again
+## tiny-sam2: train the tiny SAM 2 of the tests and the README (tests/tiny_sam2/checkpoint: image model and video memory) again, ~25 min
 tiny-sam2: venv
 	PYTHONPATH=src:. $(PY) -m tests.tiny_sam2.train
 

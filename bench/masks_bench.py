@@ -9,12 +9,17 @@ Kosmos-2's boxes, in one run, on the real architectures with random weights.
 * **boxes alone**: Kosmos-2 (``Kosmos2Config()``, 1.66 B parameters, stop tokens emptied so
   every answer is 4 tokens) grounding N phrases on the same image: the cost masks are added to.
 
+``--propagation`` measures videos instead: a frame the stride skipped, its N objects' masks
+carried from the frames before by SAM 2's video memory (:class:`~kosmos2_engine.MaskPropagator`,
+after enough frames that the memory is full), against segmenting N boxes on a frame afresh.
+
 SAM 2 is ``Sam2Config()`` (Hiera tiny, 1024 px: the default deploy, ``sam2.1-hiera-tiny``);
 ``--sam large`` builds Hiera large (``sam2.1-hiera-large``). The image is 1024 x 768; boxes are
 seeded. Rounds alternate the paths; medians are reported.
 
     python -m bench.masks_bench                  # make bench-masks (CPU: ~7 min)
     python -m bench.masks_bench --device cuda --sam large
+    python -m bench.masks_bench --propagation --boxes 1 5
 
 Writes ``bench/results/masks-<date>-<device>.json``.
 """
@@ -33,7 +38,7 @@ import torch
 from bench.engine_bench import GROUNDING_TOKENS, random_engine, timed
 from bench.live_server import REPO, write_result
 from bench.machine import environment
-from kosmos2_engine import BoxSegmenter, policy_from_settings
+from kosmos2_engine import BoxMask, BoxSegmenter, MaskPropagator, policy_from_settings
 
 # Hiera large as sam2.1-hiera-large configures it; Sam2Config() is Hiera tiny.
 HIERA_LARGE = {
@@ -157,6 +162,40 @@ def openvino_encoder(size: str, image: np.ndarray, counts: list[int], rounds: in
     return report
 
 
+def propagation(size: str, device: str, image: np.ndarray, counts: list[int], rounds: int, out: Path) -> dict:
+    """Per object count: a followed frame (SAM 2's video memory, full) against the same boxes
+    segmented afresh; writes ``masks-propagation-<date>-<device>.json``."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+    report: dict = {"environment": environment(device), "sam2": size, "image": "1024 x 768", "rounds": rounds}
+    height, width = image.shape[:2]
+    torch.manual_seed(0)
+    config = sam2_config(size)
+    video = Sam2VideoModel(Sam2VideoConfig(vision_config=config.vision_config.to_dict()))
+    propagator, segmenter = MaskPropagator(video, device), random_segmenter(size, device)
+    rows = []
+    for count in counts:
+        boxes = seeded_boxes(count, width, height)
+        masks = [
+            BoxMask(np.ones((int(y1 - y0), int(x1 - x0)), bool), (int(y0), int(x0)), 1.0) for x0, y0, x1, y1 in boxes
+        ]
+        followed = propagator.follow(image, masks)
+        for _ in range(video.config.num_maskmem):  # the memory filled, as on a long gap
+            followed.next(image)
+        paths = {
+            "followed": lambda f=followed: f.next(image),
+            "segmented": lambda b=boxes: segmenter.segment([image], [b]),
+        }
+        medians = median_seconds(paths, rounds)
+        followed_s, segmented_s = medians["followed"], medians["segmented"]
+        log(f"{count} objects: followed frame {followed_s:.3f} s, segmented afresh {segmented_s:.3f} s")
+        rows.append({"objects": count, "followed_s": round(medians["followed"], 4),
+                     "segmented_s": round(medians["segmented"], 4)})  # fmt: skip
+    report["rows"] = rows
+    write_result(report, out, f"masks-propagation-{datetime.now(UTC).strftime('%Y-%m-%d')}-{device}.json")
+    return report
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -165,10 +204,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--openvino", action="store_true", help="CPU: SAM 2's image encoder in OpenVINO vs torch")
+    parser.add_argument("--propagation", action="store_true", help="videos: a followed frame vs one segmented afresh")
     args = parser.parse_args(argv)
     image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
     if args.openvino:
         return openvino_encoder(args.sam, image, args.boxes, args.rounds, args.out)
+    if args.propagation:
+        return propagation(args.sam, args.device, image, args.boxes, args.rounds, args.out)
     name = f"masks-{datetime.now(UTC).strftime('%Y-%m-%d')}-{args.device}.json"
     report: dict = {"environment": environment(args.device), "sam2": args.sam, "image": "1024 x 768",
                     "rounds": args.rounds, "kosmos2_new_tokens": GROUNDING_TOKENS}  # fmt: skip

@@ -22,20 +22,22 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException, status
 
-from kosmos2_engine import BoxSegmenter, CheckpointError, SettingsError
+from kosmos2_engine import BoxSegmenter, CheckpointError, MaskPropagator, SettingsError
 
 from .config import DEFAULT_SAM2, sam2_override
 from .http.errors import bad_request
 
-FIELDS = ("masks", "keep_boxes")
+FIELDS = ("masks", "keep_boxes", "propagate_masks")
 
 
 @dataclass(frozen=True)
 class MaskOptions:
-    """Whether a request wants masks, and whether its rectangles stay beside them."""
+    """Whether a request wants masks, whether its rectangles stay beside them, and whether a
+    video's masks are carried through the frames its stride skips (by default they are)."""
 
     masks: bool = False
     keep_boxes: bool = False
+    propagate_masks: bool = True
 
     @classmethod
     def parse(cls, settings: Mapping[str, Any]) -> MaskOptions:
@@ -43,7 +45,8 @@ class MaskOptions:
         for name in FIELDS:
             if settings.get(name) is not None and not isinstance(settings[name], bool):
                 raise SettingsError(name, f"expected true or false, got {settings[name]!r}")
-        return cls(**{name: bool(settings.get(name)) for name in FIELDS})
+        given = {name: settings[name] for name in FIELDS if settings.get(name) is not None}
+        return cls(**given)
 
     @classmethod
     def of(cls, settings: Mapping[str, Any]) -> MaskOptions:
@@ -102,6 +105,7 @@ class LazySegmenter:
         self.checkpoint = checkpoint
         self.openvino = openvino
         self._segmenter: BoxSegmenter | None = None
+        self._propagator: MaskPropagator | None = None
         self._loading = threading.Lock()
 
     @property
@@ -113,6 +117,8 @@ class LazySegmenter:
         an idle freeze to CPU frees its GPU memory too."""
         if self._segmenter is not None and self._segmenter.device != device:
             call(self._segmenter.to, device)
+        if self._propagator is not None and self._propagator.device != device:
+            call(self._propagator.to, device)
 
     def warm(self, call, device: str) -> None:
         """Load SAM 2 (see :meth:`get`) and segment one box of a small blank image, so that the
@@ -133,3 +139,20 @@ class LazySegmenter:
                         detail=f"masks: {error}; set KOSMOS2_SAM2 to a SAM 2 folder",
                     ) from None
             return self._segmenter
+
+    def video_refusal(self) -> str | None:
+        """Why this SAM 2 cannot carry masks through a video's frames (an image-only checkpoint,
+        or one that does not load), None when it can; read from its config, nothing loaded."""
+        try:
+            MaskPropagator.check(self.checkpoint)
+        except CheckpointError as error:
+            return str(error)
+        return None
+
+    def propagator(self, call, device: str) -> MaskPropagator:
+        """SAM 2's video model on ``device``, loaded on first use through ``call`` (the engine
+        thread): torch, on every row (the OpenVINO rows' IR is the image encoder's alone)."""
+        with self._loading:
+            if self._propagator is None:
+                self._propagator = call(MaskPropagator.load, self.checkpoint, device)
+            return self._propagator

@@ -26,6 +26,7 @@ from fastapi import HTTPException, status
 from supervisely.nn.inference import ModelPrecision, RuntimeType
 
 from kosmos2_engine import (
+    BoxMask,
     CheckpointError,
     ImageInput,
     Kosmos2Engine,
@@ -364,6 +365,29 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         segmenter = self.segmenter.get(batcher.call, batcher.engine.device)
         xyxy = [boxes_xyxy(image_boxes) for image_boxes in boxes]
         return batcher.call(segmenter.segment, [_whole(image) for image in images], xyxy)
+
+    def propagates(self, settings: dict[str, Any], stride: int) -> bool:
+        """Whether a video request's masks are carried through the frames its ``stride`` skips:
+        it skips some, has masks (``masks: true``, or classes declared ``mask``) and did not send
+        ``propagate_masks: false``. A 400 naming the field where a mask option is not a boolean,
+        or (naming ``propagate_masks``) where this SAM 2 has no video memory (an image-only
+        checkpoint)."""
+        options = MaskOptions.of(settings)
+        if stride < 2 or not options.propagate_masks or not (options.masks or self.masked_classes(settings)):
+            return False
+        refusal = self.segmenter.video_refusal()
+        if refusal is not None:
+            raise bad_request(
+                f"propagate_masks: {refusal}; send propagate_masks: false, or deploy a SAM 2 video checkpoint"
+            )
+        return True
+
+    def follow_masks(self, key_frame: np.ndarray, masks: Sequence[BoxMask]):
+        """A :class:`~kosmos2_engine.Propagation` of ``masks`` from ``key_frame``, and the
+        function that runs its steps on the engine thread (``step(propagation.next, frame)``)."""
+        batcher = self._require_batcher()
+        propagator = self.segmenter.propagator(batcher.call, batcher.engine.device)
+        return batcher.call(propagator.follow, key_frame, masks), batcher.call
 
     def infer(self, images: Sequence[ImageInput], settings: dict[str, Any]) -> list[tuple[sly.Annotation, TaskResult]]:
         """:meth:`submit`, waited for: each image's annotation and the result it was built from."""

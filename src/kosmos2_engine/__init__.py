@@ -36,6 +36,7 @@ from .grounding import (
 from .imaging import ImageInput, SizedImage, parallel_map, shrink, size_of, to_rgb
 from .outputs import Generation, NamedBox, TaskResult
 from .prompts import CAPTION_PROMPT
+from .propagation import MaskPropagator, Propagation
 from .runtime.protocol import Backend, DecodedBatch
 from .segmentation import BoxMask, BoxSegmenter
 from .settings import policy_from_settings
@@ -74,8 +75,10 @@ __all__ = [
     "shrink",
     "size_of",
     "Kosmos2Engine",
+    "MaskPropagator",
     "NamedBox",
     "PreparedRun",
+    "Propagation",
     "RequestBatcher",
     "ResultKind",
     "RunStats",

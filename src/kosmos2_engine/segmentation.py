@@ -141,10 +141,10 @@ class BoxSegmenter:
         prompts = torch.from_numpy(boxes * scale)[None].to(self.device)
         out = self.model(image_embeddings=embeddings, input_boxes=prompts, multimask_output=False)
         logits, qualities = out.pred_masks[0, :, 0], out.iou_scores[0, :, 0].float().clamp(0, 1)
-        return [_cropped(logits[i], size, float(qualities[i])) for i in range(len(boxes))]
+        return [cropped_mask(logits[i], size, float(qualities[i])) for i in range(len(boxes))]
 
 
-def _cropped(logits: torch.Tensor, size: tuple[int, int], quality: float) -> BoxMask:
+def cropped_mask(logits: torch.Tensor, size: tuple[int, int], quality: float) -> BoxMask:
     """Low-resolution logits (h', w') -> the mask at ``size``, cropped to what it covers."""
     full = F.interpolate(logits[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0] > 0
     rows, columns = torch.nonzero(full.any(1)), torch.nonzero(full.any(0))

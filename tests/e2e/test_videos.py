@@ -68,18 +68,23 @@ def _square_iou(frame_index: int, label: sly.Label) -> float:
 
 
 def test_masks_follow_the_tracked_square_on_every_frame_with_one_id(live_server, clip, stand_in_api, video_id):
-    """``masks: true`` on a tracked video: every processed frame has the square as a Bitmap
-    (SAM 2's mask of its box, IoU >= 0.85 with the square drawn there) under one track id, and
-    the Apply NN to Videos path's video annotation holds one object with a bitmap on each frame."""
+    """``masks: true`` on a tracked video with a stride of 2: every frame has the square as a
+    Bitmap (IoU >= 0.85 with the square drawn there) under one track id: SAM 2's mask of the box
+    on the frames Kosmos-2 ran on, SAM 2's video memory on the frames between. The Apply NN to
+    Videos path's video annotation holds one object with a bitmap on each frame."""
     predictions = list(
         ModelAPI(url=live_server).predict(input=str(clip), classes=["square"], tracking=True, masks=True, stride=2)
     )
-    assert [p.frame_index for p in predictions] == list(range(0, FRAMES, 2))
+    assert [p.frame_index for p in predictions] == list(range(FRAMES))
     for prediction in predictions:
         [label] = prediction.annotation.labels
         assert (label.obj_class.name, label.geometry.geometry_name()) == ("square", "bitmap")
         assert _square_iou(prediction.frame_index, label) >= 0.85, prediction.frame_index
     assert {int(t) for p in predictions for t in p.track_ids} == {1}
+    key_frames_only = ModelAPI(url=live_server).predict(
+        input=str(clip), classes=["square"], masks=True, stride=3, propagate_masks=False
+    )
+    assert [p.frame_index for p in key_frames_only] == list(range(0, FRAMES, 3))
 
     api = sly.Api(stand_in_api.url, "token-for-the-stand-in", ignore_task_id=True)
     settings = {"classes": ["square"], "masks": True}
@@ -205,6 +210,9 @@ def test_stop_keeps_the_frames_done(live_server, tmp_path):
         (None, {"tracker": "botsort", "settings": {"task": "vqa", "question": "what?"}}, 400,
          "tracker: tracks need class names"),
         (None, {"num_frames": 2, "end_frame": 5}, 400, "end_frame: send one of num_frames, end_frame and duration"),
+        (None, {"stride": 2, "settings": {"masks": True, "propagate_masks": "yes"}}, 400,
+         "Invalid setting 'propagate_masks': expected true or false"),
+        (None, {"settings": {"masks": "yes"}}, 400, "Invalid setting 'masks': expected true or false"),
     ],
 )  # fmt: skip
 def test_a_video_that_cannot_be_served_is_a_4xx_naming_the_field(live_server, clip, video, state, code, message):

@@ -446,3 +446,38 @@ def test_long_inference_runs_in_chunks_of_the_batch_size(served, monkeypatch):
     anns, data = model._inference_batched_wrapper(images, {"max_new_tokens": 16})
     assert seen == [3, 3, 1] and [a.to_json() for a in anns] == [a.to_json() for a in expected]
     assert len(data) == 7 and all(item["task"] == "caption" for item in data)
+
+
+def test_masks_are_not_propagated_with_an_image_only_sam2(served, tmp_path):
+    """A deploy whose SAM 2 has no video memory (an image-only checkpoint): a video with masks and
+    a stride is a 400 naming propagate_masks and the way out, before any work; with
+    ``propagate_masks: false`` it runs on the key frames."""
+    import json
+
+    from transformers import Sam2Model
+
+    from kosmos2_app.masks import LazySegmenter
+    from tests.support.app_harness import TINY_SAM2
+    from tests.support.videos import moving_square_video
+
+    model, client = served
+    Sam2Model.from_pretrained(str(TINY_SAM2)).save_pretrained(tmp_path / "image-only")
+    clip = moving_square_video(tmp_path / "clip.mp4", frames=4).read_bytes()
+    kept, model.segmenter = model.segmenter, LazySegmenter(str(tmp_path / "image-only"))
+    try:
+        state = {"stride": 2, "settings": {"classes": ["square"], "masks": True}}
+        sent = {"files": ("clip.mp4", clip, "video/mp4")}
+        refused = client.post("/inference_video_async", files=sent, data={"state": json.dumps(state)})
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["message"]
+        assert "propagate_masks: SAM 2" in message and "is an image model" in message
+        state["settings"]["propagate_masks"] = False
+        accepted = client.post("/inference_video_async", files=sent, data={"state": json.dumps(state)})
+        assert accepted.status_code == 200, accepted.text
+        request = {"state": {"inference_request_uuid": accepted.json()["inference_request_uuid"]}}
+        while not client.post("/get_inference_progress", json=request).json()["finished"]:
+            threading.Event().wait(0.1)
+        results = client.post("/pop_inference_results", json=request).json()["pending_results"]
+        assert [result["frame_index"] for result in results] == [0, 2]
+    finally:
+        model.segmenter = kept

@@ -3,6 +3,7 @@ asked, and each tracker's own track numbering."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -11,7 +12,7 @@ import supervisely as sly
 
 from kosmos2_app.video import VideoFile, VideoRefused, VideoStore, video_request
 from kosmos2_app.video.files import VideoTooLarge, copy_capped
-from kosmos2_app.video.frames import FrameReader
+from kosmos2_app.video.frames import FrameReader, FrameSeeker
 from kosmos2_app.video.tracking import FrameTracker, tracker_settings
 from tests.support.videos import write_video
 
@@ -52,6 +53,32 @@ def test_a_request_runs_on_the_frames_it_asks_for(state, frames):
 def test_a_wrong_frame_range_names_the_field(state, message):
     with pytest.raises(VideoRefused, match=message.replace("[", r"\[").replace("]", r"\]")):
         video_request(state).frame_indices(10, 10.0, 9)
+
+
+@pytest.mark.parametrize(
+    ("state", "gaps"),
+    [
+        ({"stride": 3}, {0: [1, 2], 3: [4, 5], 6: [7, 8], 9: []}),
+        ({"stride": 4, "num_frames": 6}, {0: [1, 2, 3], 4: [5]}),  # the last gap ends with the range
+        ({"start_frame": 7, "stride": 3, "direction": "backward"}, {7: [6, 5], 4: [3, 2], 1: [0]}),
+        ({"stride": 1}, {index: [] for index in range(10)}),
+    ],
+)
+def test_each_frame_run_on_is_followed_by_the_frames_the_stride_skips(state, gaps):
+    request = video_request(state)
+    assert request.gaps(10, 10.0) == gaps
+    assert list(gaps) == request.frame_indices(10, 10.0, 100)
+
+
+def test_frames_masks_are_carried_through_count_towards_the_frame_limit():
+    """Four frames run on, ten covered: within a limit of four without propagation, refused with
+    it, naming propagate_masks and the way out."""
+    request = video_request({"stride": 3})
+    assert request.frame_indices(10, 10.0, 4) == [0, 3, 6, 9]
+    refusal = "propagate_masks: .* covers 10 frames, more than the 4 .* propagate_masks: false"
+    with pytest.raises(VideoRefused, match=refusal):
+        dataclasses.replace(request, propagate=True).frame_indices(10, 10.0, 4)
+    assert dataclasses.replace(request, propagate=True).frame_indices(10, 10.0, 10) == [0, 3, 6, 9]
 
 
 @pytest.mark.parametrize(
@@ -98,6 +125,19 @@ def test_frames_are_read_as_asked(clip, batches):
         for index, frame in zip(batch.indices, batch.whole):
             errors = [np.abs(frame.astype(int) - other.astype(int)).mean() for other in written]
             assert int(np.argmin(errors)) == index, (index, errors[index])
+
+
+def test_the_frames_a_stride_skips_are_read_as_asked(clip):
+    """One seeker, gap after gap as a request reads them (forward, then backward, then past the
+    end): each frame is the frame of its index, and the frames past the end are not there."""
+    path, written = clip
+    gaps = [[1, 2], [4, 5], [13, 12, 11], [28, 29, 30, 31]]
+    with FrameSeeker(str(path)) as seeker:
+        read = [list(seeker.frames(gap)) for gap in gaps]
+    assert [[index for index, _ in gap] for gap in read] == [[1, 2], [4, 5], [13, 12, 11], [28, 29]]
+    for index, frame in (pair for gap in read for pair in gap):
+        errors = [np.abs(frame.astype(int) - other.astype(int)).mean() for other in written]
+        assert int(np.argmin(errors)) == index, (index, errors[index])
 
 
 def test_an_overstated_frame_count_ends_the_reading_early(clip):

@@ -107,12 +107,16 @@ def class_colour(name: str) -> list[int]:
     return [round(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.85, value)]
 
 
-def result_json(annotation, result: TaskResult, frame_index: int | None = None, video=None) -> dict[str, Any]:
+def result_json(
+    annotation, result: TaskResult, frame_index: int | None = None, video=None, propagated_from: int | None = None
+) -> dict[str, Any]:
     """One image's result as the SDK formats it (``Prediction.to_json()`` plus ``data``): every
     field the SDK's clients read, in its order, the annotation serialised once. A video frame's
     result has its ``frame_index``, and ``video`` (with ``video_id``, ``dataset_id`` and
-    ``project_id``) says where it came from."""
-    data = result_data(result)
+    ``project_id``) says where it came from. A frame whose masks were carried from key frame
+    ``propagated_from`` (``result`` being that key frame's) has its task and that index as
+    ``data``, and no text."""
+    data = result_data(result) if propagated_from is None else {"task": result.task, "propagated_from": propagated_from}
     return {
         "source": None, "annotation": annotation.to_json(), "name": None, "path": None, "url": None,
         "project_id": getattr(video, "project_id", None), "dataset_id": getattr(video, "dataset_id", None),

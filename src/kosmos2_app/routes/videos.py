@@ -12,6 +12,9 @@
   downloads it (up to ``KOSMOS2_MAX_VIDEO_MB``) into the private folder, then runs.
 
 Bad settings, frame ranges and tracker settings are 400s naming the field, before any work.
+With masks and a stride, each key frame's masks are carried through the frames the stride skips
+(:mod:`..video.propagation`; ``propagate_masks: false`` keeps to the key frames), and those
+frames count towards ``KOSMOS2_MAX_VIDEO_FRAMES``.
 The per-frame results are the SDK's result dicts with ``frame_index`` (and the video's ids);
 ``/pop_inference_results`` hands them over as they finish, ``/get_inference_result`` ends with
 ``{"video_ann": ...}`` (the tracked video annotation, or null without a tracker).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +189,8 @@ class VideoRoutes:
         request = video_request(state)
         settings = tracking_settings(self.model, request_settings(state), request)
         note_task(self.model.policy_for(settings).task)
+        if self.model.propagates(settings, request.stride):
+            request = dataclasses.replace(request, propagate=True)
         if request.tracker is not None:
             require_tracking()
             tracker_settings(request.tracker_settings, self.limits.reid_weights)

@@ -115,3 +115,38 @@ class FrameReader:
                 return
             except queue.Full:
                 continue
+
+
+class FrameSeeker:
+    """Frames of the video at ``path`` read on demand, in the calling thread: the frames a stride
+    skips, which masks are carried through (:mod:`.propagation`). One frame is held at a time."""
+
+    def __init__(self, path: str) -> None:
+        import cv2
+
+        self._capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        self._position = 0
+
+    def frames(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, RGB uint8 (H, W, 3))`` of ``indices`` in their order; ends at the first frame
+        that cannot be read. Reads on from one frame to the next where they ascend, else seeks."""
+        import cv2
+
+        for index in indices:
+            if index != self._position:
+                self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+                self._position = index
+            ok, bgr = self._capture.read()
+            self._position += 1
+            if not ok:
+                return
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __enter__(self) -> FrameSeeker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -11,6 +11,7 @@ frames processed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from supervisely.nn.inference.inference_request import InferenceRequest
 from ..ontology import requested_classes
 from ..results.predictions import result_json
 from .files import VideoFile, VideoRefused
-from .frames import FrameBatch, FrameReader
+from .frames import FrameBatch, FrameReader, FrameSeeker
+from .propagation import GapPropagation
 from .request import VideoRequest
 from .tracking import FrameTracker
 
@@ -65,29 +67,44 @@ def run_video(
     reid_weights: str | None,
 ) -> None:
     """Run ``model`` on the frames ``request`` asks for; each batch's results (the SDK's result
-    dicts, ``frame_index`` set) are added to ``inference_request`` as they finish, and its
-    ``final_result`` is ``{"video_ann": ...}``: the video annotation's JSON when the request
-    tracks, else None. ``settings`` must have passed :func:`tracking_settings`."""
+    dicts, ``frame_index`` set) are added to ``inference_request`` as they finish, each key
+    frame's followed by those of the frames its masks were carried through where
+    ``request.propagate`` (:mod:`.propagation`); its ``final_result`` is ``{"video_ann": ...}``:
+    the video annotation's JSON when the request tracks, else None. ``settings`` must have
+    passed :func:`tracking_settings`."""
     indices = request.frame_indices(video.frames, video.fps, max_frames)
     batch = model.video_batch_size()
     batches = [indices[start : start + batch] for start in range(0, len(indices), batch)]
     tracker = FrameTracker(request.tracker_settings, reid_weights) if request.tracker else None
-    inference_request.set_stage(InferenceRequest.Stage.INFERENCE, 0, len(indices))
+    stack = contextlib.ExitStack()
+    seeker = stack.enter_context(FrameSeeker(str(video.path))) if request.propagate else None
+    gaps = GapPropagation(model, seeker, request.gaps(video.frames, video.fps)) if seeker else None
+    inference_request.set_stage(InferenceRequest.Stage.INFERENCE, 0, len(indices) + (gaps.frames if gaps else 0))
     in_flight: deque = deque()
 
     def finish(frames: FrameBatch, future) -> None:
         results = future.result()
         annotations = model.annotations_of(frames.views, results, settings)
-        answers = []
         for position, (index, annotation, result) in enumerate(zip(frames.indices, annotations, results)):
             if tracker is not None:
                 annotation = tracker.update(index, frames.whole[position] if frames.whole else None, annotation)
-            answers.append(result_json(annotation, result, frame_index=index, video=source))
-        inference_request.add_results(answers)
-        inference_request.done(len(answers))
+            hand_over(result_json(annotation, result, frame_index=index, video=source))
+            if gaps is None:
+                continue
+            for gap_index, followed in gaps.after(index, frames.views[position], annotation):
+                if inference_request.is_stopped():
+                    break
+                if tracker is not None:
+                    tracker.add_followed(gap_index, followed)
+                hand_over(result_json(followed, result, gap_index, source, propagated_from=index))
+
+    def hand_over(answer: dict[str, Any]) -> None:
+        inference_request.add_results([answer])
+        inference_request.done(1)
 
     side = model.model_input_side(settings)
-    with FrameReader(str(video.path), batches, side, keep_whole=tracker is not None and tracker.needs_frames) as reader:
+    keep_whole = tracker is not None and tracker.needs_frames
+    with stack, FrameReader(str(video.path), batches, side, keep_whole) as reader:
         for frames in reader:
             if inference_request.is_stopped():
                 break

@@ -46,6 +46,8 @@ class VideoRequest:
         backward: frames run from ``start`` towards frame 0.
         tracker: ``"botsort"`` or None.
         tracker_settings: the request's BoT-SORT tuning (checked by :mod:`.tracking`).
+        propagate: masks are carried through the frames the stride skips (:meth:`gaps`), which
+            then count towards the frame limit too.
     """
 
     start: int = 0
@@ -56,10 +58,35 @@ class VideoRequest:
     backward: bool = False
     tracker: str | None = None
     tracker_settings: dict[str, Any] = field(default_factory=dict)
+    propagate: bool = False
 
     def frame_indices(self, frames_in_video: int, fps: float, max_frames: int) -> list[int]:
         """The frames to run on, in order; ``VideoRefused`` naming the field when the start is
-        outside the video or the frames are more than ``max_frames``."""
+        outside the video or the frames are more than ``max_frames`` (counting the frames masks
+        are propagated through, where they are)."""
+        indices = self._covered(frames_in_video, fps)[:: self.stride]
+        if len(indices) > max_frames:
+            raise VideoRefused(
+                f"num_frames: this request runs on {len(indices)} frames, more than the {max_frames} one request "
+                "may run on (KOSMOS2_MAX_VIDEO_FRAMES); ask for fewer frames or a larger stride"
+            )
+        if self.propagate and len(self._covered(frames_in_video, fps)) > max_frames:
+            raise VideoRefused(
+                f"propagate_masks: carrying masks through the frames between every {self.stride}th covers "
+                f"{len(self._covered(frames_in_video, fps))} frames, more than the {max_frames} one request may "
+                "cover (KOSMOS2_MAX_VIDEO_FRAMES); ask for fewer frames, or send propagate_masks: false"
+            )
+        return list(indices)
+
+    def gaps(self, frames_in_video: int, fps: float) -> dict[int, list[int]]:
+        """For each frame run on, the frames after it (in the request's direction) that the
+        stride skips, up to the next frame run on or the end of the range, in order."""
+        covered = self._covered(frames_in_video, fps)
+        return {covered[at]: list(covered[at + 1 : at + self.stride]) for at in range(0, len(covered), self.stride)}
+
+    def _covered(self, frames_in_video: int, fps: float) -> range:
+        """Every frame of the range asked for, in order, before the stride; ``VideoRefused``
+        naming ``start_frame`` when the start is outside the video."""
         if not 0 <= self.start < frames_in_video:
             raise VideoRefused(
                 f"start_frame: {self.start} is outside the video, which has frames 0 to {frames_in_video - 1}"
@@ -67,16 +94,9 @@ class VideoRequest:
         span = self._span(fps)
         if self.backward:
             last = self.start - span + 1 if span is not None else 0
-            indices = range(self.start, max(last, 0) - 1, -self.stride)
-        else:
-            last = self.start + span - 1 if span is not None else frames_in_video - 1
-            indices = range(self.start, min(last, frames_in_video - 1) + 1, self.stride)
-        if len(indices) > max_frames:
-            raise VideoRefused(
-                f"num_frames: this request runs on {len(indices)} frames, more than the {max_frames} one request "
-                "may run on (KOSMOS2_MAX_VIDEO_FRAMES); ask for fewer frames or a larger stride"
-            )
-        return list(indices)
+            return range(self.start, max(last, 0) - 1, -1)
+        last = self.start + span - 1 if span is not None else frames_in_video - 1
+        return range(self.start, min(last, frames_in_video - 1) + 1)
 
     def _span(self, fps: float) -> int | None:
         """Frames from the start (before the stride) that were asked for, None for all."""

@@ -135,6 +135,11 @@ class FrameTracker:
         self.frames.append(TrackedFrame(index, labels, track_ids, list(annotation.img_tags)))
         return annotation.clone(labels=labels, custom_data=track_ids)
 
+    def add_followed(self, index: int, annotation: sly.Annotation) -> None:
+        """A frame whose masks were carried from a key frame (:mod:`.propagation`): its labels
+        join the tracks of their key labels (track ids in ``custom_data``), BoT-SORT untouched."""
+        self.frames.append(TrackedFrame(index, list(annotation.labels), list(annotation.custom_data), []))
+
     def video_annotation(self, frames_count: int, size: tuple[int, int]) -> sly.VideoAnnotation:
         """The video annotation of the frames processed: an object per track (its class that of
         its first box), a figure per box, and each frame's text (caption, answer) as a tag of
