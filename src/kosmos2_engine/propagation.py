@@ -79,7 +79,8 @@ class MaskPropagator:
             raise ValueError("every object to follow needs a mask that is not empty")
         return Propagation(self, key_frame, masks)
 
-    def autocast(self):
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast on a GPU (or :attr:`precision`'s dtype), disabled in float32."""
         device_type = torch.device(self.device).type
         dtype = self.precision or (torch.bfloat16 if device_type == "cuda" else torch.float32)
         return torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32)

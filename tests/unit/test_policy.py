@@ -37,7 +37,7 @@ def test_shipped_defaults_list_every_setting_and_every_task():
         "max_new_tokens",
         "confidence_threshold",
         *("mode", "reference_bbox", "reference_image_id", "reference_class_name"),  # kosmos2_app.reference_box
-        *("masks", "keep_boxes"),  # kosmos2_app.masks
+        *("masks", "keep_boxes", "propagate_masks"),  # kosmos2_app.masks
     }
     text = (Path(__file__).parents[2] / "src" / "inference_settings.yaml").read_text()
     assert all(f"#   {task} " in text for task in TASKS)
