@@ -14,6 +14,7 @@ deploy and warmed up there (``KOSMOS2_SAM2_AT_DEPLOY=1``).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -140,9 +141,10 @@ class LazySegmenter:
                     ) from None
             return self._segmenter
 
+    @functools.cached_property
     def video_refusal(self) -> str | None:
         """Why this SAM 2 cannot carry masks through a video's frames (an image-only checkpoint,
-        or one that does not load), None when it can; read from its config, nothing loaded."""
+        or one that does not load), None when it can; read from its config once, nothing loaded."""
         try:
             MaskPropagator.check(self.checkpoint)
         except CheckpointError as error:

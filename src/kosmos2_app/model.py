@@ -375,7 +375,7 @@ class Kosmos2(sdk.SdkHooks, sly.nn.inference.PromptBasedObjectDetection):
         options = MaskOptions.of(settings)
         if stride < 2 or not options.propagate_masks or not (options.masks or self.masked_classes(settings)):
             return False
-        refusal = self.segmenter.video_refusal()
+        refusal = self.segmenter.video_refusal
         if refusal is not None:
             raise bad_request(
                 f"propagate_masks: {refusal}; send propagate_masks: false, or deploy a SAM 2 video checkpoint"

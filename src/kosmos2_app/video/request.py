@@ -64,16 +64,17 @@ class VideoRequest:
         """The frames to run on, in order; ``VideoRefused`` naming the field when the start is
         outside the video or the frames are more than ``max_frames`` (counting the frames masks
         are propagated through, where they are)."""
-        indices = self._covered(frames_in_video, fps)[:: self.stride]
+        covered = self._covered(frames_in_video, fps)
+        indices = covered[:: self.stride]
         if len(indices) > max_frames:
             raise VideoRefused(
                 f"num_frames: this request runs on {len(indices)} frames, more than the {max_frames} one request "
                 "may run on (KOSMOS2_MAX_VIDEO_FRAMES); ask for fewer frames or a larger stride"
             )
-        if self.propagate and len(self._covered(frames_in_video, fps)) > max_frames:
+        if self.propagate and len(covered) > max_frames:
             raise VideoRefused(
                 f"propagate_masks: carrying masks through the frames between every {self.stride}th covers "
-                f"{len(self._covered(frames_in_video, fps))} frames, more than the {max_frames} one request may "
+                f"{len(covered)} frames, more than the {max_frames} one request may "
                 "cover (KOSMOS2_MAX_VIDEO_FRAMES); ask for fewer frames, or send propagate_masks: false"
             )
         return list(indices)
